@@ -1,0 +1,51 @@
+"""`ebt-scaling` console entry point.
+
+Each subcommand lives in its own module under harness/commands/ exposing
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when
+their command runs, so `ebt-scaling --help` answers without importing torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module under ebt_scaling.harness.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "flops": ("flops", "parameter counts and FLOPs per token of both models, analytic and measured"),
+    "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ebt-scaling", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        args = parser.parse_args(argv)  # prints help / usage errors and exits
+        parser.print_help()
+        return 0
+    module = importlib.import_module(f"ebt_scaling.harness.commands.{COMMANDS[argv[0]][0]}")
+    command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {argv[0]}", description=COMMANDS[argv[0]][1])
+    module.add_arguments(command_parser)
+    args = command_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except CliError as exc:
+        print(f"ebt-scaling {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

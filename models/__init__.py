@@ -1,0 +1,1 @@
+"""Transformer++ and Energy-Based Transformer built from shared blocks, with FLOP accounting."""

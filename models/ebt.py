@@ -1,0 +1,237 @@
+"""Energy-Based Transformer for autoregressive text (Gladstone et al. 2025, notes/ebt.md).
+
+Prediction is optimisation. For every position i the model holds a candidate
+distribution over the next token, starts it from random logits and takes K gradient
+steps on a learned scalar energy:
+
+    p_k     = softmax(y_k)                    # step in probability space
+    E_k     = energy(context, p_k)            # one scalar per position
+    y_{k+1} = p_k - alpha * dE_k/dp_k         # read as the logits of the next candidate
+    loss    = mean_k CE(y_{k+1}, next token)  # backprop goes through dE/dp: 2nd order
+
+The energy network is one Transformer++ backbone run over two streams that share every
+weight:
+
+* the *real* stream: causal self-attention over the real tokens (plus, for the
+  ``time_embed`` variant, a learned step-index token at position 0 that everybody sees);
+* the *predicted* stream: candidate i, embedded as p_i @ W_v2e, attends to real tokens
+  0..i and to itself only; a final RMSNorm and a d -> 1 head give its energy.
+
+What this implementation saves, and why it is allowed:
+
+* The real stream never depends on the candidate, so dE/dp never flows through it. It
+  only needs a first-order backward, which is why it can use fused SDPA kernels (they
+  have no double backward), and its output only matters as per-layer keys/values: the
+  last layer computes keys and values and nothing else.
+* ``default`` variant: the real stream is identical in every step, so it runs once per
+  batch and its keys/values are reused by all K steps.
+* ``time_embed`` variant: real tokens attend to the step token, so the real stream
+  differs between steps and runs once per step (K times). It still needs no double
+  backward.
+* Candidates only see themselves, so energy_i depends on p_i alone and
+  d(sum_i E_i)/dp gives every position's gradient in one backward.
+* No V-sized temporary beyond the candidate (y), its softmax (p) and its gradient (g):
+  cross-entropy takes logits directly (fused log-softmax).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import IGNORE_INDEX, LanguageModel, StepOutput
+from .config import ModelConfig
+from .layers import Block, RMSNorm, Rotary, init_weights
+
+KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class ThinkResult:
+    """Inference-time refinement ("thinking") on a batch.
+
+    nll: (steps, B, S) next-token NLL of the candidate after each step (0 at pads);
+    energy: (steps + 1, B, S) energy of the candidate before each step and of the final
+    one; logits: (B, S, V) the final candidate. With several samples each position keeps
+    the sample whose final energy is lowest (self-verification).
+    """
+
+    nll: torch.Tensor
+    energy: torch.Tensor
+    logits: torch.Tensor
+
+
+class EBT(LanguageModel):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, e = config, config.ebt
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.candidate_proj = nn.Linear(c.vocab_size, c.d_model, bias=False)  # W_v2e
+        self.step_emb = nn.Embedding(e.steps, c.d_model) if e.variant == "time_embed" else None
+        self.rotary = Rotary(c.head_dim, c.context + 2, c.rope_theta)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model)
+        self.energy_head = nn.Linear(c.d_model, 1, bias=False)
+        init_weights(self, c.n_layers, c.init_std)
+        self.alpha = nn.Parameter(torch.tensor(float(e.alpha_init)), requires_grad=e.learn_alpha)
+        self.alpha._own_optimizer_group = True  # its own LR multiplier and no weight decay
+        if e.replay_buffer_size:
+            # Persistent so that checkpoints (and therefore exact resume) include it.
+            self.register_buffer("replay", torch.zeros(e.replay_buffer_size, c.context, c.vocab_size))
+            self.register_buffer("replay_count", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def _offset(self) -> int:
+        """Context entries before real token 0 (the step token, if any)."""
+        return 1 if self.step_emb is not None else 0
+
+    def real_stream(self, token_emb: torch.Tensor, step: int) -> KeysValues:
+        """Per-layer keys/values of the real tokens (plus the step token for time_embed)."""
+        h = token_emb
+        if self.step_emb is not None:
+            idx = min(step, self.step_emb.num_embeddings - 1)  # extra steps reuse the last landscape
+            h = torch.cat((self.step_emb.weight[idx].expand(h.shape[0], 1, -1).to(h.dtype), h), dim=1)
+        kvs: KeysValues = []
+        for block in self.blocks[:-1]:
+            h, kv = block(h)
+            kvs.append(kv)
+        kvs.append(self.blocks[-1].context_keys_values(h, 0))  # the rest of the last layer is unused
+        return kvs
+
+    def energy(self, probs: torch.Tensor, kvs: KeysValues) -> torch.Tensor:
+        """Energy (B, S) of candidate distributions probs (B, S, V) given the real stream."""
+        # Real tokens sit at positions offset..offset+S-1; candidate i predicts token i+1.
+        start = self._offset + 1
+        x = self.candidate_proj(probs)
+        for block, kv in zip(self.blocks, kvs):
+            x = block.forward_candidates(x, start, kv, self._offset)
+        return self.energy_head(self.norm(x)).squeeze(-1)
+
+    def _initial_candidates(self, batch: int, seq: int, ref: torch.Tensor) -> torch.Tensor:
+        y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=torch.float32)
+        e = self.config.ebt
+        if self.training and e.replay_buffer_size and int(self.replay_count) >= e.replay_buffer_size:
+            n = int(batch * e.replay_fraction)
+            pick = torch.randint(0, e.replay_buffer_size, (n,), device=ref.device)
+            y[:n] = self.replay[pick, :seq].to(y.dtype)
+        return y
+
+    @torch.no_grad()
+    def _remember(self, y: torch.Tensor) -> None:
+        size = self.config.ebt.replay_buffer_size
+        count = int(self.replay_count)
+        rows = (torch.arange(y.shape[0], device=y.device) + count) % size
+        self.replay[rows, : y.shape[1]] = y.detach().to(self.replay.dtype)
+        self.replay_count += y.shape[0]
+
+    def _alpha(self, like: torch.Tensor, random_scale: float) -> torch.Tensor:
+        alpha = self.alpha.clamp(min=self.config.ebt.alpha_min)
+        if random_scale > 1:
+            lo, hi = 1.0 / random_scale, random_scale
+            alpha = alpha * (lo + (hi - lo) * torch.rand(*like.shape[:-1], 1, device=like.device))
+        return alpha
+
+    def _descend(self, y: torch.Tensor, kvs: KeysValues, create_graph: bool, sigma: float,
+                 alpha_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One refinement step from logits y: returns (next logits, energy of softmax(y))."""
+        y = y.detach()
+        if sigma > 0:
+            y = y + sigma * torch.randn_like(y)
+        # The candidate is a leaf: S1 detaches between steps, so nothing upstream needs grad.
+        probs = torch.softmax(y, dim=-1).requires_grad_(True)
+        with torch.enable_grad():
+            energy = self.energy(probs, kvs)
+            (grad,) = torch.autograd.grad(energy.sum(), probs, create_graph=create_graph)
+        return probs - self._alpha(probs, alpha_scale) * grad, energy
+
+    # ------------------------------------------------------------------ training
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
+        e = self.config.ebt
+        batch, seq = inputs.shape
+        token_emb = self.tok_emb(inputs)
+        n_steps = e.steps
+        if self.training and e.random_extra_steps[1] > 0:
+            lo, hi = e.random_extra_steps
+            n_steps += int(torch.randint(lo, hi + 1, ()))
+        sigma = e.langevin_sigma if self.training else 0.0
+        alpha_scale = e.alpha_random_scale if self.training else 1.0
+        y = self._initial_candidates(batch, seq, inputs)
+        flat_targets = targets.flatten()
+        kvs: KeysValues | None = None
+        losses, energies = [], []
+        learning = self.training and torch.is_grad_enabled()
+        for k in range(n_steps):
+            trained = learning and (not e.truncate_unroll or k == n_steps - 1)
+            if kvs is None or self.step_emb is not None:
+                # default variant: one real stream serves every step, so it keeps its graph
+                # whenever any step is trained; time_embed: only a trained step needs it.
+                with torch.set_grad_enabled(trained if self.step_emb is not None else learning):
+                    kvs = self.real_stream(token_emb, k)
+            y, energy = self._descend(y, kvs, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
+            energies.append(energy.detach())
+            if trained or not learning:
+                losses.append(F.cross_entropy(y.flatten(0, 1).float(), flat_targets, ignore_index=IGNORE_INDEX))
+        if self.training and e.replay_buffer_size:
+            self._remember(y)
+        mask = (targets != IGNORE_INDEX).float()
+        n_tokens = mask.sum()
+        gap = ((energies[0] - energies[-1]) * mask).sum() / n_tokens.clamp(min=1)
+        loss = torch.stack(losses).mean()
+        return StepOutput(loss, {"ce": losses[-1].detach(), "ce_mean_steps": loss.detach(),
+                                 "energy_gap": gap, "alpha": self.alpha.detach().clamp(min=e.alpha_min),
+                                 "tokens": n_tokens})
+
+    # ------------------------------------------------------------------ inference
+    def think(self, inputs: torch.Tensor, targets: torch.Tensor, steps: int | None = None, samples: int = 1,
+              langevin_sigma: float = 0.0) -> ThinkResult:
+        """Refine for any number of steps (also more than trained) from `samples` random
+        starts; each position keeps the sample with the lowest final energy."""
+        steps = steps or self.config.ebt.steps
+        best: ThinkResult | None = None
+        with torch.no_grad():
+            token_emb = self.tok_emb(inputs)
+            kvs_by_step: dict[int, KeysValues] = {}
+        for _ in range(samples):
+            y = torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device)
+            nll, energy = [], []
+            for k in range(steps):
+                key = min(k, self.config.ebt.steps - 1) if self.step_emb is not None else 0
+                if key not in kvs_by_step:
+                    with torch.no_grad():
+                        kvs_by_step[key] = self.real_stream(token_emb, key)
+                y, e_k = self._descend(y, kvs_by_step[key], create_graph=False, sigma=langevin_sigma, alpha_scale=1.0)
+                y = y.detach()
+                energy.append(e_k.detach())
+                nll.append(F.cross_entropy(y.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX,
+                                           reduction="none"))
+            with torch.no_grad():
+                energy.append(self.energy(torch.softmax(y, -1), kvs_by_step[key]))
+            result = ThinkResult(torch.stack(nll), torch.stack(energy), y)
+            best = result if best is None else _keep_lower_energy(best, result)
+        return best
+
+    def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.think(inputs, targets).nll[-1]
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        tables = [self.tok_emb.weight, self.candidate_proj.weight]
+        return tables + ([self.step_emb.weight] if self.step_emb is not None else [])
+
+    def optimizer_groups(self, weight_decay: float, decay_norms_and_embeddings: bool = False,
+                         lr_scale: float = 1.0) -> list[dict]:
+        groups = super().optimizer_groups(weight_decay, decay_norms_and_embeddings, lr_scale)
+        if self.alpha.requires_grad:
+            groups.append({"params": [self.alpha], "weight_decay": 0.0, "name": "alpha",
+                           "lr_scale": lr_scale * self.config.ebt.alpha_lr_multiplier})
+        return groups
+
+
+def _keep_lower_energy(a: ThinkResult, b: ThinkResult) -> ThinkResult:
+    """Per position, the candidate whose final energy is lower (best-of-N by energy)."""
+    take_b = b.energy[-1] < a.energy[-1]  # (B, S)
+    return ThinkResult(torch.where(take_b, b.nll, a.nll), torch.where(take_b, b.energy, a.energy),
+                       torch.where(take_b[..., None], b.logits, a.logits))

@@ -1,0 +1,41 @@
+"""Transformer++ (Llama-2 style): pre-norm RMSNorm, RoPE, SwiGLU, no biases, untied head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import IGNORE_INDEX, LanguageModel, StepOutput
+from .config import ModelConfig
+from .layers import Block, RMSNorm, Rotary, init_weights
+
+
+class TransformerPP(LanguageModel):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.rotary = Rotary(c.head_dim, c.context + 2, c.rope_theta)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        init_weights(self, c.n_layers, c.init_std)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        h = self.tok_emb(inputs)
+        for block in self.blocks:
+            h, _ = block(h)
+        return self.lm_head(self.norm(h))
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
+        logits = self.logits(inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        return StepOutput(loss, {"ce": loss.detach(), "tokens": (targets != IGNORE_INDEX).sum()})
+
+    def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(inputs)
+        return F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.tok_emb.weight, self.lm_head.weight]
