@@ -14,6 +14,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("flops", "parameter counts and FLOPs per token of both models, analytic and measured"),
     "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
+    "data": ("data", "prepare the data a run spec names (download, tokenizer, token cache)"),
+    "train": ("train", "train one run from a run spec into a run directory (resumes if interrupted)"),
+    "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
+    "fit": ("fit", "fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3) to any CSV"),
 }
 
 

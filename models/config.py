@@ -45,20 +45,19 @@ class EBTConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "random_extra_steps", tuple(self.random_extra_steps))
-        p = "ebt."
-        _require(self.variant in EBT_VARIANTS, p + "variant", f"must be one of {EBT_VARIANTS}, got {self.variant!r}")
-        _require(isinstance(self.steps, int) and self.steps >= 1, p + "steps", f"must be an integer >= 1, got {self.steps!r}")
-        _require(self.alpha_init > 0, p + "alpha_init", f"must be > 0, got {self.alpha_init}")
-        _require(self.alpha_lr_multiplier > 0, p + "alpha_lr_multiplier", f"must be > 0, got {self.alpha_lr_multiplier}")
-        _require(self.alpha_min > 0, p + "alpha_min", f"must be > 0, got {self.alpha_min}")
-        _require(self.langevin_sigma >= 0, p + "langevin_sigma", f"must be >= 0 (0 turns noise off), got {self.langevin_sigma}")
-        _require(self.alpha_random_scale >= 1, p + "alpha_random_scale", f"must be >= 1 (1 turns it off), got {self.alpha_random_scale}")
+        _require(self.variant in EBT_VARIANTS, "variant", f"must be one of {EBT_VARIANTS}, got {self.variant!r}")
+        _require(isinstance(self.steps, int) and self.steps >= 1, "steps", f"must be an integer >= 1, got {self.steps!r}")
+        _require(self.alpha_init > 0, "alpha_init", f"must be > 0, got {self.alpha_init}")
+        _require(self.alpha_lr_multiplier > 0, "alpha_lr_multiplier", f"must be > 0, got {self.alpha_lr_multiplier}")
+        _require(self.alpha_min > 0, "alpha_min", f"must be > 0, got {self.alpha_min}")
+        _require(self.langevin_sigma >= 0, "langevin_sigma", f"must be >= 0 (0 turns noise off), got {self.langevin_sigma}")
+        _require(self.alpha_random_scale >= 1, "alpha_random_scale", f"must be >= 1 (1 turns it off), got {self.alpha_random_scale}")
         lo_hi = self.random_extra_steps
         _require(len(lo_hi) == 2 and all(isinstance(v, int) for v in lo_hi) and 0 <= lo_hi[0] <= lo_hi[1],
-                 p + "random_extra_steps", f"must be [lo, hi] integers with 0 <= lo <= hi, got {list(lo_hi)}")
+                 "random_extra_steps", f"must be [lo, hi] integers with 0 <= lo <= hi, got {list(lo_hi)}")
         _require(isinstance(self.replay_buffer_size, int) and self.replay_buffer_size >= 0,
-                 p + "replay_buffer_size", f"must be an integer >= 0 (0 turns it off), got {self.replay_buffer_size!r}")
-        _require(0 < self.replay_fraction < 1, p + "replay_fraction", f"must be in (0, 1), got {self.replay_fraction}")
+                 "replay_buffer_size", f"must be an integer >= 0 (0 turns it off), got {self.replay_buffer_size!r}")
+        _require(0 < self.replay_fraction < 1, "replay_fraction", f"must be in (0, 1), got {self.replay_fraction}")
 
     @property
     def is_system2(self) -> bool:
@@ -96,7 +95,10 @@ class ModelConfig:
         _require(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         _require(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
         if isinstance(self.ebt, dict):  # convenience for callers building from plain dicts
-            object.__setattr__(self, "ebt", EBTConfig(**self.ebt))
+            try:
+                object.__setattr__(self, "ebt", EBTConfig(**self.ebt))
+            except ConfigError as exc:
+                raise ConfigError(f"ebt.{exc}") from None
 
     @property
     def head_dim(self) -> int:

@@ -1,0 +1,156 @@
+"""RunSpec: the one typed config that fully determines a training run.
+
+Loaded from and dumped to YAML; validated with one-line errors naming the key and the
+fix. The run id is a stable hash of everything that can change the result (all fields
+but ``tags``, which only label a run for the analysis: pair id, sweep axis, size name).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from ebt_scaling.models.config import ConfigError, ModelConfig
+
+from .typed_config import from_dict, load_yaml, to_dict
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where tokens come from and how they are batched (see harness/data/)."""
+
+    source: Literal["shakespeare", "tokens", "hf"] = "shakespeare"
+    cache_dir: str | None = None  # None: $EBT_SCALING_DATA, else ~/.cache/ebt-scaling
+    batching: Literal["packed", "paper"] = "packed"  # paper: one document per row, truncated and padded
+    val_fraction: float = 0.05  # share of documents held out for validation
+    tokens_path: str | None = None  # source "tokens": a nanoGPT-style uint16/uint32 token file
+    tokenizer_path: str | None = None  # tokenizer.json for "tokens"/"hf" (a hub name also works for "hf")
+    hf_dataset: str | None = None  # source "hf": a hub dataset name or a local dataset directory
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_text_field: str = "text"
+
+    def __post_init__(self) -> None:
+        _require(0 < self.val_fraction < 0.5, "val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        if self.source == "tokens":
+            _require(bool(self.tokens_path), "tokens_path", "is required when source is 'tokens'; give the token file")
+            _require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'tokens'; give its tokenizer.json")
+        if self.source == "hf":
+            _require(bool(self.hf_dataset), "hf_dataset", "is required when source is 'hf'; give a dataset name or directory")
+            _require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'hf'; give a tokenizer name or tokenizer.json")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Token budget, batch, AdamW and the learning-rate schedule."""
+
+    tokens: int = 1_000_000  # training tokens (batch_size * context per step, pads included)
+    batch_size: int = 32  # global sequences per optimizer step, over all processes
+    micro_batch_size: int | None = None  # per process and forward pass; None: no accumulation
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    decay_norms_and_embeddings: bool = False
+    grad_clip: float = 1.0  # 0 turns clipping off
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_fraction: float = 0.05  # of all steps, linear from 0
+    min_lr_ratio: float = 0.1  # floor of cosine / wsd decay, relative to lr (paper: peak / 10)
+    decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
+
+    def __post_init__(self) -> None:
+        _require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.micro_batch_size is None or self.micro_batch_size >= 1, "micro_batch_size",
+                 f"must be >= 1 or null, got {self.micro_batch_size}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}")
+        _require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+        _require(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Held-out evaluation at log-spaced points of training FLOPs, plus the final step."""
+
+    points: int = 8
+    batches: int = 8  # validation batches (of eval batch_size sequences) per evaluation
+    batch_size: int = 16
+    tasks: tuple[str, ...] = ()  # end-of-run evaluations (see harness/evaluation)
+
+    def __post_init__(self) -> None:
+        _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
+        _require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    seed: int = 0  # model init, EBT noise and data order; both runs of a pair share it
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast with fp32 master weights
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the Transformer++ (EBT's double backward cannot be compiled)
+    checkpoint_every: int = 200  # optimizer steps between checkpoints
+    log_every: int = 10  # optimizer steps between metrics rows
+    tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id
+
+    def __post_init__(self) -> None:
+        _require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        _require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        micro = self.train.micro_batch_size
+        _require(micro is None or self.train.batch_size % micro == 0, "train.micro_batch_size",
+                 f"must divide train.batch_size ({self.train.batch_size}), got {micro}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train.batch_size * self.model.context
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, -(-self.train.tokens // self.tokens_per_step))
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash(self)
+
+    def with_tags(self, **tags: str) -> "RunSpec":
+        return replace(self, tags={**self.tags, **{k: str(v) for k, v in tags.items()}})
+
+
+def spec_hash(spec: RunSpec) -> str:
+    """12 hex digits of sha256 over the canonical JSON of the spec without its tags."""
+    payload = to_dict(spec)
+    payload.pop("tags")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def spec_from_dict(data: dict, source: str = "spec") -> RunSpec:
+    try:
+        return from_dict(RunSpec, data or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    return spec_from_dict(load_yaml(Path(path)), str(path))
+
+
+def spec_to_yaml(spec: RunSpec) -> str:
+    return yaml.safe_dump(to_dict(spec), sort_keys=False)

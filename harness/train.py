@@ -1,0 +1,234 @@
+"""Train one run: RunSpec in, run directory out (see harness/run_dir.py for the layout).
+
+Guarantees the rest of the harness builds on:
+* exact resume -- a run directory with a checkpoint resumes from it and ends with the
+  same metrics as an uninterrupted run (checkpoints hold model, optimizer, every RNG
+  state and the data position; metrics rows after the checkpoint are re-logged);
+* evaluation never perturbs training (it runs under a forked, fixed-seed RNG), so the
+  eval schedule cannot change the training trajectory;
+* divergence (a NaN/Inf loss or gradient) ends the run with status ``diverged``, the step
+  and the last metrics kept in result.json -- never silently skipped;
+* data parallel over processes with a global batch independent of the process count
+  (each shard's loss is weighted by its share of the global batch's target tokens).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ebt_scaling.models.base import LanguageModel
+from ebt_scaling.models.config import ConfigError
+from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
+
+from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data.pipeline import open_dataset
+from .distributed import DistributedContext
+from .run_dir import RunDir, atomic_write_json, atomic_write_text
+from .schedule import lr_at
+from .spec import RunSpec, load_spec, spec_to_yaml
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' requested but no CUDA device is visible; use 'auto' or 'cpu'")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def eval_steps(total_steps: int, points: int) -> set[int]:
+    """Steps (1-based counts of optimizer steps) log-spaced in training FLOPs -- FLOPs grow
+    linearly with steps -- always including the final step."""
+    return {int(s) for s in np.unique(np.round(np.geomspace(1, total_steps, points)))} | {total_steps}
+
+
+def prepare_run_dir(run: RunDir, spec: RunSpec) -> None:
+    """Create the run directory, or check that the one there belongs to this spec."""
+    if run.spec_path.exists():
+        existing = load_spec(run.spec_path)
+        if existing.run_id != spec.run_id:
+            raise ConfigError(f"{run.path}: holds run {existing.run_id}, not {spec.run_id}; "
+                              "use a new --out directory for a different spec")
+        return
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.spec_path, spec_to_yaml(spec))
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, batches, ctx: DistributedContext, device: torch.device, autocast,
+             seed: int) -> dict[str, float]:
+    """Validation NLL = sum of token NLLs / number of tokens over all batches (perplexity is
+    exp of that mean, never a mean of per-batch exps)."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # EBT starts from random candidates: same draws every eval
+        for i, batch in enumerate(batches):
+            if i % ctx.world_size != ctx.rank:
+                continue
+            targets = batch.targets.to(device)
+            with autocast():
+                nll = model.token_nll(batch.inputs.to(device), targets)
+            totals[0] += nll.double().sum()
+            totals[1] += (targets != -100).sum()
+    ctx.all_reduce_sum(totals)
+    model.train(was_training)
+    mean = (totals[0] / totals[1].clamp(min=1)).item()
+    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 700.0))}
+
+
+def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
+              stop_requested: Callable[[], bool] = lambda: False) -> dict:
+    """Train (or resume, or return the result of) the run in `run_path`.
+
+    Returns result.json's content for finished runs, or {"status": "preempted", ...} when
+    `stop_requested()` turned true: the run then holds a checkpoint to resume from.
+    """
+    run = RunDir(run_path)
+    if (done := run.result()) is not None:
+        return done
+    device = resolve_device(spec.device)
+    ctx = DistributedContext.from_env(device.type)
+    if ctx.active and device.type == "cuda":
+        device = resolve_device(spec.device, ctx.local_rank)
+    if ctx.is_main:
+        prepare_run_dir(run, spec)
+    ctx.barrier()
+
+    batch_size = spec.train.batch_size
+    if batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size: {batch_size} does not split over {ctx.world_size} processes; "
+                          "use a multiple of the process count")
+    local_batch = batch_size // ctx.world_size
+    micro = spec.train.micro_batch_size or local_batch
+    if local_batch % micro:
+        raise ConfigError(f"train.micro_batch_size: {micro} must divide the per-process batch {local_batch}")
+
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model).to(device)
+    data = open_dataset(spec, ctx.rank, ctx.world_size)
+    if data.vocab_size > spec.model.vocab_size:
+        raise ConfigError(f"model.vocab_size: {spec.model.vocab_size} is smaller than the tokenizer's "
+                          f"{data.vocab_size}; set model.vocab_size >= {data.vocab_size}")
+    groups = model.optimizer_groups(spec.train.weight_decay, spec.train.decay_norms_and_embeddings)
+    optimizer = torch.optim.AdamW(
+        [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"]} for g in groups],
+        lr=spec.train.lr, betas=spec.train.betas, eps=spec.train.eps, fused=device.type == "cuda")
+    params = [p for g in groups for p in g["params"]]
+    batches = data.train_batches()
+    val_batches = data.val_batches(spec.eval.batch_size, spec.eval.batches)
+
+    step = 0
+    state = load_latest_checkpoint(run, map_location=device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batches.load_state_dict(state["data"])
+        set_rng_state(state["rng"][ctx.rank])
+        step = state["step"]
+    if ctx.is_main:
+        run.truncate_metrics(step)
+        run.log(f"{'resume' if step else 'start'} run {spec.run_id} ({spec.model.arch}) at step {step} "
+                f"on {device} x{ctx.world_size}")
+
+    if spec.compile and spec.model.arch == "transformer":
+        model.logits = torch.compile(model.logits)  # EBT's double backward cannot be compiled
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if spec.precision == "bf16" \
+        else contextlib.nullcontext
+    total = spec.total_steps
+    evals = eval_steps(total, spec.eval.points)
+    step_flops = {c: training_step_flops(spec.model, batch_size, spec.model.context, c) for c in CONVENTIONS}
+    progress = tqdm(total=total, initial=step, disable=quiet or not ctx.is_main, unit="step",
+                    desc=f"{spec.model.arch} {spec.run_id}", dynamic_ncols=True)
+    window_start, window_tokens = time.perf_counter(), 0
+    last_row: dict = {}
+    model.train()
+    while step < total:
+        batch = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total, spec.train) * group["lr_scale"]
+        sums: dict[str, torch.Tensor] = {}
+        for start in range(0, local_batch, micro):
+            inputs = batch.inputs[start:start + micro].to(device, non_blocking=True)
+            targets = batch.targets[start:start + micro].to(device, non_blocking=True)
+            weight = int((targets != -100).sum()) / max(1, batch.global_tokens)
+            with autocast():
+                out = model.step(inputs, targets)
+            (out.loss * weight).backward()
+            for key, value in out.metrics.items():
+                if key != "tokens":
+                    sums[key] = sums.get(key, 0) + value.detach().float() * weight
+        ctx.all_reduce_gradients(params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip if spec.train.grad_clip > 0 else float("inf"))
+        stacked = ctx.all_reduce_sum(torch.stack([sums[k] for k in sorted(sums)]))
+        # Shard weights sum to 1 over micro-batches and processes: the sums are global means.
+        metrics = {k: v.item() for k, v in zip(sorted(sums), stacked)}
+        row = {"step": step + 1, "tokens": (step + 1) * batch_size * spec.model.context,
+               **{f"flops_{c}": (step + 1) * f for c, f in step_flops.items()},
+               "train_loss": metrics.pop("ce"), "lr": optimizer.param_groups[0]["lr"],
+               "grad_norm": float(grad_norm), **metrics}
+        # Every rank holds the same reduced numbers, so all take the same branch.
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["grad_norm"])):
+            progress.close()
+            return _finish(run, ctx, spec, "diverged", step, last_row or row, model,
+                           note=f"non-finite loss or gradient in step {step + 1}; weights of step {step} kept")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last_row = row
+        window_tokens += batch_size * spec.model.context
+        progress.update(1)
+        if step % spec.log_every == 0 or step in evals:
+            elapsed = time.perf_counter() - window_start
+            row["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+            window_start, window_tokens = time.perf_counter(), 0
+            if step in evals:
+                row.update(evaluate(model, val_batches, ctx, device, autocast, spec.seed))
+            if ctx.is_main:
+                run.append_metrics(row)
+            progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+        stopping = stop_requested()
+        if step % spec.checkpoint_every == 0 or step == total or stopping:
+            _checkpoint(run, ctx, step, model, optimizer, batches)
+        if stopping and step < total:
+            progress.close()
+            if ctx.is_main:
+                run.log(f"stopped at step {step} on request (preemption); checkpoint saved")
+            return {"status": "preempted", "step": step}
+    progress.close()
+    return _finish(run, ctx, spec, "done", step, last_row, model)
+
+
+def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches) -> None:
+    rngs = ctx.gather_objects(rng_state())
+    if ctx.is_main:
+        save_checkpoint(run, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "data": batches.state_dict(), "rng": rngs})
+    ctx.barrier()
+
+
+def _finish(run: RunDir, ctx: DistributedContext, spec: RunSpec, status: str, step: int, last: dict,
+            model: LanguageModel, note: str = "") -> dict:
+    final_eval = [r for r in run.metrics() if "val_loss" in r] if ctx.is_main else []
+    result = {"status": status, "run_id": spec.run_id, "arch": spec.model.arch, "step": step,
+              "total_steps": spec.total_steps, "final": last,
+              "val_loss": final_eval[-1]["val_loss"] if final_eval else None,
+              "val_ppl": final_eval[-1]["val_ppl"] if final_eval else None,
+              "params": model.param_counts(),
+              "note": note}
+    if ctx.is_main:
+        atomic_write_json(run.result_path, result)
+        run.log(f"{status} at step {step}" + (f": {note}" if note else ""))
+    ctx.barrier()
+    return result
