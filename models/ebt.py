@@ -43,7 +43,7 @@ from torch import nn
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
 from .config import ModelConfig
-from .layers import Block, RMSNorm, Rotary, init_weights
+from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -89,6 +89,11 @@ class EBT(LanguageModel):
         """Context entries before real token 0 (the step token, if any)."""
         return 1 if self.step_emb is not None else 0
 
+    @property
+    def _candidate_dtype(self) -> torch.dtype:
+        """Candidates live in float32 (float64 when the model is float64), never in bf16."""
+        return torch.promote_types(self.candidate_proj.weight.dtype, torch.float32)
+
     def real_stream(self, token_emb: torch.Tensor, step: int) -> KeysValues:
         """Per-layer keys/values of the real tokens (plus the step token for time_embed)."""
         h = token_emb
@@ -112,7 +117,7 @@ class EBT(LanguageModel):
         return self.energy_head(self.norm(x)).squeeze(-1)
 
     def _initial_candidates(self, batch: int, seq: int, ref: torch.Tensor) -> torch.Tensor:
-        y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=torch.float32)
+        y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=self._candidate_dtype)
         e = self.config.ebt
         if self.training and e.replay_buffer_size and int(self.replay_count) >= e.replay_buffer_size:
             n = int(batch * e.replay_fraction)
@@ -174,7 +179,7 @@ class EBT(LanguageModel):
             y, energy = self._descend(y, kvs, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
             energies.append(energy.detach())
             if trained or not learning:
-                losses.append(F.cross_entropy(y.flatten(0, 1).float(), flat_targets, ignore_index=IGNORE_INDEX))
+                losses.append(F.cross_entropy(at_least_fp32(y.flatten(0, 1)), flat_targets, ignore_index=IGNORE_INDEX))
         if self.training and e.replay_buffer_size:
             self._remember(y)
         mask = (targets != IGNORE_INDEX).float()
@@ -196,7 +201,7 @@ class EBT(LanguageModel):
             token_emb = self.tok_emb(inputs)
             kvs_by_step: dict[int, KeysValues] = {}
         for _ in range(samples):
-            y = torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device)
+            y = torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device, dtype=self._candidate_dtype)
             nll, energy = [], []
             for k in range(steps):
                 key = min(k, self.config.ebt.steps - 1) if self.step_emb is not None else 0
@@ -206,7 +211,7 @@ class EBT(LanguageModel):
                 y, e_k = self._descend(y, kvs_by_step[key], create_graph=False, sigma=langevin_sigma, alpha_scale=1.0)
                 y = y.detach()
                 energy.append(e_k.detach())
-                nll.append(F.cross_entropy(y.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX,
+                nll.append(F.cross_entropy(at_least_fp32(y.transpose(1, 2)), targets, ignore_index=IGNORE_INDEX,
                                            reduction="none"))
             with torch.no_grad():
                 energy.append(self.energy(torch.softmax(y, -1), kvs_by_step[key]))

@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half precisions to float32 but keep float64 (so float64 checks stay exact)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -30,7 +35,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 for bf16 stability, return in the input dtype.
-        x32 = x.float()
+        x32 = at_least_fp32(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return x32.type_as(x) * self.weight
 
@@ -116,7 +121,7 @@ class Attention(nn.Module):
         visible = torch.ones(s, n_ctx, dtype=torch.bool, device=x.device).tril(diagonal=offset)
         scores_ctx = scores_ctx.masked_fill(~visible, float("-inf"))
         score_self = (q * k_self).sum(-1, keepdim=True) * scale
-        weights = torch.softmax(torch.cat((scores_ctx, score_self), dim=-1).float(), dim=-1).to(q.dtype)
+        weights = torch.softmax(at_least_fp32(torch.cat((scores_ctx, score_self), dim=-1)), dim=-1).to(q.dtype)
         out = torch.matmul(weights[..., :n_ctx], v_ctx) + weights[..., n_ctx:] * v_self
         return self.wo(self._merge(out))
 

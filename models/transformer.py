@@ -7,7 +7,7 @@ from torch import nn
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
 from .config import ModelConfig
-from .layers import Block, RMSNorm, Rotary, init_weights
+from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
 
 
 class TransformerPP(LanguageModel):
@@ -30,12 +30,12 @@ class TransformerPP(LanguageModel):
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
         logits = self.logits(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), targets.flatten(), ignore_index=IGNORE_INDEX)
         return StepOutput(loss, {"ce": loss.detach(), "tokens": (targets != IGNORE_INDEX).sum()})
 
     def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.logits(inputs)
-        return F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        return F.cross_entropy(at_least_fp32(logits.transpose(1, 2)), targets, ignore_index=IGNORE_INDEX, reduction="none")
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [self.tok_emb.weight, self.lm_head.weight]

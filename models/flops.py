@@ -1,0 +1,279 @@
+"""Analytic parameter counts and FLOPs of one training step, for both architectures.
+
+Two conventions (notes/scaling.md: pick one as primary, report the others, apply the same
+one to both models):
+
+``paper``
+    The EBT paper's approximations (v1 p.35-36). Transformer++: 6 N per token, N =
+    non-embedding parameters. EBT: one refinement step is forward + backward + the extra
+    backward of the Hessian-vector product over a doubled sequence, about 3.33x a
+    Transformer++ step, so 20 N per token and step, 20 K N for K steps (6.66x at K = 2).
+    N is each model's own non-embedding parameter count (models' ``param_counts()``).
+    K includes the expected random_extra_steps; truncate_unroll is ignored (the paper
+    gives no formula for it; ``full`` accounts for it).
+
+``full``
+    Every matmul the training step really executes, counted the way
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (2 m n k per m x k @ k x n
+    product; masked/causal attention entries counted in full; embedding lookups, norms,
+    softmax, RoPE and other elementwise work count 0). Forward, backward and, for EBT, the
+    inner backward dE/dp and the double backward through it. Vocabulary-sized matmuls
+    (output head, EBT's V -> d candidate projection) included. Checked against
+    FlopCounterMode on real training steps in tests/test_flops.py.
+
+All counts are per training step for a batch of ``batch`` sequences of ``seq`` tokens;
+per token = per step / (batch * seq). Every term is proportional to the batch, so FLOPs
+per token depend on the sequence length (attention) but not on the batch.
+
+How the ``full`` EBT count arises (see models/ebt.py for the algorithm):
+
+* Real stream (first-order only): forward F_r plus one backward of 2 F_r (gradient of
+  every matmul's two operands) -- 3 F_r per run. It runs once per batch for variant
+  ``default`` and once per step for ``time_embed`` (the step token changes it). Its last
+  layer computes keys and values only. Its input is the S real tokens (+1 step token).
+* Predicted stream, one trained step: forward F_p; inner backward dE/dp (create_graph)
+  = F_p, since it computes only input gradients (one matmul per forward matmul: weight
+  gradients are not requested, nor those of the real stream's keys/values); then the
+  training backward differentiates both graphs w.r.t. both operands of each matmul:
+  2 F_p + 2 F_p. Two exceptions, both d-sized: the energy head's forward output is not
+  used by dE/dp (d sum(E)/dE = 1), so it is never differentiated again; and its inner
+  backward matmul (ones @ W_e) has a constant left operand, so it is differentiated
+  w.r.t. W_e only. Total 6 F_p - 3 * (2 d) per token.
+* Untrained step (``truncate_unroll``, all steps but the last): F_p + F_p (forward and
+  dE/dp without a graph), plus a forward-only real stream for ``time_embed``.
+* ``random_extra_steps`` = (lo, hi): the number of steps is K + U{lo..hi}; every count is
+  affine in the number of steps, so the expected value uses K + (lo + hi) / 2.
+
+GPU note: on CUDA the Transformer++ and the EBT real stream go through a fused SDPA
+kernel (flash / memory-efficient). FlopCounterMode counts their forward as the same two
+matmuls as here, but counts their backward as five matmuls (it includes the recomputation
+of the score matrix that flash does) where the math path has four. A GPU measurement
+therefore exceeds ``full`` by 2 * T^2 * d_model per layer and sequence for every fused
+attention backward (T = attended length), i.e. 2 * T * d_model * layers per token: for xxs
+with S = 256 and V = 50,277 about +0.7% for Transformer++ and +0.3% for EBT (time_embed,
+K = 2; its predicted stream uses plain matmuls, so only the real stream is affected).
+``count_training_step_flops`` forces the math backend, which this module matches exactly
+(for expected step counts: on average).
+"""
+from __future__ import annotations
+
+import torch
+
+from .config import ModelConfig
+
+CONVENTIONS = ("paper", "full")
+
+# ------------------------------------------------------------------ parameters
+
+
+def block_params(config: ModelConfig) -> int:
+    """One pre-norm block: wq, wk, wv, wo (d x d each), SwiGLU (3 d x hidden), two RMSNorms."""
+    d, h = config.d_model, config.hidden
+    return 4 * d * d + 3 * d * h + 2 * d
+
+
+def param_counts(config: ModelConfig) -> dict[str, int]:
+    """{"total", "non_embedding"} exactly as the built model's ``param_counts()`` reports.
+
+    Embedding (excluded from non_embedding): Transformer++ token table and output head;
+    EBT token table, V -> d candidate projection and (time_embed) the K x d step table.
+    Non-embedding: the blocks, the final norm, and for EBT the d -> 1 energy head and alpha.
+    """
+    d, v = config.d_model, config.vocab_size
+    backbone = config.n_layers * block_params(config) + d  # blocks + final RMSNorm
+    if config.arch == "transformer":
+        embedding = 2 * v * d  # tok_emb + lm_head
+        non_embedding = backbone
+    else:
+        step_table = config.ebt.steps * d if config.ebt.variant == "time_embed" else 0
+        embedding = 2 * v * d + step_table  # tok_emb + candidate_proj (+ step_emb)
+        non_embedding = backbone + d + 1  # + energy_head + alpha
+    return {"total": embedding + non_embedding, "non_embedding": non_embedding}
+
+
+# ------------------------------------------------------------------ forward matmul pieces
+# Each returns the FLOPs of one *forward* pass (2 multiply-adds per product entry).
+
+
+def matmul_flops(m: int, k: int, n: int) -> int:
+    """(m x k) @ (k x n): 2 m k n, FlopCounterMode's mm/bmm formula."""
+    return 2 * m * k * n
+
+
+def projection_flops_per_token(config: ModelConfig) -> int:
+    """One block's weight matmuls per token: q, k, v, o (d -> d each) and SwiGLU's gate,
+    up (d -> hidden) and down (hidden -> d): 8 d^2 + 6 d hidden."""
+    d, h = config.d_model, config.hidden
+    return 4 * matmul_flops(1, d, d) + 3 * matmul_flops(1, d, h)
+
+
+def kv_projection_flops_per_token(config: ModelConfig) -> int:
+    """Keys and values only (the EBT real stream's last layer): 4 d^2."""
+    return 2 * matmul_flops(1, config.d_model, config.d_model)
+
+
+def attention_flops(config: ModelConfig, queries: int, keys: int) -> int:
+    """Score (Q K^T) and value (A V) matmuls of one layer for one sequence, all heads:
+    2 * (2 queries keys d). Causal masking is not subtracted: the matmuls are dense."""
+    return 2 * matmul_flops(queries, config.d_model, keys)
+
+
+def vocab_matmul_flops_per_token(config: ModelConfig) -> int:
+    """A d x V matmul per token: Transformer++'s output head or EBT's candidate
+    projection p @ W_v2e. (Embedding lookups are gathers, not matmuls: 0.)"""
+    return matmul_flops(1, config.d_model, config.vocab_size)
+
+
+def energy_head_flops_per_token(config: ModelConfig) -> int:
+    """EBT's d -> 1 energy head."""
+    return matmul_flops(1, config.d_model, 1)
+
+
+# ------------------------------------------------------------------ full convention
+
+
+def transformer_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
+    """Transformer++ forward: L blocks over S tokens (causal attention S x S), output head."""
+    per_token = config.n_layers * projection_flops_per_token(config) + vocab_matmul_flops_per_token(config)
+    per_sequence = config.n_layers * attention_flops(config, seq, seq)
+    return batch * (seq * per_token + per_sequence)
+
+
+def transformer_step_flops(config: ModelConfig, batch: int, seq: int) -> int:
+    """Forward + backward; the backward computes both operands' gradients of every matmul
+    (the first block's input gradient too: it flows into the embedding table): 3x forward."""
+    return 3 * transformer_forward_flops(config, batch, seq)
+
+
+def ebt_real_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
+    """One run of the real stream: S tokens (+1 step token for time_embed); L-1 full
+    blocks with causal attention, then the last layer's keys and values only."""
+    t = seq + (1 if config.ebt.variant == "time_embed" else 0)
+    full_blocks = config.n_layers - 1
+    per_token = full_blocks * projection_flops_per_token(config) + kv_projection_flops_per_token(config)
+    per_sequence = full_blocks * attention_flops(config, t, t)
+    return batch * (t * per_token + per_sequence)
+
+
+def ebt_predicted_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
+    """One energy evaluation of S candidates: the V -> d candidate projection, L blocks
+    whose attention is S queries x (S [+1 step token]) context keys (the self score is an
+    elementwise product, 0), and the d -> 1 energy head."""
+    context = seq + (1 if config.ebt.variant == "time_embed" else 0)
+    per_token = (vocab_matmul_flops_per_token(config) + config.n_layers * projection_flops_per_token(config)
+                 + energy_head_flops_per_token(config))
+    per_sequence = config.n_layers * attention_flops(config, seq, context)
+    return batch * (seq * per_token + per_sequence)
+
+
+def ebt_expected_steps(config: ModelConfig) -> float:
+    """K plus the mean of random_extra_steps U{lo..hi} (0 when off)."""
+    lo, hi = config.ebt.random_extra_steps
+    return config.ebt.steps + (lo + hi) / 2
+
+
+def ebt_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
+    """Expected FLOPs of one EBT training step (see the module docstring)."""
+    e = config.ebt
+    n_steps = ebt_expected_steps(config)
+    n_trained = 1.0 if e.truncate_unroll else n_steps
+    n_untrained = n_steps - n_trained
+
+    real = ebt_real_stream_forward_flops(config, batch, seq)
+    pred = ebt_predicted_stream_forward_flops(config, batch, seq)
+    head = batch * seq * energy_head_flops_per_token(config)
+    # Trained step: forward + dE/dp + double backward (4 F_p), less the energy head's
+    # forward never being re-differentiated (2 x head) and its inner-backward matmul being
+    # differentiated w.r.t. the weight only (1 x head).
+    pred_trained = 6 * pred - 3 * head
+    pred_untrained = 2 * pred  # forward + dE/dp, no graph kept
+
+    if e.variant == "time_embed":  # the real stream runs every step
+        real_total = n_trained * 3 * real + n_untrained * real
+    else:  # once per batch, always with its (first-order) backward
+        real_total = 3 * real
+    return real_total + n_trained * pred_trained + n_untrained * pred_untrained
+
+
+# ------------------------------------------------------------------ public entry points
+
+
+def _paper_flops_per_token(config: ModelConfig) -> float:
+    n = param_counts(config)["non_embedding"]
+    if config.arch == "transformer":
+        return 6.0 * n
+    return 20.0 * ebt_expected_steps(config) * n  # 3.33.. x 6 N per refinement step
+
+
+def training_step_flops(config: ModelConfig, batch: int, seq: int | None = None, convention: str = "full") -> float:
+    """FLOPs of one training step on a batch x seq batch (seq defaults to config.context)."""
+    seq = config.context if seq is None else seq
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if batch < 1 or seq < 1:
+        raise ValueError(f"batch and seq must be >= 1, got {batch} and {seq}")
+    if convention == "paper":
+        return _paper_flops_per_token(config) * batch * seq
+    if config.arch == "transformer":
+        return float(transformer_step_flops(config, batch, seq))
+    return float(ebt_step_flops(config, batch, seq))
+
+
+def flops_per_token(config: ModelConfig, convention: str = "full", seq_len: int | None = None) -> float:
+    """Training FLOPs per token: training_step_flops / (batch * seq); batch-independent."""
+    seq = config.context if seq_len is None else seq_len
+    return training_step_flops(config, 1, seq, convention) / seq
+
+
+# ------------------------------------------------------------------ measurement
+
+
+def count_training_step_flops(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+    """Run one real training step (model.step(...).loss.backward()) under FlopCounterMode
+    and return the total FLOPs it counted. Gradients are accumulated into the model's
+    parameters as in training; the caller owns zeroing them.
+
+    SDPA is forced to its math backend: FlopCounterMode has no formula for the CPU flash
+    kernel (it would count 0), and the math path's four backward bmms are what ``full``
+    counts. On GPU the flash/efficient backward formula adds a recomputed score matmul (5
+    bmms instead of 4): see the module docstring for the size of that difference.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    was_training = model.training
+    model.train()
+    try:
+        with sdpa_kernel(SDPBackend.MATH), _global_flop_counter() as counter:
+            model.step(inputs, targets).loss.backward()
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's ModuleTracker: every FLOP goes to "Global"."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
+def _global_flop_counter():
+    """FlopCounterMode(display=False) without its per-module breakdown.
+
+    The ModuleTracker it installs hooks every module input that requires grad; when such
+    a tensor is a leaf -- EBT's candidate probabilities p, the input of candidate_proj --
+    torch.autograd.grad(E, p) fails with "A leaf node was passed to
+    _will_engine_execute_node" (pytorch/pytorch#131753, open). Only the global total is
+    needed here, so the tracker is replaced by one that tracks nothing; the counting
+    itself (FlopCounterMode's formula registry and dispatch mode) is unchanged.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracking()
+    return counter
