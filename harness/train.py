@@ -115,8 +115,11 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     if local_batch % micro:
         raise ConfigError(f"train.micro_batch_size: {micro} must divide the per-process batch {local_batch}")
 
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)  # identical initial weights on every process
     model = build_model(spec.model).to(device)
+    # Each process then draws its own stream (EBT's random candidates, Langevin noise):
+    # with one shared stream every shard of the batch would start from the same noise.
+    torch.manual_seed(spec.seed + 1_000_003 * (ctx.rank + 1))
     data = open_dataset(spec, ctx.rank, ctx.world_size)
     if data.vocab_size > spec.model.vocab_size:
         raise ConfigError(f"model.vocab_size: {spec.model.vocab_size} is smaller than the tokenizer's "

@@ -1,0 +1,39 @@
+"""Shared fixtures: one data cache per test session (the Shakespeare download and BPE
+training happen once), and tiny run specs that train in seconds on 2 CPU cores."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ebt_scaling.harness.spec import spec_from_dict
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory):
+    path = os.environ.get("EBT_SCALING_TEST_DATA") or str(tmp_path_factory.mktemp("data-cache"))
+    return path
+
+
+@pytest.fixture
+def tiny_spec(data_cache):
+    """A factory of tiny run specs on the embedded Shakespeare data."""
+
+    def make(arch: str = "transformer", **overrides):
+        base = {
+            "model": {"arch": arch, "n_layers": 1, "d_model": 32, "n_heads": 2, "vocab_size": 512, "context": 32},
+            "data": {"cache_dir": data_cache},
+            "train": {"tokens": 32 * 8 * 24, "batch_size": 8, "lr": 3e-3},
+            "eval": {"points": 3, "batches": 2, "batch_size": 8},
+            "checkpoint_every": 5,
+            "log_every": 1,
+            "device": "cpu",
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                base[key] = {**base.get(key, {}), **value}
+            else:
+                base[key] = value
+        return spec_from_dict(base)
+
+    return make

@@ -1,0 +1,194 @@
+"""Training runs: exact resume after SIGKILL, divergence, data parallel, evaluation."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ebt_scaling.harness.run_dir import RunDir
+from ebt_scaling.harness.schedule import lr_at
+from ebt_scaling.harness.spec import TrainSpec, spec_to_yaml
+from ebt_scaling.harness.train import eval_steps, train_run
+
+TIMING_KEYS = {"tokens_per_s"}
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_eval_points_are_log_spaced_and_include_the_end():
+    steps = sorted(eval_steps(1000, 4))
+    assert steps == [1, 10, 100, 1000]
+    assert 37 in eval_steps(37, 1)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    train = TrainSpec(lr=1.0, warmup_fraction=0.1, min_lr_ratio=0.1, schedule="cosine")
+    lrs = [lr_at(s, 100, train) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    wsd = TrainSpec(lr=1.0, warmup_fraction=0.0, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.2)
+    lrs = [lr_at(s, 100, wsd) for s in range(100)]
+    assert lrs[79] == 1.0 and lrs[-1] == pytest.approx(0.0) and lrs[85] < 1.0
+
+
+@pytest.mark.parametrize("arch", ["transformer", "ebt"])
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_spec, tmp_path, arch):
+    spec = tiny_spec(arch)
+    reference = train_run(spec, tmp_path / "reference", quiet=True)
+    assert reference["status"] == "done"
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_to_yaml(spec))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ebt_scaling.harness.cli", "train", str(spec_file), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = RunDir(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        rows = run.metrics()
+        if run.checkpoints() and rows and rows[-1]["step"] >= 8:  # past a checkpoint, mid-run
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run.result() is None  # killed: no result yet
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step_" in run.log_path.read_text()
+    assert comparable(run.metrics()) == comparable(RunDir(tmp_path / "reference").metrics())
+    assert run.result()["val_loss"] == reference["val_loss"]
+
+
+def test_stop_request_checkpoints_and_resume_is_exact(tiny_spec, tmp_path):
+    spec = tiny_spec("ebt")
+    reference = train_run(spec, tmp_path / "ref", quiet=True)
+    calls = {"n": 0}
+
+    def stop_after_7_steps():
+        calls["n"] += 1
+        return calls["n"] >= 7
+
+    first = train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after_7_steps)
+    assert first == {"status": "preempted", "step": 7}
+    second = train_run(spec, tmp_path / "run", quiet=True)
+    assert second["status"] == "done" and second["val_loss"] == reference["val_loss"]
+    assert comparable(RunDir(tmp_path / "run").metrics()) == comparable(RunDir(tmp_path / "ref").metrics())
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_spec, tmp_path):
+    spec = tiny_spec("transformer")
+    reference = train_run(spec, tmp_path / "ref", quiet=True)
+    calls = {"n": 0}
+
+    def stop_after_12_steps():
+        calls["n"] += 1
+        return calls["n"] >= 12
+
+    train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after_12_steps)
+    run = RunDir(tmp_path / "run")
+    newest = run.checkpoints()[0]
+    newest.write_bytes(newest.read_bytes()[:100])  # torn file
+    result = train_run(spec, tmp_path / "run", quiet=True)
+    log = run.log_path.read_text()
+    assert f"checkpoint {newest.name} is unreadable" in log and "resuming from step_00000010.pt" in log
+    assert result["val_loss"] == reference["val_loss"]
+
+
+def test_divergence_is_recorded_not_dropped(tiny_spec, tmp_path):
+    spec = tiny_spec("transformer", train={"lr": 1e20, "warmup_fraction": 0.0, "grad_clip": 0.0})
+    result = train_run(spec, tmp_path / "run", quiet=True)
+    assert result["status"] == "diverged"
+    assert 1 <= result["step"] < spec.total_steps
+    assert "non-finite" in result["note"]
+    run = RunDir(tmp_path / "run")
+    assert run.status() == "diverged"
+    assert json.loads(run.result_path.read_text())["final"]["step"] <= result["step"] + 1
+
+
+def test_validation_loss_is_the_token_mean_nll(tiny_spec, tmp_path):
+    """Independent recomputation: load the final weights and sum NLLs over the val set."""
+    from ebt_scaling.harness.data.pipeline import open_dataset
+    from ebt_scaling.models.factory import build_model
+
+    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 6})
+    result = train_run(spec, tmp_path / "run", quiet=True)
+    run = RunDir(tmp_path / "run")
+    state = torch.load(run.checkpoints()[0], weights_only=False)
+    model = build_model(spec.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    total, count = 0.0, 0
+    for batch in open_dataset(spec).val_batches(spec.eval.batch_size, spec.eval.batches):
+        with torch.no_grad():
+            logits = model.logits(batch.inputs).double()
+        logp = torch.log_softmax(logits, -1)
+        mask = batch.targets != -100
+        picked = logp.gather(-1, batch.targets.clamp(min=0)[..., None])[..., 0]
+        total += float(-(picked * mask).sum())
+        count += int(mask.sum())
+    assert result["val_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert result["val_ppl"] == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, spec, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train_run(spec, out, quiet=True)
+
+
+def _train_two_processes(spec, out: Path) -> dict:
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), spec, str(out)), nprocs=2, start_method="spawn")
+    return RunDir(out).result()
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tiny_spec, tmp_path):
+    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 6})
+    torch.set_num_threads(1)
+    single = train_run(spec, tmp_path / "one", quiet=True)
+    double = _train_two_processes(spec, tmp_path / "two")
+    assert double["status"] == "done"
+    one_rows, two_rows = RunDir(tmp_path / "one").metrics(), RunDir(tmp_path / "two").metrics()
+    assert len(one_rows) == len(two_rows)
+    for a, b in zip(one_rows, two_rows):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    assert double["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    one_state = torch.load(RunDir(tmp_path / "one").checkpoints()[0], weights_only=False)["model"]
+    two_state = torch.load(RunDir(tmp_path / "two").checkpoints()[0], weights_only=False)["model"]
+    for key in one_state:
+        torch.testing.assert_close(two_state[key], one_state[key], rtol=1e-3, atol=1e-5)
+
+
+def test_ebt_trains_data_parallel_with_distinct_noise_per_process(tiny_spec, tmp_path):
+    """EBT candidates are random, and each process draws its own, so two processes cannot
+    equal one bit for bit; they must still train to a comparable loss."""
+    spec = tiny_spec("ebt", model={"ebt": {"alpha_init": 5.0}})
+    torch.set_num_threads(1)
+    single = train_run(spec, tmp_path / "one", quiet=True)
+    double = _train_two_processes(spec, tmp_path / "two")
+    assert double["status"] == "done"
+    first = RunDir(tmp_path / "one").metrics()[0]["train_loss"]
+    assert double["val_loss"] < 0.9 * first and single["val_loss"] < 0.9 * first  # both learn
+    assert double["val_loss"] == pytest.approx(single["val_loss"], rel=0.1)
+    assert double["val_loss"] != single["val_loss"]
