@@ -2,7 +2,8 @@
 
 Loaded from and dumped to YAML; validated with one-line errors naming the key and the
 fix. The run id is a stable hash of everything that can change the result (all fields
-but ``tags``, which only label a run for the analysis: pair id, sweep axis, size name).
+but ``tags``, which only label a run for the analysis -- pair id, sweep axis, size name --
+and ``data.cache_dir``).
 """
 from __future__ import annotations
 
@@ -135,9 +136,11 @@ class RunSpec:
 
 
 def spec_hash(spec: RunSpec) -> str:
-    """12 hex digits of sha256 over the canonical JSON of the spec without its tags."""
+    """12 hex digits of sha256 over the canonical JSON of the spec, without its tags and
+    the data cache location (where a machine keeps its cache does not change the run)."""
     payload = to_dict(spec)
     payload.pop("tags")
+    payload["data"].pop("cache_dir")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
