@@ -1,0 +1,292 @@
+"""Timing of training steps (forward + backward + AdamW step) of either model on one device.
+
+The figures mirror the throughput anchors (notes/perf-anchors.md): median step time over
+the timed iterations, tokens per second, peak memory, FLOPs of one training step counted by
+torch's FlopCounterMode (models/flops.py ``count_training_step_flops``), the achieved
+FLOP rate and the model FLOP utilisation against a peak table.
+
+Inputs are uniformly random tokens (one fixed batch), as in the anchors. On CUDA the
+optimizer is AdamW(fused=True) and the device is synchronised before and after every
+timed step; bf16 means autocast with the fp32 master weights kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ebt_scaling.models.config import ModelConfig
+from ebt_scaling.models.factory import build_model
+
+ARCH_LABELS = {"transformer": "Transformer++", "ebt": "EBT"}
+
+# Dense bf16 tensor-core peaks (FLOP/s) by substring of torch.cuda.get_device_name().
+# MFU is always quoted against the dense bf16 peak, also for fp32 runs (the usual MFU
+# convention; the anchors quote the same 989 TFLOP/s for H100).
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+}
+
+
+class BenchError(RuntimeError):
+    """A setting this device cannot run (e.g. bf16 autocast unsupported)."""
+
+
+@dataclass
+class BenchResult:
+    model: str
+    arch: str
+    size: str
+    precision: str
+    device: str
+    device_name: str
+    batch: int
+    ctx: int
+    vocab: int
+    tokens_per_step: int
+    warmup: int
+    iters: int
+    compiled: bool
+    step_ms: float  # median of the timed iterations
+    step_ms_min: float
+    step_ms_max: float
+    tokens_per_s: float
+    peak_memory_bytes: int
+    memory_kind: str  # "cuda max_memory_allocated" or "process peak RSS"
+    flops_per_step: int
+    achieved_flops_per_s: float
+    peak_flops_per_s: float | None
+    mfu: float | None
+    params_total: int
+    params_non_embedding: int
+    matmul_precision: str = "highest"  # torch.get_float32_matmul_precision() during the run
+    ebt_steps: int | None = None
+    ebt_variant: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: CUDA is not available on this machine")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+
+
+def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+    """Peak FLOP/s used for MFU: --peak-tflops if given, else the table for known GPUs,
+    else None (CPU and unknown GPUs report MFU as n/a)."""
+    if override_tflops is not None:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_FLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def autocast_context(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise BenchError(f"unknown precision {precision!r} (fp32 or bf16)")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _make_optimizer(model, device: torch.device) -> torch.optim.Optimizer:
+    lr = 1e-4  # the value is irrelevant to the timing; the EBT's alpha gets its multiplier
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"], "lr": lr * g["lr_scale"]}
+              for g in model.optimizer_groups(weight_decay=0.01)]
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), **kwargs)
+
+
+def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.device, precision: str = "fp32",
+                warmup: int = 3, iters: int = 15, compile: bool = False, peak_tflops: float | None = None,
+                size_label: str = "", seed: int = 0) -> BenchResult:
+    """Time `iters` training steps of the model `config` describes after `warmup` untimed ones."""
+    from ebt_scaling.models.flops import count_training_step_flops
+
+    if iters < 1 or warmup < 0:
+        raise BenchError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    notes: list[str] = []
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    inputs = torch.randint(0, config.vocab_size, (batch, ctx), generator=generator).to(device)
+    targets = torch.randint(0, config.vocab_size, (batch, ctx), generator=generator).to(device)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    model = build_model(config).to(device)
+    model.train()
+    optimizer = _make_optimizer(model, device)
+    amp = autocast_context(device, precision)
+
+    # Counted FLOPs of one full training step, on the eager model (FlopCounterMode does not
+    # see inside compiled graphs). It accumulates gradients: drop them afterwards.
+    try:
+        with autocast_context(device, precision):
+            flops = count_training_step_flops(model, inputs, targets)
+    except RuntimeError as exc:
+        if precision == "bf16":
+            raise BenchError(f"bf16 autocast does not run on {device.type} for {ARCH_LABELS[config.arch]}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        raise
+    optimizer.zero_grad(set_to_none=True)
+
+    step_fn = model.step
+    compiled = False
+    if compile:
+        step_fn = torch.compile(model.step)
+        compiled = True
+
+    def train_step():
+        nonlocal step_fn, compiled
+        with amp:
+            try:
+                out = step_fn(inputs, targets)
+                loss = out.loss
+                loss.backward()
+            except Exception as exc:  # noqa: BLE001 - compile failures come in many types
+                if not compiled:
+                    raise
+                notes.append(f"torch.compile failed, ran eager: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+                optimizer.zero_grad(set_to_none=True)
+                step_fn, compiled = model.step, False
+                out = step_fn(inputs, targets)
+                out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        train_step()
+    if compile and warmup == 0:
+        notes.append("--compile with --warmup 0: compilation time is inside the first timed step")
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the steady state, after warm-up
+    times = []
+    for _ in range(iters):
+        _sync(device)
+        start = time.perf_counter()
+        train_step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+
+    if device.type == "cuda":
+        peak_mem, memory_kind = int(torch.cuda.max_memory_allocated(device)), "cuda max_memory_allocated"
+    else:
+        peak_mem, memory_kind = _peak_rss_bytes(), "process peak RSS"
+    step_s = statistics.median(times)
+    tokens = batch * ctx
+    achieved = flops / step_s
+    peak = peak_flops(device, peak_tflops)
+    counts = model.param_counts()
+    result = BenchResult(
+        model=ARCH_LABELS[config.arch], arch=config.arch, size=size_label, precision=precision,
+        device=str(device), device_name=device_name(device), batch=batch, ctx=ctx, vocab=config.vocab_size,
+        tokens_per_step=tokens, warmup=warmup, iters=iters, compiled=compiled,
+        step_ms=step_s * 1e3, step_ms_min=min(times) * 1e3, step_ms_max=max(times) * 1e3,
+        tokens_per_s=tokens / step_s, peak_memory_bytes=peak_mem, memory_kind=memory_kind,
+        flops_per_step=int(flops), achieved_flops_per_s=achieved, peak_flops_per_s=peak,
+        mfu=None if peak is None else achieved / peak,
+        params_total=counts["total"], params_non_embedding=counts["non_embedding"],
+        matmul_precision=torch.get_float32_matmul_precision(),
+        ebt_steps=config.ebt.steps if config.arch == "ebt" else None,
+        ebt_variant=config.ebt.variant if config.arch == "ebt" else None, notes=notes)
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# ------------------------------------------------------------------ presentation
+COLUMNS = ("model", "size", "precision", "step (ms)", "tokens/s", "peak memory (GiB)", "counted TFLOP / step",
+           "achieved TFLOP/s", "MFU")
+
+
+def _sig(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}"
+
+
+def table_row(r: BenchResult) -> list[str]:
+    precision = r.precision + (" autocast" if r.precision == "bf16" else "")
+    if r.precision == "fp32" and r.device.startswith("cuda"):
+        precision += f" + matmul {r.matmul_precision!r}"
+    if r.compiled:
+        precision += ", compiled"
+    return [r.model, r.size, precision, f"{r.step_ms:.1f}", f"{r.tokens_per_s:,.0f}",
+            f"{r.peak_memory_bytes / 2**30:.2f}", _sig(r.flops_per_step / 1e12), _sig(r.achieved_flops_per_s / 1e12),
+            "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}%"]
+
+
+def format_report(results: list[BenchResult]) -> str:
+    if not results:
+        return "(no results)"
+    first = results[0]
+    lines = [f"device: {first.device} ({first.device_name}), torch {torch.__version__}",
+             f"batch {first.batch} x ctx {first.ctx} = {first.tokens_per_step:,} tokens/step, vocab {first.vocab:,}; "
+             f"random tokens; median of {first.iters} timed steps after {first.warmup} warm-up "
+             f"(each: forward + backward + AdamW{' fused' if first.device.startswith('cuda') else ''} step)"]
+    for r in results:
+        if r.arch == "ebt":
+            lines.append(f"EBT: variant={r.ebt_variant} steps K={r.ebt_steps}")
+    lines.append("")
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "---|" * len(COLUMNS))
+    for r in results:
+        lines.append("| " + " | ".join(table_row(r)) + " |")
+    lines.append("")
+    lines.append(f"peak memory: {first.memory_kind}" + (
+        " (cumulative over this process: a later row includes every earlier model's peak)"
+        if first.memory_kind == "process peak RSS" else " after warm-up"))
+    lines.append("counted FLOPs: one training step under FlopCounterMode (forward, backward and, for EBT, the "
+                 "double backward; vocabulary-sized matmuls included)")
+    if first.peak_flops_per_s is None:
+        lines.append("MFU: n/a (no peak known for this device; pass --peak-tflops)")
+    else:
+        lines.append(f"MFU: achieved / {first.peak_flops_per_s / 1e12:g} TFLOP/s (dense bf16 peak)")
+    lines.append("step time spread (min-max over the timed steps): " + ", ".join(
+        f"{r.model} {r.step_ms_min:.1f}-{r.step_ms_max:.1f} ms" for r in results))
+    by_arch = {r.arch: r for r in results}
+    if "transformer" in by_arch and "ebt" in by_arch:
+        t, e = by_arch["transformer"], by_arch["ebt"]
+        lines.append(f"EBT / Transformer++: step time {e.step_ms / t.step_ms:.2f}x, counted FLOPs "
+                     f"{e.flops_per_step / t.flops_per_step:.2f}x")
+    for r in results:
+        for note in r.notes:
+            lines.append(f"note ({r.model}): {note}")
+    return "\n".join(lines)

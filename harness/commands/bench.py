@@ -1,0 +1,104 @@
+"""`ebt-scaling bench`: time training steps of both models on this device.
+
+Prints, per model, the median step time, tokens/s, peak memory, FLOPs of one training step
+counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
+notes/perf-anchors.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
+V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). The timing logic lives in
+harness/bench.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ebt_scaling.harness.cli import CliError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ebt_scaling.models.sizes import PAPER_SIZES
+
+    shape = parser.add_argument_group("model shape (--size, or all of --layers/--d-model/--heads)")
+    shape.add_argument("--size", choices=list(PAPER_SIZES), default=None,
+                       help="a named size of the paper (explicit shape flags override it); default xxs when no "
+                            "shape flag is given")
+    shape.add_argument("--layers", type=int, help="number of blocks")
+    shape.add_argument("--d-model", type=int, help="model width")
+    shape.add_argument("--heads", type=int, help="attention heads (must divide --d-model)")
+    shape.add_argument("--ffn-hidden", type=int, help="SwiGLU hidden width (default: d_model, as in the paper)")
+    parser.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
+    parser.add_argument("--ctx", type=int, default=256, help="tokens per sequence (default: 256)")
+    parser.add_argument("--vocab", type=int, default=50277, help="vocabulary size (default: 50277, GPT-NeoX-20B)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast with fp32 weights (default: fp32)")
+    parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default=None,
+                        help="torch.set_float32_matmul_precision for fp32 runs (the anchors use 'medium'; default: "
+                             "torch's, 'highest')")
+    parser.add_argument("--steps", type=int, default=2, help="EBT refinement steps K (default: 2)")
+    parser.add_argument("--variant", choices=["time_embed", "default"], default="time_embed",
+                        help="EBT variant (default: time_embed, the paper's S1)")
+    parser.add_argument("--arch", choices=["both", "transformer", "ebt"], default="both",
+                        help="which model(s) to time (default: both)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--iters", type=int, default=15, help="timed steps; the median is reported (default: 15)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training step (falls back to eager, with a note, where it fails)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="peak TFLOP/s for MFU (default: dense bf16 peak of known GPUs; CPU: MFU n/a)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (torch.set_num_threads; default: torch's). On a shared machine "
+                             "fewer threads than cores avoids oversubscription stalls")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and random tokens (default: 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ebt_scaling.harness import bench
+    from ebt_scaling.harness.commands.flops import build_configs
+
+    if args.size is None and args.layers is None and args.d_model is None and args.heads is None:
+        args.size = "xxs"
+    for flag, value, low in (("--ctx", args.ctx, 1), ("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
+        if value < low:
+            raise CliError(f"{flag}: must be >= {low}, got {value}")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise CliError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
+    configs = build_configs(args)  # validates the shape; CliError names the flag
+    try:
+        device = bench.resolve_device(args.device)
+    except (bench.BenchError, RuntimeError) as exc:
+        raise CliError(f"--device: {exc}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CliError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.matmul_precision:
+        torch.set_float32_matmul_precision(args.matmul_precision)
+    archs = ["transformer", "ebt"] if args.arch == "both" else [args.arch]
+    size_label = args.size or ""
+    if args.layers or args.d_model or args.heads:
+        c = configs["transformer"]
+        size_label = f"{c.n_layers}L, {c.d_model}" + (f" ({args.size}-based)" if args.size else "")
+    elif args.size:
+        c = configs["transformer"]
+        size_label = f"{args.size} ({c.n_layers}L, {c.d_model})"
+    results = []
+    for arch in archs:
+        try:
+            results.append(bench.bench_model(
+                configs[arch], batch=args.batch, ctx=args.ctx, device=device, precision=args.precision,
+                warmup=args.warmup, iters=args.iters, compile=args.compile, peak_tflops=args.peak_tflops,
+                size_label=size_label, seed=args.seed))
+        except bench.BenchError as exc:
+            raise CliError(str(exc)) from None
+        except torch.cuda.OutOfMemoryError:
+            raise CliError(f"{bench.ARCH_LABELS[arch]}: out of memory on {device} at batch {args.batch} x "
+                           f"ctx {args.ctx}; lower --batch") from None
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        print(json.dumps({"settings": settings, "results": [r.as_dict() for r in results]}))
+    else:
+        print(bench.format_report(results))
+    return 0
