@@ -16,8 +16,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
     "data": ("data", "prepare the data a run spec names (download, tokenizer, token cache)"),
     "train": ("train", "train one run from a run spec into a run directory (resumes if interrupted)"),
+    "eval": ("eval", "evaluate finished runs: held-out/downstream perplexity, EBT thinking; merged into result.json"),
     "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
     "fit": ("fit", "fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3) to any CSV"),
+    "plan": ("plan", "expand a sweep (file or preset) into paired run specs: table, totals, GPU-hours, --write DIR"),
+    "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
+    "submit": ("submit", "submit a sweep's runs to SLURM (job arrays), local GPUs/CPU, or in-process (idempotent)"),
+    "status": ("status", "per-run state, job, tokens done, last val loss and ETA of a sweep directory"),
+    "cancel": ("cancel", "cancel a sweep's runs (all unfinished, or the ones named)"),
+    "slurm-local": ("slurm_local", "start/stop/status a real single-node SLURM cluster on this machine (CI)"),
 }
 
 

@@ -113,9 +113,9 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        message = str(exc)
-        # __post_init__ names its own field; give it the full dotted path.
-        raise ConfigError(_join(path, message) if path and not message.startswith(path) else message) from None
+        # __post_init__ names its own field; give it the full dotted path. (Nested values
+        # were converted above, outside this try, so their errors already carry theirs.)
+        raise ConfigError(_join(path, str(exc))) from None
 
 
 def to_dict(obj: Any) -> Any:

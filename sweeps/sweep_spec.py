@@ -1,0 +1,528 @@
+"""The sweep file: a typed, validated description of a paired scaling sweep.
+
+A sweep YAML names a base run spec (a partial RunSpec dict merged over RunSpec's
+defaults), the architectures to pair (Transformer++, EBT System 1 / System 2 variants),
+the seeds, the axis being swept and the rules that turn an axis value into a run: the
+shape rule (sweeps/shapes.py), the token rule and the per-size hyperparameter rules
+(sweeps/rules.py). Every error is one line ``FILE: key: message and fix`` (ConfigError),
+built by harness/typed_config.py like the run spec's.
+
+Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
+
+    name: tiny                       # labels the runs (tag "sweep")
+    description: ""
+    base: {model: {...}, data: {...}, train: {...}, eval: {...}, ...}   # partial RunSpec
+    seeds: [0]                       # every point is run once per seed (same data order in a pair)
+    architectures:                   # one run per entry at every point; a "pair" = all of them
+      - {label: T++, arch: transformer}
+      - {label: EBT-S1, arch: ebt}                       # base.model.ebt options (paper S1)
+      - {label: EBT-S2, arch: ebt, ebt: {langevin_sigma: 3.0, truncate_unroll: true}}
+    pairing: tokens                  # tokens: same size and tokens (the paper's protocol)
+                                     # flops: same size and training FLOPs (EBT gets fewer tokens)
+    param_count: total               # which count "N" means everywhere: total | non_embedding
+    axis:
+      name: parameters               # parameters | data | width | depth | batch | compute | isoflop
+      values: [xxs, xs, small]       # a list, or a log-spaced range {start, stop, num}
+      size: null                     # the fixed size of data / width / depth / batch sweeps
+      points: 5                      # isoflop: sizes per budget
+      spread: 2.0                    # isoflop: factor between neighbouring sizes
+    shape: {rule: aspect, aspect: 64, head_dim: 64, tolerance: 0.05, max_layers: 128}
+    tokens: {rule: tokens_per_param, tokens_per_param: 20}   # | compute_optimal | fixed | steps
+    flops: {convention: full, reference: null}               # the convention budgets are stated in
+    hparams: {lr: {rule: constant}, batch: {rule: constant}, warmup: {rule: fraction},
+              beta2: {rule: constant}}
+    throughput: {peak_tflops: 989.0, mfu: 0.4, device: "H100 SXM (dense bf16 peak)"}
+
+What the axis values mean:
+
+* ``parameters``: sizes. A size is a ladder name of the paper (models/sizes.py: 4xs .. xl),
+  a parameter target (a number: solved by the shape rule), or an explicit shape
+  ``{n_layers, d_model, n_heads, name?}``.
+* ``data``: training tokens of the fixed ``axis.size`` (the token rule is not used).
+* ``width``: d_model values (n_layers from ``axis.size``; n_heads = d_model / shape.head_dim).
+* ``depth``: n_layers values (d_model and n_heads from ``axis.size``).
+* ``batch``: global batch sizes in sequences (the batch rule is not used).
+* ``compute``: FLOP budgets (in ``flops.convention``): one size per budget, the optimum the
+  token rule predicts, trained for budget / FLOPs-per-token tokens.
+* ``isoflop``: FLOP budgets: ``points`` sizes per budget, log-spaced by ``spread`` around
+  the predicted optimum, each trained for budget / FLOPs-per-token tokens.
+
+Budgets, parameter targets and the FLOPs a pair shares refer to the *reference*
+architecture (``flops.reference``: an architecture label; default the first Transformer++
+entry, else the first entry).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ebt_scaling.harness.spec import RunSpec
+from ebt_scaling.harness.typed_config import from_dict, load_yaml, to_dict
+from ebt_scaling.models.config import ConfigError, EBTConfig
+from ebt_scaling.models.sizes import PAPER_SIZES
+
+AXES = ("parameters", "data", "width", "depth", "batch", "compute", "isoflop")
+FIXED_SIZE_AXES = ("data", "width", "depth", "batch")
+BUDGET_AXES = ("compute", "isoflop")
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _prefixed(prefix: str):
+    def require(ok: bool, key: str, message: str) -> None:
+        _require(ok, prefix + key, message)
+    return require
+
+
+def _whole(obj: Any, name: str, prefix: str = "") -> None:
+    """Turn a float count field (YAML writes 1e9 as a float or a string) into an int."""
+    value = getattr(obj, name)
+    if value is not None:
+        _require(math.isfinite(value) and float(value).is_integer(), prefix + name,
+                 f"must be a whole number, got {value!r}")
+        object.__setattr__(obj, name, int(value))
+
+
+@dataclass(frozen=True)
+class ArchEntry:
+    """One architecture of every pair: a label (tag "arch_label"), the model family and,
+    for EBT, options merged over base.model.ebt (models/config.py EBTConfig fields)."""
+
+    label: str
+    arch: Literal["transformer", "ebt"]
+    ebt: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.label.strip()), "label", "must be a non-empty string; name the architecture, e.g. EBT-S1")
+        _require(not self.ebt or self.arch == "ebt", "ebt", f"only applies to arch 'ebt' (this entry is "
+                 f"{self.arch!r}); remove it or set arch: ebt")
+
+
+@dataclass(frozen=True)
+class AxisSpec:
+    name: Literal["parameters", "data", "width", "depth", "batch", "compute", "isoflop"]
+    values: Any  # a list, or {start, stop, num} (log-spaced); meaning depends on the axis
+    size: Any = None  # the fixed size of data / width / depth / batch sweeps
+    points: int = 5  # isoflop: sizes per budget
+    spread: float = 2.0  # isoflop: ratio of neighbouring sizes' parameter counts
+
+    def __post_init__(self) -> None:
+        _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
+        _require(self.spread > 1, "spread", f"must be > 1 (the factor between neighbouring sizes), got {self.spread}")
+
+
+@dataclass(frozen=True)
+class ShapeRule:
+    """Target parameter count -> (n_layers, d_model, n_heads).
+
+    ``aspect``: d_model is a multiple of head_dim, n_heads = d_model / head_dim, and
+    d_model / n_layers lies within a factor ``aspect_slack`` of ``aspect``; among those
+    shapes whose parameter count (``param_count``) is within ``tolerance`` of the target,
+    the one whose d_model / n_layers is closest to ``aspect`` (in log); if none is, the
+    closest count, with a warning. ``ladder``: the paper's named size nearest in log
+    parameters (warns when it misses by more than ``tolerance``).
+    """
+
+    rule: Literal["aspect", "ladder"] = "aspect"
+    aspect: float = 64.0  # d_model / n_layers (GPT-3 / Llama-like models sit at 64-128)
+    aspect_slack: float = 4.0  # only shapes with aspect / slack <= d_model / n_layers <= aspect * slack
+    head_dim: int = 64
+    tolerance: float = 0.05
+    max_layers: int = 128
+
+    def __post_init__(self) -> None:
+        _require(self.aspect > 0, "aspect", f"must be > 0 (d_model per layer), got {self.aspect}")
+        _require(self.aspect_slack >= 1, "aspect_slack", f"must be >= 1 (1 = exactly the aspect), got {self.aspect_slack}")
+        _require(self.head_dim >= 2 and self.head_dim % 2 == 0, "head_dim",
+                 f"must be an even integer >= 2 (RoPE rotates pairs), got {self.head_dim}")
+        _require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}")
+        _require(self.max_layers >= 1, "max_layers", f"must be >= 1, got {self.max_layers}")
+
+
+@dataclass(frozen=True)
+class TokenRule:
+    """Training tokens of a size: ``tokens_per_param`` (D = r N; Chinchilla r = 20),
+    ``compute_optimal`` (N_opt = coefficient * C^exponent, so C = (N / coefficient)^(1 /
+    exponent) and D = C / FLOPs-per-token; the defaults equal 20 tokens/param under C = 6ND),
+    ``fixed`` (``tokens`` for every size) or ``steps`` (``steps`` optimizer steps: D = steps x
+    batch x context, the paper's protocol)."""
+
+    rule: Literal["tokens_per_param", "compute_optimal", "fixed", "steps"] = "tokens_per_param"
+    tokens_per_param: float = 20.0
+    coefficient: float = 1 / math.sqrt(120.0)
+    exponent: float = 0.5
+    tokens: float | None = None  # a count; float so that YAML's 1.0e9 (read as a string) works too
+    steps: float | None = None
+
+    def __post_init__(self) -> None:
+        # Messages carry the "tokens." prefix themselves: typed_config does not prefix a
+        # message that already starts with the parent key, and these fields start with it.
+        _require = _prefixed("tokens.")
+        _whole(self, "tokens", "tokens.")
+        _whole(self, "steps", "tokens.")
+        _require(self.tokens_per_param > 0, "tokens_per_param", f"must be > 0, got {self.tokens_per_param}")
+        _require(self.coefficient > 0, "coefficient", f"must be > 0, got {self.coefficient}")
+        _require(0 < self.exponent < 1, "exponent", f"must be in (0, 1), got {self.exponent}")
+        if self.rule == "fixed":
+            _require(self.tokens is not None, "tokens", "is required when rule is 'fixed'; give the training tokens")
+        if self.tokens is not None:
+            _require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
+        if self.rule == "steps":
+            _require(self.steps is not None, "steps", "is required when rule is 'steps'; give the optimizer steps")
+        if self.steps is not None:
+            _require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class FlopsSpec:
+    convention: Literal["paper", "full"] = "full"  # the convention FLOP budgets are stated in
+    reference: str | None = None  # architecture label whose FLOPs/params define budgets and targets
+
+
+@dataclass(frozen=True)
+class LrRule:
+    """``constant`` (``value``, default base.train.lr), ``paper`` (models/sizes.py's LR of a
+    ladder size; other sizes interpolated log-log in non-embedding parameters), ``olmo``
+    (0.0047 * (N / 108M)^(-1/3))."""
+
+    rule: Literal["constant", "paper", "olmo"] = "constant"
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.value is None or self.value > 0, "value", f"must be > 0, got {self.value}")
+
+
+@dataclass(frozen=True)
+class BatchRule:
+    """Global batch in sequences: ``constant`` (``size``, default base.train.batch_size),
+    ``olmo`` (2048 * 160 * (N / 108M)^(2/3) tokens / context) or ``sqrt_params`` (the
+    paper: reference_batch * sqrt(N / reference_params)), rounded by ``round`` and clamped
+    to [min, max]; ``table`` gives exact batches of named sizes (the paper's 32 / 46 / 90 /
+    170 / 256 for xxs .. large), which override the rule."""
+
+    rule: Literal["constant", "olmo", "sqrt_params"] = "constant"
+    size: int | None = None
+    reference_params: float = 6.18e6  # the paper: xxs (6.18M non-embedding) -> 32 sequences
+    reference_batch: int = 32
+    round: Literal["nearest", "pow2", "multiple_of_8"] = "nearest"
+    min: int = 1
+    max: int | None = None
+    table: dict[str, int] = field(default_factory=dict)  # size name -> sequences; overrides the rule
+
+    def __post_init__(self) -> None:
+        for name, value in self.table.items():
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"table.{name}",
+                     f"must be a batch size in sequences (an integer >= 1), got {value!r}")
+        self._check()
+
+    def _check(self) -> None:
+        _require(self.size is None or self.size >= 1, "size", f"must be >= 1, got {self.size}")
+        _require(self.reference_params > 0, "reference_params", f"must be > 0, got {self.reference_params}")
+        _require(self.reference_batch >= 1, "reference_batch", f"must be >= 1, got {self.reference_batch}")
+        _require(self.min >= 1, "min", f"must be >= 1, got {self.min}")
+        _require(self.max is None or self.max >= self.min, "max", f"must be >= min ({self.min}), got {self.max}")
+
+
+@dataclass(frozen=True)
+class WarmupRule:
+    """``fraction`` (of all steps; default base.train.warmup_fraction), ``olmo`` (warmup =
+    N tokens) or ``tokens`` (a fixed count); the last two are capped at ``max_fraction``."""
+
+    rule: Literal["fraction", "olmo", "tokens"] = "fraction"
+    fraction: float | None = None
+    tokens: float | None = None
+    max_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        _whole(self, "tokens")
+        _require(self.fraction is None or 0 <= self.fraction < 1, "fraction", f"must be in [0, 1), got {self.fraction}")
+        if self.rule == "tokens":
+            _require(self.tokens is not None, "tokens", "is required when rule is 'tokens'; give the warmup tokens")
+        _require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
+        _require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
+
+
+@dataclass(frozen=True)
+class Beta2Rule:
+    """``constant`` (``value``, default base.train.betas[1]) or ``olmo`` (0.99 below
+    524,288-token batches, else 0.95)."""
+
+    rule: Literal["constant", "olmo"] = "constant"
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.value is None or 0 <= self.value < 1, "value", f"must be in [0, 1), got {self.value}")
+
+
+@dataclass(frozen=True)
+class HparamRules:
+    lr: LrRule = field(default_factory=LrRule)
+    batch: BatchRule = field(default_factory=BatchRule)
+    warmup: WarmupRule = field(default_factory=WarmupRule)
+    beta2: Beta2Rule = field(default_factory=Beta2Rule)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """What a GPU-hour buys: peak_tflops x mfu of training FLOPs (``full`` convention: the
+    FLOPs the step really executes) per second."""
+
+    peak_tflops: float = 989.0
+    mfu: float = 0.4
+    device: str = "H100 SXM (dense bf16 peak)"
+
+    def __post_init__(self) -> None:
+        _require(self.peak_tflops > 0, "peak_tflops", f"must be > 0, got {self.peak_tflops}")
+        _require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
+
+    @property
+    def flops_per_second(self) -> float:
+        return self.peak_tflops * 1e12 * self.mfu
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    architectures: tuple[ArchEntry, ...]
+    axis: AxisSpec
+    description: str = ""
+    base: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    pairing: Literal["tokens", "flops"] = "tokens"
+    param_count: Literal["total", "non_embedding"] = "total"
+    shape: ShapeRule = field(default_factory=ShapeRule)
+    tokens: TokenRule = field(default_factory=TokenRule)
+    flops: FlopsSpec = field(default_factory=FlopsSpec)
+    hparams: HparamRules = field(default_factory=HparamRules)
+    throughput: Throughput = field(default_factory=Throughput)
+    # Where the sweep came from (file or preset path); not a key of the file.
+    source: str = field(default="", init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()) and all(c.isalnum() or c in "-_." for c in self.name), "name",
+                 f"must be a non-empty name of letters, digits, '-', '_' or '.', got {self.name!r}")
+        _require(len(self.architectures) >= 1, "architectures",
+                 "must list at least one entry, e.g. [{label: T++, arch: transformer}, {label: EBT-S1, arch: ebt}]")
+        labels = [a.label for a in self.architectures]
+        for i, label in enumerate(labels):
+            _require(label not in labels[:i], f"architectures[{i}].label", f"duplicate label {label!r}; labels must be unique")
+        _require(len(self.seeds) >= 1, "seeds", "must list at least one seed, e.g. [0]")
+        for i, seed in enumerate(self.seeds):
+            _require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+            _require(seed not in self.seeds[:i], f"seeds[{i}]", f"duplicate seed {seed}; list each seed once")
+        ref = self.flops.reference
+        _require(ref is None or ref in labels, "flops.reference",
+                 f"must be one of the architecture labels {labels}, got {ref!r}")
+
+    @property
+    def reference_label(self) -> str:
+        if self.flops.reference is not None:
+            return self.flops.reference
+        for entry in self.architectures:
+            if entry.arch == "transformer":
+                return entry.label
+        return self.architectures[0].label
+
+
+# --------------------------------------------------------------------------- values and sizes
+
+
+@dataclass(frozen=True)
+class ExplicitSize:
+    n_layers: int
+    d_model: int
+    n_heads: int
+    name: str | None = None
+
+
+def log_range(value: dict, key: str) -> list[float]:
+    """{start, stop, num} -> num log-spaced values from start to stop (both included)."""
+    unknown = sorted(set(value) - {"start", "stop", "num"})
+    _require(not unknown, f"{key}.{unknown[0] if unknown else ''}",
+             "unknown key; a range has exactly start, stop and num")
+    for name in ("start", "stop", "num"):
+        _require(name in value, f"{key}.{name}", "missing required key (a range is {start, stop, num}, log-spaced)")
+    start, stop, num = _number(value["start"], f"{key}.start"), _number(value["stop"], f"{key}.stop"), value["num"]
+    _require(isinstance(num, int) and not isinstance(num, bool) and num >= 1, f"{key}.num",
+             f"must be an integer >= 1, got {num!r}")
+    _require(start > 0, f"{key}.start", f"must be > 0 (the range is log-spaced), got {start}")
+    _require(stop >= start, f"{key}.stop", f"must be >= start ({start:g}), got {stop:g}")
+    if num == 1:
+        _require(stop == start, f"{key}.num", "must be >= 2 when stop differs from start")
+        return [float(start)]
+    ratio = math.log(stop / start) / (num - 1)
+    return [float(start * math.exp(ratio * i)) for i in range(num - 1)] + [float(stop)]
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads 1e18 (no dot) as a string
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def parse_size(value: Any, key: str) -> str | float | ExplicitSize:
+    """A size: a ladder name (str), a parameter target (number) or an explicit shape."""
+    if isinstance(value, str):
+        if value in PAPER_SIZES:
+            return value
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: unknown size {value!r}; use a ladder name ({', '.join(PAPER_SIZES)}), "
+                              "a parameter count or {n_layers, d_model, n_heads}") from None
+    if isinstance(value, dict):
+        size = from_dict(ExplicitSize, value, key)
+        for name in ("n_layers", "d_model", "n_heads"):
+            _require(getattr(size, name) >= 1, f"{key}.{name}", f"must be a positive integer, got {getattr(size, name)}")
+        _require(size.d_model % size.n_heads == 0 and (size.d_model // size.n_heads) % 2 == 0, f"{key}.d_model",
+                 f"must be n_heads ({size.n_heads}) x an even head_dim, got {size.d_model}")
+        return size
+    target = _number(value, key)
+    _require(target > 0, key, f"must be > 0 (a parameter count), got {value!r}")
+    return target
+
+
+def axis_values(sweep: SweepSpec) -> list:
+    """The axis values as a list of typed values (validated; keys named)."""
+    axis, key = sweep.axis, "axis.values"
+    raw = axis.values
+    if isinstance(raw, dict):
+        _require(axis.name != "parameters" or {"start", "stop", "num"} >= set(raw), key,
+                 "a parameters axis takes a list of sizes or a range {start, stop, num} of parameter counts")
+        raw = log_range(raw, key)
+    elif not isinstance(raw, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list or a range {{start, stop, num}}, got {type(raw).__name__} {raw!r}")
+    _require(len(raw) >= 1, key, f"must not be empty; give at least one {axis.name} value")
+    values: list = []
+    for i, v in enumerate(raw):
+        k = f"{key}[{i}]"
+        if axis.name == "parameters":
+            values.append(parse_size(v, k))
+            continue
+        number = _number(v, k)
+        _require(number > 0, k, f"must be > 0, got {v!r}")
+        if axis.name in ("width", "depth", "batch"):
+            _require(float(number).is_integer(), k, f"must be an integer, got {v!r}")
+            number = int(number)
+        values.append(number)
+    for i, v in enumerate(values):
+        _require(v not in values[:i], f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
+    return values
+
+
+# --------------------------------------------------------------------------- loading
+
+PRESETS = ("tiny", "paper_nlp", "isoflop", "data_scaling", "paper_width", "paper_depth", "paper_batch")
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("ebt_scaling.sweeps").joinpath("presets", f"{name}.yaml")))
+
+
+def preset_names() -> list[str]:
+    folder = Path(str(resources.files("ebt_scaling.sweeps").joinpath("presets")))
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def sweep_from_dict(data: Any, source: str = "sweep") -> SweepSpec:
+    """Typed SweepSpec from plain data; ConfigError 'SOURCE: key: message' on any problem."""
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a mapping of sweep keys (name, architectures, axis, ...), "
+                              f"got {type(data).__name__}")
+        sweep = from_dict(SweepSpec, data)
+        validate(sweep)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    object.__setattr__(sweep, "source", source)
+    return sweep
+
+
+def load_sweep(path_or_preset: str | Path) -> SweepSpec:
+    """A sweep from a YAML file or a shipped preset name (tiny, paper_nlp, isoflop, ...)."""
+    text = str(path_or_preset)
+    path = Path(text)
+    if not path.exists() and "/" not in text and not text.endswith((".yaml", ".yml")):
+        names = preset_names()
+        if text not in names:
+            raise ConfigError(f"{text}: no such file or preset; give a sweep YAML path or one of the presets "
+                              f"{', '.join(names)}")
+        path = preset_path(text)
+    return sweep_from_dict(load_yaml(path), str(path))
+
+
+def base_spec(sweep: SweepSpec) -> RunSpec:
+    return from_dict(RunSpec, dict(sweep.base), "base")
+
+
+def arch_ebt_config(sweep: SweepSpec, base: RunSpec, index: int) -> EBTConfig:
+    entry = sweep.architectures[index]
+    merged = {**to_dict(base.model.ebt), **entry.ebt}
+    return from_dict(EBTConfig, merged, f"architectures[{index}].ebt")
+
+
+# base keys the sweep sets itself, and which sweep key to use instead
+_OWNED_BASE_KEYS = {
+    ("model", "arch"): "architectures[].arch",
+    ("model", "n_layers"): "the axis sizes / shape rule",
+    ("model", "d_model"): "the axis sizes / shape rule",
+    ("model", "n_heads"): "the axis sizes / shape rule",
+    ("train", "tokens"): "tokens (the token rule)",
+    ("seed",): "seeds",
+}
+
+
+def validate(sweep: SweepSpec) -> None:
+    """Checks that need more than one key: the base spec, EBT options, axis values and size."""
+    for keys, instead in _OWNED_BASE_KEYS.items():
+        node: Any = sweep.base
+        for k in keys:
+            node = node.get(k, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
+        _require(node is dataclasses.MISSING, "base." + ".".join(keys),
+                 f"is set by the sweep ({instead}); remove it from base")
+    base = base_spec(sweep)
+    for i in range(len(sweep.architectures)):
+        arch_ebt_config(sweep, base, i)
+    axis_values(sweep)
+    axis = sweep.axis
+    if axis.name in FIXED_SIZE_AXES:
+        _require(axis.size is not None, "axis.size", f"is required for a {axis.name} sweep; give the fixed size "
+                 f"(a ladder name such as xxs, a parameter count or {{n_layers, d_model, n_heads}})")
+        parse_size(axis.size, "axis.size")
+    else:
+        _require(axis.size is None, "axis.size", f"is only used by {', '.join(FIXED_SIZE_AXES)} sweeps; remove it "
+                 f"(a {axis.name} sweep derives its sizes from axis.values)")
+    if sweep.tokens.rule in ("fixed", "steps") and axis.name in BUDGET_AXES:
+        raise ConfigError(f"tokens.rule: {sweep.tokens.rule!r} cannot place a size on a {axis.name} axis (the budget "
+                          "fixes the tokens); use tokens_per_param or compute_optimal")
+
+
+def dump_sweep(sweep: SweepSpec, resolve: bool = True) -> dict:
+    """Plain data for sweep.yaml; with ``resolve`` the axis values are written out as a list."""
+    data = to_dict(sweep)
+    data.pop("source", None)
+    if resolve:
+        values = []
+        for v in axis_values(sweep):
+            values.append(to_dict(v) if dataclasses.is_dataclass(v) else v)
+        data["axis"]["values"] = [{k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+                                  for v in values]
+    return data
+
+
+def sweep_to_yaml(sweep: SweepSpec) -> str:
+    return yaml.safe_dump(dump_sweep(sweep), sort_keys=False)

@@ -1,0 +1,179 @@
+"""Malformed sweep files: `ebt-scaling plan` exits non-zero with ONE line naming the file
+and the key, and writes nothing."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from ebt_scaling.harness.cli import main
+
+GOOD = """\
+name: bad
+base:
+  model: {vocab_size: 1024, context: 64}
+  train: {batch_size: 8}
+seeds: [0]
+architectures:
+  - {label: T++, arch: transformer}
+  - {label: EBT, arch: ebt}
+axis:
+  name: parameters
+  values: [{n_layers: 1, d_model: 32, n_heads: 2}, 4xs]
+tokens: {rule: fixed, tokens: 65536}
+"""
+
+ISO = GOOD.replace("""axis:
+  name: parameters
+  values: [{n_layers: 1, d_model: 32, n_heads: 2}, 4xs]
+tokens: {rule: fixed, tokens: 65536}
+""", """axis:
+  name: isoflop
+  values: [1.0e+15, 1.0e+16]
+""")
+
+
+def edit(old: str, new: str, text: str = GOOD) -> str:
+    assert old in text, old
+    return text.replace(old, new)
+
+
+# (id, file text, a substring the one-line error must contain: the key)
+CASES = [
+    ("unknown-top-key", GOOD + "nmae: x\n", "nmae: unknown key"),
+    ("missing-name", edit("name: bad\n", ""), "name: missing required key"),
+    ("missing-architectures", edit("""architectures:
+  - {label: T++, arch: transformer}
+  - {label: EBT, arch: ebt}
+""", ""), "architectures: missing required key"),
+    ("missing-axis", edit("""axis:
+  name: parameters
+  values: [{n_layers: 1, d_model: 32, n_heads: 2}, 4xs]
+""", ""), "axis: missing required key"),
+    ("empty-architectures", edit("""architectures:
+  - {label: T++, arch: transformer}
+  - {label: EBT, arch: ebt}
+""", "architectures: []\n"), "architectures: must list at least one"),
+    ("seeds-wrong-type", edit("seeds: [0]", "seeds: zero"), "seeds: expected a list"),
+    ("seed-negative", edit("seeds: [0]", "seeds: [-1]"), "seeds[0]: must be >= 0"),
+    ("seed-duplicate", edit("seeds: [0]", "seeds: [3, 3]"), "seeds[1]: duplicate"),
+    ("unknown-axis", edit("name: parameters", "name: girth"), "axis.name: must be one of"),
+    ("negative-budget", edit("[1.0e+15, 1.0e+16]", "[1.0e+15, -1.0e+16]", ISO), "axis.values[1]: must be > 0"),
+    ("empty-budget-list", edit("[1.0e+15, 1.0e+16]", "[]", ISO), "axis.values: must not be empty"),
+    ("budget-not-a-number", edit("[1.0e+15, 1.0e+16]", "[1.0e+15, lots]", ISO), "axis.values[1]: expected a number"),
+    ("range-stop-below-start", edit("[1.0e+15, 1.0e+16]", "{start: 1.0e+16, stop: 1.0e+15, num: 3}", ISO),
+     "axis.values.stop: must be >= start"),
+    ("range-missing-num", edit("[1.0e+15, 1.0e+16]", "{start: 1.0e+15, stop: 1.0e+16}", ISO),
+     "axis.values.num: missing required key"),
+    ("range-unknown-key", edit("[1.0e+15, 1.0e+16]", "{start: 1.0e+15, stop: 1.0e+16, num: 3, step: 2}", ISO),
+     "axis.values.step: unknown key"),
+    ("isoflop-fixed-tokens", ISO + "tokens: {rule: fixed, tokens: 1000}\n", "tokens.rule:"),
+    ("isoflop-zero-points", edit("  values: [1.0e+15, 1.0e+16]\n", "  values: [1.0e+15]\n  points: 0\n", ISO),
+     "axis.points: must be >= 1"),
+    ("impossible-explicit-shape", edit("{n_layers: 1, d_model: 32, n_heads: 2}", "{n_layers: 1, d_model: 30, n_heads: 4}"),
+     "axis.values[0].d_model: must be n_heads (4) x an even head_dim"),
+    ("impossible-width", edit("""  name: parameters
+  values: [{n_layers: 1, d_model: 32, n_heads: 2}, 4xs]""", """  name: width
+  size: 4xs
+  values: [128, 100]"""), "axis.values[1]: d_model 100 is not a multiple of shape.head_dim"),
+    ("unknown-ladder-size", edit("4xs]", "xxxl]"), "axis.values[1]: unknown size 'xxxl'"),
+    ("fixed-size-axis-without-size", edit("""  name: parameters
+  values: [{n_layers: 1, d_model: 32, n_heads: 2}, 4xs]""", """  name: data
+  values: [1.0e+6]"""), "axis.size: is required for a data sweep"),
+    ("size-on-parameters-axis", edit("  name: parameters\n", "  name: parameters\n  size: xxs\n"),
+     "axis.size: is only used by"),
+    ("unknown-arch", edit("{label: EBT, arch: ebt}", "{label: EBT, arch: rnn}"), "architectures[1].arch: must be one of"),
+    ("unknown-ebt-option", edit("{label: EBT, arch: ebt}", "{label: EBT, arch: ebt, ebt: {stepz: 3}}"),
+     "architectures[1].ebt.stepz: unknown key"),
+    ("bad-ebt-value", edit("{label: EBT, arch: ebt}", "{label: EBT, arch: ebt, ebt: {steps: 0}}"),
+     "architectures[1].ebt.steps: must be an integer >= 1"),
+    ("ebt-options-on-transformer", edit("{label: T++, arch: transformer}", "{label: T++, arch: transformer, ebt: {steps: 3}}"),
+     "architectures[0].ebt: only applies to arch 'ebt'"),
+    ("duplicate-label", edit("{label: EBT, arch: ebt}", "{label: T++, arch: ebt}"), "architectures[1].label: duplicate"),
+    ("base-unknown-key", edit("train: {batch_size: 8}", "train: {batch_size: 8, lrr: 0.1}"), "base.train.lrr: unknown key"),
+    ("base-bad-value", edit("train: {batch_size: 8}", "train: {batch_size: -8}"), "base.train.batch_size: must be >= 1"),
+    ("base-owned-key", edit("model: {vocab_size: 1024, context: 64}", "model: {vocab_size: 1024, context: 64, n_layers: 4}"),
+     "base.model.n_layers: is set by the sweep"),
+    ("bad-pairing", GOOD + "pairing: compute\n", "pairing: must be one of 'tokens', 'flops'"),
+    ("fixed-tokens-missing", edit("tokens: {rule: fixed, tokens: 65536}", "tokens: {rule: fixed}"),
+     "tokens.tokens: is required when rule is 'fixed'"),
+    ("fractional-tokens", edit("tokens: 65536}", "tokens: 65536.5}"), "tokens.tokens: must be a whole number"),
+    ("unknown-lr-rule", GOOD + "hparams: {lr: {rule: magic}}\n", "hparams.lr.rule: must be one of"),
+    ("batch-table-not-int", GOOD + "hparams: {batch: {table: {xxs: many}}}\n", "hparams.batch.table.xxs: must be a batch"),
+    ("mfu-above-one", GOOD + "throughput: {mfu: 1.5}\n", "throughput.mfu: must be in (0, 1]"),
+    ("unknown-reference", GOOD + "flops: {reference: EBT-S9}\n", "flops.reference: must be one of the architecture labels"),
+    ("odd-head-dim", GOOD + "shape: {head_dim: 7}\n", "shape.head_dim: must be an even integer"),
+    ("not-a-mapping", "- name\n- axis\n", "expected a mapping of sweep keys"),
+    ("bad-yaml", GOOD + "seeds: [0\n", "invalid YAML"),
+    ("empty-file", "", "expected a mapping of sweep keys"),
+]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            for p in sorted(root.rglob("*"))}
+
+
+def assert_one_line_error(capsys, code: int, key: str, where: str) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code != 0 and code == 2
+    assert "\n" not in err, err
+    assert err.startswith("ebt-scaling plan: error: "), err
+    assert key in err, err
+    assert where in err, err
+    assert "Traceback" not in captured.out + captured.err
+    return err
+
+
+def test_at_least_20_malformed_files():
+    assert len(CASES) >= 20 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("text,key", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_sweep_one_line_and_nothing_written(tmp_path, capsys, text, key):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    out = tmp_path / "plan-out"
+    code = main(["plan", str(path), "--write", str(out)])
+    assert_one_line_error(capsys, code, key, str(path))
+    assert not out.exists()
+
+
+def test_malformed_sweep_leaves_an_existing_plan_dir_unchanged(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    out = tmp_path / "plan-out"
+    assert main(["plan", str(good), "--write", str(out)]) == 0
+    before = tree_digest(out)
+    assert any(k.endswith("spec.yaml") for k in before)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit("{label: EBT, arch: ebt}", "{label: EBT, arch: ebt, ebt: {steps: 0}}"))
+    capsys.readouterr()
+    code = main(["plan", str(bad), "--write", str(out)])
+    assert_one_line_error(capsys, code, "architectures[1].ebt.steps", str(bad))
+    assert tree_digest(out) == before
+
+
+def test_unknown_preset_and_missing_file(tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["plan", "tinyy", "--write", str(out)])
+    err = assert_one_line_error(capsys, code, "tinyy", "tinyy")
+    assert "tiny" in err.split("presets", 1)[1]  # lists the presets
+    missing = tmp_path / "nope.yaml"
+    code = main(["plan", str(missing), "--write", str(out)])
+    assert_one_line_error(capsys, code, "cannot read", str(missing))
+    assert not out.exists()
+
+
+def test_bad_cli_overrides(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    code = main(["plan", str(path), "--mfu", "2"])
+    assert_one_line_error(capsys, code, "--mfu", "--mfu")
+    code = main(["bench-plan", "--runs", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--runs" in err and "\n" not in err
