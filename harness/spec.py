@@ -90,12 +90,15 @@ class EvalSpec:
     points: int = 8
     batches: int = 8  # validation batches (of eval batch_size sequences) per evaluation
     batch_size: int = 16
-    tasks: tuple[str, ...] = ()  # end-of-run evaluations (see harness/evaluation)
+    tasks: tuple[str, ...] = ()  # end-of-run evaluations (grammar: harness/evaluation/grammar.py)
 
     def __post_init__(self) -> None:
         _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
         _require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
         _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        from .evaluation.grammar import validate_tasks  # torch-free
+
+        validate_tasks(self.tasks, "tasks")  # one line listing the valid names; loaders prefix "eval."
 
 
 @dataclass(frozen=True)

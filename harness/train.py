@@ -230,6 +230,10 @@ def _finish(run: RunDir, ctx: DistributedContext, spec: RunSpec, status: str, st
               "val_ppl": final_eval[-1]["val_ppl"] if final_eval else None,
               "params": model.param_counts(),
               "note": note}
+    if ctx.is_main and status == "done" and spec.eval.tasks:
+        from .evaluation.run_evals import run_evals  # end-of-run evaluations (spec.eval.tasks)
+
+        result["evaluations"] = run_evals(model, spec, open_dataset(spec), log=run.log)
     if ctx.is_main:
         atomic_write_json(run.result_path, result)
         run.log(f"{status} at step {step}" + (f": {note}" if note else ""))

@@ -1,0 +1,82 @@
+"""`ebt-scaling eval RUN_DIR [RUN_DIR ...] [--tasks T ...] [--examples N] [--json]`:
+evaluate finished runs after the fact.
+
+Loads each run's spec.yaml and latest checkpoint, runs the tasks (default: the spec's
+eval.tasks, else "pretrain dyck arithmetic thinking"; grammar in
+harness/evaluation/grammar.py), merges the results into result.json["evaluations"]
+(atomically; earlier results of other tasks are kept) and prints a table, or with
+--json one JSON object {RUN_DIR: evaluations}.
+"""
+from __future__ import annotations
+
+import json
+
+from ebt_scaling.models.config import ConfigError
+
+from ..cli import CliError
+
+DEFAULT_TASKS = ("pretrain", "dyck", "arithmetic", "thinking")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories (with result.json)")
+    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+                        help="tasks, e.g. pretrain dyck,n=32 gsm8k=PATH squad=PATH bigbench=PATH/task.json thinking "
+                             "(default: the spec's eval.tasks, else " + " ".join(DEFAULT_TASKS) + ")")
+    parser.add_argument("--examples", type=int, metavar="N", help="examples per task (overrides every task's n=)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the spec's device")
+    parser.add_argument("--json", action="store_true", help="print {RUN_DIR: evaluations} as JSON")
+
+
+def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str | None = None) -> dict:
+    """Evaluate one finished run and merge the results into its result.json; returns them."""
+    from ebt_scaling.models.factory import build_model
+
+    from ..checkpoint import load_latest_checkpoint
+    from ..evaluation.grammar import parse_tasks
+    from ..evaluation.run_evals import merge_evaluations, run_evals
+    from ..run_dir import RunDir, atomic_write_json
+    from ..spec import load_spec
+    from ..train import resolve_device
+
+    run = RunDir(run_dir)
+    if not run.spec_path.exists():
+        raise CliError(f"{run_dir}: no spec.yaml; give a run directory")
+    result = run.result()
+    if result is None or result.get("status") != "done":
+        state = "unfinished" if result is None else f"status {result.get('status')!r}"
+        raise CliError(f"{run_dir}: the run is {state}; only finished runs (status 'done') are evaluated")
+    spec = load_spec(run.spec_path)
+    tasks = list(tasks or spec.eval.tasks or DEFAULT_TASKS)
+    parse_tasks(tasks)  # fail before loading anything
+    if examples is not None and examples < 1:
+        raise CliError(f"--examples: must be >= 1, got {examples}")
+    torch_device = resolve_device(device or spec.device)
+    state = load_latest_checkpoint(run, map_location=torch_device)
+    if state is None:
+        raise CliError(f"{run_dir}: no readable checkpoint to evaluate")
+    model = build_model(spec.model).to(torch_device)
+    model.load_state_dict(state["model"])
+    evaluations = run_evals(model, spec, tasks=tasks, examples=examples, log=run.log)
+    fresh = run.result() or result  # re-read: merge into the newest version
+    fresh["evaluations"] = merge_evaluations(fresh.get("evaluations"), evaluations)
+    atomic_write_json(run.result_path, fresh)
+    run.log(f"evaluated {', '.join(tasks)} at step {state['step']}")
+    return fresh["evaluations"]
+
+
+def run(args) -> int:
+    from ..evaluation.run_evals import format_evaluations
+
+    out = {}
+    for run_dir in args.run_dirs:
+        try:
+            out[run_dir] = evaluate_run(run_dir, args.tasks, args.examples, args.device)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+        if not args.json:
+            print(f"== {run_dir}")
+            print(format_evaluations(out[run_dir]))
+    if args.json:
+        print(json.dumps(out))
+    return 1 if any("error" in r for e in out.values() for r in (e.get("tasks") or {}).values()) else 0
