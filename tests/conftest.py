@@ -5,8 +5,19 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from ebt_scaling.harness.spec import spec_from_dict
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+    OpenMP oversubscription stalls them by 10x or more: run every test on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

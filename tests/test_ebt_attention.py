@@ -24,15 +24,6 @@ from ebt_scaling.models.factory import build_model
 VARIANTS = ("time_embed", "default")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
-    OpenMP oversubscription stalls them by 10x or more: run this module's tests on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --------------------------------------------------------------------------- reference
 def exact_rope_tables(model) -> None:

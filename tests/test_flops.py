@@ -31,16 +31,6 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops under FlopCounterMode's Python dispatch: extra threads only spin (and
-    slow everything down when the cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(arch: str, shape, **ebt) -> ModelConfig:
     layers, d, heads, vocab, hidden = shape
     return ModelConfig(arch=arch, n_layers=layers, d_model=d, n_heads=heads, vocab_size=vocab, context=16,

@@ -19,15 +19,6 @@ from ebt_scaling.models.factory import build_model
 V, S, B = 64, 16, 8  # overfitting problem: vocab, context, batch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
-    OpenMP oversubscription stalls them by 10x or more: run this module's tests on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_model(arch: str, seed: int = 0, *, vocab=V, context=S, d_model=32, n_heads=2, n_layers=2, **ebt):
     torch.manual_seed(seed)

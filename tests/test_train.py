@@ -165,7 +165,6 @@ def _train_two_processes(spec, out: Path) -> dict:
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny_spec, tmp_path):
     spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 6})
-    torch.set_num_threads(1)
     single = train_run(spec, tmp_path / "one", quiet=True)
     double = _train_two_processes(spec, tmp_path / "two")
     assert double["status"] == "done"
@@ -184,7 +183,6 @@ def test_ebt_trains_data_parallel_with_distinct_noise_per_process(tiny_spec, tmp
     """EBT candidates are random, and each process draws its own, so two processes cannot
     equal one bit for bit; they must still train to a comparable loss."""
     spec = tiny_spec("ebt", model={"ebt": {"alpha_init": 5.0}})
-    torch.set_num_threads(1)
     single = train_run(spec, tmp_path / "one", quiet=True)
     double = _train_two_processes(spec, tmp_path / "two")
     assert double["status"] == "done"
