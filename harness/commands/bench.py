@@ -15,27 +15,16 @@ from ebt_scaling.harness.cli import CliError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ebt_scaling.models.sizes import PAPER_SIZES
+    from ebt_scaling.harness.commands.flops import add_model_arguments
 
-    shape = parser.add_argument_group("model shape (--size, or all of --layers/--d-model/--heads)")
-    shape.add_argument("--size", choices=list(PAPER_SIZES), default=None,
-                       help="a named size of the paper (explicit shape flags override it); default xxs when no "
-                            "shape flag is given")
-    shape.add_argument("--layers", type=int, help="number of blocks")
-    shape.add_argument("--d-model", type=int, help="model width")
-    shape.add_argument("--heads", type=int, help="attention heads (must divide --d-model)")
-    shape.add_argument("--ffn-hidden", type=int, help="SwiGLU hidden width (default: d_model, as in the paper)")
+    add_model_arguments(parser, "a named size of the paper (explicit shape flags override it); default xxs when "
+                                "no shape flag is given")
     parser.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
-    parser.add_argument("--ctx", type=int, default=256, help="tokens per sequence (default: 256)")
-    parser.add_argument("--vocab", type=int, default=50277, help="vocabulary size (default: 50277, GPT-NeoX-20B)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="fp32, or bf16 autocast with fp32 weights (default: fp32)")
     parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default=None,
                         help="torch.set_float32_matmul_precision for fp32 runs (the anchors use 'medium'; default: "
                              "torch's, 'highest')")
-    parser.add_argument("--steps", type=int, default=2, help="EBT refinement steps K (default: 2)")
-    parser.add_argument("--variant", choices=["time_embed", "default"], default="time_embed",
-                        help="EBT variant (default: time_embed, the paper's S1)")
     parser.add_argument("--arch", choices=["both", "transformer", "ebt"], default="both",
                         help="which model(s) to time (default: both)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")

@@ -27,12 +27,13 @@ FIELD_FLAGS = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
+    """Shape, vocabulary, context and EBT flags shared by `flops` and `bench`
+    (build_configs turns them into ModelConfigs)."""
     from ebt_scaling.models.sizes import PAPER_SIZES
 
     shape = parser.add_argument_group("model shape (--size, or all of --layers/--d-model/--heads)")
-    shape.add_argument("--size", choices=list(PAPER_SIZES), help="a named size of the paper: fills layers, heads, "
-                       "d_model (explicit flags override it)")
+    shape.add_argument("--size", choices=list(PAPER_SIZES), help=size_help)
     shape.add_argument("--layers", type=int, help="number of blocks")
     shape.add_argument("--d-model", type=int, help="model width")
     shape.add_argument("--heads", type=int, help="attention heads (must divide --d-model)")
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2, help="EBT refinement steps K (default: 2)")
     parser.add_argument("--variant", choices=["time_embed", "default"], default="time_embed",
                         help="EBT variant (default: time_embed, the paper's S1)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, "a named size of the paper: fills layers, heads, d_model (explicit flags override it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--measure", action="store_true",
                         help="also count one real training step of each model with FlopCounterMode (CPU is fine; "
