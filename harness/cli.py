@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train one run from a run spec into a run directory (resumes if interrupted)"),
     "eval": ("eval", "evaluate finished runs: held-out/downstream perplexity, EBT thinking; merged into result.json"),
     "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
+    "analyze": ("analyze", "fit and report a sweep directory: power laws, crossover, Approaches 1-3, bootstrap; "
+                           "report.md/.html, fits.json"),
     "fit": ("fit", "fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3) to any CSV"),
     "plan": ("plan", "expand a sweep (file or preset) into paired run specs: table, totals, GPU-hours, --write DIR"),
     "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),

@@ -1,0 +1,26 @@
+"""Dispatch a sweep's runs to SLURM, local GPUs/CPU, or in-process, idempotently.
+
+A sweep directory holds ``runs/<run_id>/spec.yaml`` (see ``ebt-scaling plan``); every run
+directory is trained by :class:`~ebt_scaling.harness.dispatch.job.TrainingJob`, a
+submitit ``Checkpointable`` that runs ``train_run`` and is requeued on preemption or time
+limit, resuming exactly from the trainer's checkpoints.
+
+Modules:
+  profiles  -- cluster profiles (YAML -> typed ClusterProfile; resource classes)
+  lease     -- one live job per run: lease.json taken atomically, liveness checks,
+               cancelled / failed markers
+  job       -- the checkpointable training job (SLURM array task, local worker, debug)
+  submit    -- submit a sweep (skip finished, resume partial, retry failed on request)
+  status    -- per-run state, progress and ETA; cancel; wait
+
+Files this package writes into a run directory (besides the trainer's own):
+  lease.json      the live job that owns the run (removed when the job ends)
+  last_job.json   that lease as it was when its job ended, with the outcome
+  .lease.lock     flock(2) target serialising lease changes
+  failed.json     the last failure (error line, traceback tail, job id)
+  cancelled.json  written by ``ebt-scaling cancel``
+
+Submitit logs and pickles go to SWEEP_DIR/jobs/<cluster>/<job id>/ (the profile's
+log_folder). The single-node SLURM cluster used by CI is started by harness/slurm_local.sh
+(``ebt-scaling slurm-local start``).
+"""

@@ -1,0 +1,441 @@
+"""Dispatch: cluster profiles, leases, run states, the checkpointable job, and submitting a
+sweep in-process (debug) and to local workers, idempotently; status and cancel."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.dispatch import lease as leases
+from ebt_scaling.harness.dispatch.job import TrainingJob
+from ebt_scaling.harness.dispatch.profiles import builtin_profiles, load_profile, profile_from_dict
+from ebt_scaling.harness.dispatch.status import derive_state, sweep_status, totals
+from ebt_scaling.harness.dispatch.submit import _slurm_parameters
+from ebt_scaling.harness.run_dir import RunDir
+from ebt_scaling.models.config import ConfigError
+
+TIMING_KEYS = {"tokens_per_s"}
+LOCAL_TEST_PROFILE = """
+name: test-local
+gpus_per_node: 0
+cpus_per_task: 1
+timeout_min: 10
+local_cpu_workers: 2
+signal_delay_s: 30
+preempt_grace_s: 10
+"""
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def make_sweep(root: Path, specs) -> dict[str, Path]:
+    """A sweep directory as `ebt-scaling plan --write` makes it: runs/<run_id>/spec.yaml."""
+    from ebt_scaling.harness.spec import spec_to_yaml
+
+    out = {}
+    for spec in specs:
+        path = root / "runs" / spec.run_id
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "spec.yaml").write_text(spec_to_yaml(spec))
+        out[spec.run_id] = path
+    return out
+
+
+def cli(*argv: str, capsys=None) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    if capsys is None:
+        return code, "", ""
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---- profiles ---------------------------------------------------------------------------------
+def test_shipped_profiles_load():
+    names = set(builtin_profiles())
+    assert {"local", "slurm", "slurm-local", "example-cluster"} <= names
+    for name in names:
+        profile = load_profile(name)
+        assert profile.name == name and profile.timeout_min >= 1
+    example = load_profile("example-cluster")
+    placement = (example.partition, example.account, example.qos, example.constraint)
+    assert placement == ("gpu", "my-project", "normal", "h100")
+    assert example.resources("node").world_size == 8 and example.resources("multinode").world_size == 32
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"partitoin": "gpu"}, "partitoin: unknown key"),
+    ({"gpus_per_node": 2, "tasks_per_node": 4}, "tasks_per_node"),
+    ({"timeout_min": 0}, "timeout_min"),
+    ({"preempt_grace_s": 100, "signal_delay_s": 60}, "preempt_grace_s"),
+    ({"classes": [{"name": "big", "match": {"size": 3}}]}, "classes[0].match.size"),
+    ({"classes": [{"name": "big", "gpus_per_node": 1, "tasks_per_node": 2}]}, "classes[big].tasks_per_node"),
+    ({"mem_gb": "lots"}, "mem_gb: expected a number"),
+])
+def test_profile_errors_are_one_line_and_name_the_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        profile_from_dict(data, "p.yaml")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("p.yaml: ") and key in message
+
+
+def test_profile_lookup_by_path_and_unknown_name(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("partition: a100\ngpus_per_node: 4\ntasks_per_node: 4\n")
+    profile = load_profile(str(path))
+    assert profile.name == "mine" and profile.resources().world_size == 4
+    with pytest.raises(ConfigError, match="neither a file nor a shipped profile"):
+        load_profile("no-such-profile")
+    with pytest.raises(ConfigError, match="nodes"):
+        path.write_text("nodes: 2\n")
+        load_profile(str(path), cluster="local")
+
+
+def test_resource_classes_select_runs_by_tags_and_map_to_sbatch():
+    profile = load_profile("example-cluster")
+    assert profile.class_for({"size": "xl"}) == "node"
+    assert profile.class_for({"size": "s"}) == "default"
+    assert profile.class_for({"resource_class": "multinode"}) == "multinode"
+    with pytest.raises(ConfigError, match="names no class"):
+        profile.class_for({"resource_class": "nope"})
+    big = _slurm_parameters(profile.resources("node"), profile, "x")
+    assert big["gpus_per_node"] == 8 and big["tasks_per_node"] == 8 and big["slurm_partition"] == "gpu"
+    assert big["slurm_account"] == "my-project" and big["slurm_qos"] == "normal" and big["slurm_constraint"] == "h100"
+    assert big["slurm_array_parallelism"] == 4 and big["timeout_min"] == 2880
+    assert big["slurm_setup"][0].startswith("module load") and big["slurm_additional_parameters"] == {"requeue": True}
+    cpu = _slurm_parameters(load_profile("slurm-local").resources(), load_profile("slurm-local"), "x")
+    assert "gpus_per_node" not in cpu and cpu["cpus_per_task"] == 1  # no --gpus-per-node=0 on GPU-less clusters
+    # submitit accepts every key
+    import submitit
+
+    executor = submitit.AutoExecutor(folder="/tmp/unused-%j", cluster="slurm")
+    executor.update_parameters(**big)
+
+
+# ---- leases ----------------------------------------------------------------------------------
+def test_lease_is_exclusive_and_only_a_dead_holder_loses_it(tmp_path):
+    me = os.getpid()
+    first = leases.new_lease("debug", job_id="debug-1", job_pid=me, job_pid_start=leases.proc_start(me),
+                             job_host=leases.hostname())
+    assert leases.take_lease(tmp_path, first, leases.is_dead) == (True, first)
+    second = leases.new_lease("debug")
+    taken, holder = leases.take_lease(tmp_path, second, leases.is_dead)
+    assert not taken and holder["token"] == first["token"]  # this process is alive
+    # a wrong token can neither update nor release it
+    assert leases.update_lease(tmp_path, second["token"], state="running") is None
+    assert not leases.release_lease(tmp_path, second["token"])
+    assert leases.update_lease(tmp_path, first["token"], state="running")["state"] == "running"
+    # the holder dies: its lease is broken by the next taker
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leases.update_lease(tmp_path, first["token"], job_pid=dead.pid, job_pid_start=None)
+    assert leases.is_dead(leases.read_lease(tmp_path))
+    assert leases.take_lease(tmp_path, second, leases.is_dead)[0]
+    assert leases.release_lease(tmp_path, second["token"], "done") and leases.read_lease(tmp_path) is None
+    assert leases.last_job(tmp_path)["outcome"] == "done"
+    # a garbled lease file names no job: it counts as dead
+    (tmp_path / leases.LEASE).write_text("{not json")
+    assert leases.take_lease(tmp_path, leases.new_lease("debug"), leases.is_dead)[0]
+
+
+def test_slurm_lease_liveness_follows_the_job_state(monkeypatch):
+    states = {"11_0": "RUNNING", "11_1": "PENDING", "11_2": "COMPLETED", "11_3": "CANCELLED", "11_4": "UNKNOWN"}
+    monkeypatch.setattr(leases, "slurm_states", lambda ids: {i: states[i] for i in ids})
+    now = time.time()
+    made = [dict(leases.new_lease("slurm"), job_id=j, submitted_at=now - 600) for j in states]
+    made.append(dict(leases.new_lease("slurm"), job_id="11_4", submitted_at=now))  # just submitted
+    probed = leases.probe(made)
+    assert [p.alive for p in probed] == [True, True, False, False, False, True]
+    assert probed[0].running and not probed[1].running
+
+
+def test_derive_state_covers_every_state():
+    alive = leases.JobState(True, "RUNNING")
+    pending = leases.JobState(True, "PENDING")
+    gone = leases.JobState(False, "GONE")
+    slurm = {"cluster": "slurm", "job_id": "5_0", "state": "queued"}
+    assert derive_state({"status": "done"}, None, None, None, None, True)[0] == "done"
+    assert derive_state({"status": "diverged"}, None, None, None, None, True)[0] == "diverged"
+    assert derive_state(None, slurm, alive, None, None, False)[0] == "running"
+    assert derive_state(None, slurm, pending, None, None, False)[0] == "pending"
+    assert derive_state(None, dict(slurm, state="running"), pending, None, None, True)[0] == "preempted"
+    assert derive_state(None, None, None, {"error": "boom"}, None, True) == ("failed", "boom")
+    assert derive_state(None, slurm, leases.JobState(False, "OUT_OF_MEMORY"), None, None, True)[0] == "failed"
+    assert derive_state(None, slurm, leases.JobState(False, "CANCELLED"), None, None, True)[0] == "cancelled"
+    assert derive_state(None, None, None, None, {"job_id": "5_0"}, True)[0] == "cancelled"
+    assert derive_state(None, slurm, gone, None, None, True)[0] == "preempted"
+    assert derive_state(None, None, None, None, None, True)[0] == "preempted"
+    assert derive_state(None, None, None, None, None, False)[0] == "pending"
+
+
+# ---- the job ------------------------------------------------------------------------------
+def test_training_job_pickles_without_runtime_state_and_checkpoint_resubmits_itself():
+    import cloudpickle
+
+    job = TrainingJob([("/x/runs/a", "tok")], "slurm", threads=2, preempt_grace_s=5)
+    job._stop, job._signum = True, 12
+    delayed = job.checkpoint()
+    assert delayed.function is job
+    clone = pickle.loads(cloudpickle.dumps(delayed)).function
+    assert isinstance(clone, TrainingJob) and clone.entries == [("/x/runs/a", "tok")]
+    assert clone._stop is False and clone._signum is None and clone.threads == 2
+
+
+# ---- submit / status / cancel -------------------------------------------------------------------
+def test_debug_submit_trains_a_pair_then_skips_it(tiny_spec, tmp_path, capsys):
+    steps = {"train": {"tokens": 32 * 8 * 8}}
+    runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", **steps), tiny_spec("ebt", **steps)])
+    profile = tmp_path / "p.yaml"
+    profile.write_text(LOCAL_TEST_PROFILE)
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", "--profile", profile, capsys=capsys)
+    assert code == 0 and "submitted 2 run(s)" in out
+    code, out, _ = cli("status", tmp_path / "sweep", "--json", capsys=capsys)
+    report = json.loads(out)
+    assert {r["state"] for r in report["runs"]} == {"done"} and report["totals"]["done"] == 2
+    assert all(r["tokens_done"] == r["tokens_total"] == 32 * 8 * 8 for r in report["runs"])
+    assert all(r["val_loss"] is not None and r["job_id"].startswith("debug-") for r in report["runs"])
+    for path in runs.values():
+        assert leases.read_lease(path) is None and leases.last_job(path)["outcome"] == "done"
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", "--profile", profile, capsys=capsys)
+    assert code == 0 and "submitted 0 run(s); skipped 2 done" in out
+    code, out, _ = cli("status", tmp_path / "sweep", capsys=capsys)
+    assert "total: 2 runs (2 done)" in out
+
+
+def test_failed_run_is_reported_and_rerun_only_with_retry_failed(tiny_spec, tmp_path, capsys):
+    bad = tiny_spec("transformer", model={"vocab_size": 64})  # smaller than the tokenizer: fails at start
+    (run_path,) = make_sweep(tmp_path / "sweep", [bad]).values()
+    code, _, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", capsys=capsys)
+    assert code == 1
+    failed = leases.failure(run_path)
+    assert "vocab_size" in failed["error"] and "\n" not in failed["error"] and leases.read_lease(run_path) is None
+    (row,) = sweep_status(tmp_path / "sweep")
+    assert row.state == "failed" and "vocab_size" in row.detail
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", capsys=capsys)
+    assert code == 0 and "skipped 1 failed (resubmit with --retry-failed)" in out
+    first_failure = failed["time"]
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", "--retry-failed", capsys=capsys)
+    assert code == 1 and "submitted 1 run(s)" in out and leases.failure(run_path)["time"] > first_failure
+
+
+def test_status_shows_progress_and_eta_of_a_running_run(tiny_spec, tmp_path, capsys):
+    spec = tiny_spec("transformer")
+    (path,) = make_sweep(tmp_path / "sweep", [spec]).values()
+    run = RunDir(path)
+    per_step = spec.tokens_per_step
+    for step in range(1, 7):
+        row = {"step": step, "tokens": step * per_step, "train_loss": 5.0, "tokens_per_s": 256.0}
+        if step == 4:
+            row["val_loss"] = 4.5
+        run.append_metrics(row)
+    pid = os.getpid()
+    lease = leases.new_lease("local", job_id=str(pid), state="running", job_pid=pid,
+                             job_pid_start=leases.proc_start(pid), job_host=leases.hostname())
+    assert leases.take_lease(path, lease, leases.is_dead)[0]
+    (row,) = sweep_status(tmp_path / "sweep")
+    assert row.state == "running" and row.job_id == str(pid) and row.val_loss == 4.5
+    assert row.tokens_done == 6 * per_step and row.tokens_total == spec.total_steps * per_step
+    assert row.eta_s == pytest.approx((spec.total_steps - 6) * per_step / 256.0)
+    total = totals([row])
+    assert total["running"] == 1 and total["eta_s"] == pytest.approx(row.eta_s)
+    code, out, _ = cli("status", tmp_path / "sweep", capsys=capsys)
+    assert "running" in out and "4.5000" in out and "total: 1 runs (1 running)" in out
+    assert cli("status", tmp_path / "nowhere", capsys=capsys)[0] == 2
+
+
+def test_local_submit_resumes_a_partial_run_and_waits(tiny_spec, tmp_path, capsys):
+    from ebt_scaling.harness.train import train_run
+
+    spec, other = tiny_spec("transformer"), tiny_spec("transformer", seed=1)
+    runs = make_sweep(tmp_path / "sweep", [spec, other])
+    stopped = train_run(spec, runs[spec.run_id], quiet=True, stop_requested=lambda: True)  # one step, checkpoint
+    assert stopped["status"] == "preempted"
+    assert sweep_status(tmp_path / "sweep", [spec.run_id])[0].state == "preempted"
+    profile = tmp_path / "p.yaml"
+    profile.write_text(LOCAL_TEST_PROFILE)
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "local", "--profile", profile, "--wait",
+                       "--poll", "0.5", capsys=capsys)
+    assert code == 0, out
+    assert "as 2 local job(s)" in out  # two CPU workers
+    rows = sweep_status(tmp_path / "sweep")
+    assert [r.state for r in rows] == ["done", "done"]
+    assert "resuming from step_00000001.pt" in RunDir(runs[spec.run_id]).log_path.read_text()
+    for path in runs.values():
+        record = leases.last_job(path)
+        assert leases.read_lease(path) is None and record["cluster"] == "local" and int(record["job_id"]) > 0
+    assert (tmp_path / "sweep" / "jobs" / "local").is_dir()
+
+
+def test_cancel_stops_a_local_job_and_status_reports_it(tiny_spec, tmp_path, capsys):
+    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 5000}, checkpoint_every=50, log_every=1)
+    (path,) = make_sweep(tmp_path / "sweep", [spec]).values()
+    profile = tmp_path / "p.yaml"
+    profile.write_text(LOCAL_TEST_PROFILE)
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "local", "--profile", profile, capsys=capsys)
+    assert code == 0
+    run, deadline = RunDir(path), time.time() + 60
+    while time.time() < deadline and not run.metrics():
+        time.sleep(0.1)
+    assert run.metrics(), "the local job never started training"
+    assert sweep_status(tmp_path / "sweep")[0].state == "running"
+    pid = int(leases.read_lease(path)["job_pid"])
+    code, out, _ = cli("cancel", tmp_path / "sweep", capsys=capsys)
+    assert code == 0 and f"stopped local job {pid}" in out
+    deadline = time.time() + 30
+    while time.time() < deadline and leases.pid_alive(pid):
+        time.sleep(0.1)
+    assert not leases.pid_alive(pid)
+    (row,) = sweep_status(tmp_path / "sweep")
+    assert row.state == "cancelled" and row.step < spec.total_steps
+    code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "local", "--profile", profile, capsys=capsys)
+    assert "skipped 1 cancelled (resubmit with --retry-failed)" in out
+    code, out, _ = cli("cancel", tmp_path / "sweep", capsys=capsys)
+    assert "already cancelled" in out
+
+
+def test_cancel_marks_runs_without_a_job(tiny_spec, tmp_path, capsys):
+    runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer"), tiny_spec("ebt")])
+    first = sorted(runs)[0]
+    code, out, _ = cli("cancel", tmp_path / "sweep", first[:6], capsys=capsys)
+    assert code == 0 and f"{first}: marked cancelled" in out
+    states = {r.run_id: r.state for r in sweep_status(tmp_path / "sweep")}
+    assert states == {first: "cancelled", sorted(runs)[1]: "pending"}
+    code, _, err = cli("cancel", tmp_path / "sweep", "zzz", capsys=capsys)
+    assert code == 2 and "no such run" in err
+
+
+def test_submit_plans_a_sweep_preset_first(tmp_path):
+    sweeps = pytest.importorskip("ebt_scaling.sweeps")
+    if not hasattr(sweeps, "make_plan"):
+        pytest.skip("the sweep planner (ebt_scaling.sweeps.make_plan) is not available")
+    from ebt_scaling.harness.commands.submit import resolve_sweep_dir
+
+    target = resolve_sweep_dir("tiny", str(tmp_path / "planned"))
+    planned = {r.run_id for r in sweeps.expand(sweeps.load_sweep("tiny"))}
+    rows = sweep_status(target)
+    assert {r.run_id for r in rows} == planned and {r.state for r in rows} == {"pending"}
+    assert {r.arch for r in rows} == {"T++", "EBT-S1"} and all("pair=" in r.label for r in rows)
+    assert resolve_sweep_dir("tiny", str(tmp_path / "planned")) == target  # planning again keeps the specs
+    assert resolve_sweep_dir(str(target), None) == target
+
+
+def test_slurm_local_command_ships_its_script(capsys):
+    from ebt_scaling.harness.commands.slurm_local import script_path
+
+    code, out, _ = cli("slurm-local", "script", capsys=capsys)
+    assert code == 0 and out.strip() == script_path() and Path(script_path()).is_file()
+    text = Path(script_path()).read_text()
+    for needle in ("cred_expire=10", "bf_interval=1,sched_interval=2", "KillWait=5", "slurm.conf.sha256",
+                   "accounting_storage/slurmdbd"):
+        assert needle in text
+    assert subprocess.run(["bash", "-n", script_path()]).returncode == 0
+
+
+def test_racing_submitters_never_start_two_jobs_for_one_run(tiny_spec, tmp_path, monkeypatch):
+    import threading
+
+    from ebt_scaling.harness.dispatch import submit as submit_module
+
+    runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(6)])
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def fake_local(sweep_dir, taken, classes, profile, report):  # a "job" per run that stays alive
+        for r, lease in taken:
+            leases.update_lease(r.path, lease["token"], job_id=f"fake-{r.run_id}", state="queued",
+                                job_pid=os.getpid(), job_pid_start=leases.proc_start(os.getpid()),
+                                job_host=leases.hostname())
+            report.submitted[r.run_id] = f"fake-{r.run_id}"
+            with lock:
+                started.append(r.run_id)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(submit_module, "_submit_local", fake_local)
+    profile = load_profile("local", "local")
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(
+        submit_module.submit_sweep(tmp_path / "sweep", "local", profile))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(started) == sorted(runs)  # each run once, whoever won it
+    assert sum(len(r.submitted) for r in reports) == 6
+    assert all(r.state == "pending" and r.job_id.startswith("fake-") for r in sweep_status(tmp_path / "sweep"))
+
+
+class FakeJob:
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+
+class FakeExecutor:
+    """Records what submit hands to submitit (no cluster needed)."""
+
+    made: list["FakeExecutor"] = []
+
+    def __init__(self, folder, **kwargs):
+        self.folder, self.kwargs, self.params, self.submitted, self.batches = folder, kwargs, {}, [], 0
+        FakeExecutor.made.append(self)
+
+    def update_parameters(self, **params):
+        self.params.update(params)
+
+    def batch(self):
+        import contextlib
+
+        self.batches += 1
+        return contextlib.nullcontext()
+
+    def submit(self, fn):
+        self.submitted.append(fn)
+        base = 100 + len(FakeExecutor.made)
+        return FakeJob(f"{base}_{len(self.submitted) - 1}" if self.batches else str(os.getpid()))
+
+
+def test_local_jobs_get_one_gpu_each_round_robin_and_an_explicit_timeout(tiny_spec, tmp_path, monkeypatch):
+    import submitit
+
+    from ebt_scaling.harness.dispatch import submit as submit_module
+
+    make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(5)])
+    FakeExecutor.made = []
+    monkeypatch.setattr(submitit, "LocalExecutor", FakeExecutor)
+    profile = profile_from_dict({"name": "gpus", "gpus_per_node": 1, "local_gpus": [0, 1, 2], "timeout_min": 600})
+    report = submit_module.submit_sweep(tmp_path / "sweep", "local", profile)
+    assert len(report.submitted) == 5
+    gpus = [e.params["visible_gpus"] for e in FakeExecutor.made]
+    assert gpus == [(0,), (1,), (2,)] and all(e.params["gpus_per_node"] == 1 for e in FakeExecutor.made)
+    assert all(e.params["timeout_min"] == 600 for e in FakeExecutor.made)  # never submitit's 2-minute default
+    assert [len(e.submitted[0].entries) for e in FakeExecutor.made] == [2, 2, 1]
+    assert all(e.kwargs["python"].strip("'") == sys.executable for e in FakeExecutor.made)
+
+
+def test_slurm_submits_one_array_per_resource_class(tiny_spec, tmp_path, monkeypatch):
+    import submitit
+
+    from ebt_scaling.harness.dispatch import submit as submit_module
+
+    specs = [tiny_spec("transformer", seed=i, tags={"size": size}) for i, size in enumerate(["s", "xl", "s", "l"])]
+    make_sweep(tmp_path / "sweep", specs)
+    FakeExecutor.made = []
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    report = submit_module.submit_sweep(tmp_path / "sweep", "slurm", load_profile("example-cluster"))
+    assert len(report.submitted) == 4 and len(report.jobs) == 2
+    by_class = {e.params["name"].rsplit("-", 1)[1]: e for e in FakeExecutor.made}
+    assert set(by_class) == {"default", "node"} and all(e.batches == 1 for e in FakeExecutor.made)
+    assert len(by_class["default"].submitted) == 2 and len(by_class["node"].submitted) == 2
+    assert by_class["node"].params["slurm_array_parallelism"] == 4 and by_class["node"].params["tasks_per_node"] == 8
+    assert all(e.kwargs["cluster"] == "slurm" and e.kwargs["slurm_python"].strip("'") == sys.executable
+               for e in FakeExecutor.made)
+    assert all(len(job.entries) == 1 for e in FakeExecutor.made for job in e.submitted)  # one run per array task
+    leased = [leases.read_lease(p.parent) for p in (tmp_path / "sweep" / "runs").glob("*/spec.yaml")]
+    assert all(lease["state"] == "queued" and "_" in lease["job_id"] for lease in leased)
