@@ -1,32 +1,70 @@
 """Load a sweep directory into pandas, reading only what the runs wrote.
 
 ``runs``: one row per run directory (spec fields, tags, status, parameter counts, tokens,
-FLOPs in each convention, final metrics). Failed, diverged and unfinished runs stay in
-the table with their status, so the report can list them; fits select ``status == done``.
+FLOPs in each convention, final metrics). Failed, diverged, cancelled and unfinished runs
+stay in the table with their status and a note, so the report can list them; fits select
+``status == "done"``. Runs that plan.json lists but that have no directory are added with
+status ``missing``.
 
-``curves``: one row per evaluation point of every run (the training curves).
+``curves``: one row per evaluation point of every run (the training curves): step,
+tokens, FLOPs in each convention, train loss and held-out val loss / ppl.
+
+Statuses: done / diverged (result.json), failed (result.json with another status, an
+unreadable run directory, or the dispatcher's failed.json), cancelled (cancelled.json),
+partial (metrics or checkpoints but no result: unfinished), pending (nothing yet),
+missing (in plan.json, no directory).
+
+The loss: ``val_loss`` is the final held-out loss, result.json's value, which the trainer
+takes from the last evaluation (at the final step): the mean next-token negative
+log-likelihood in nats over the validation batches (pad tokens excluded).
+
+Parameter counts and FLOPs come from the analytic formulas in models/flops.py (no model
+is built); FLOPs actually spent are the last metrics row's cumulative flops_<convention>,
+planned FLOPs are FLOPs per step x total steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from ebt_scaling.harness.run_dir import RunDir
-from ebt_scaling.harness.spec import load_spec
-from ebt_scaling.models.config import ConfigError
-from ebt_scaling.models.flops import CONVENTIONS, param_counts
+from ebt_scaling.harness.run_dir import RunDir, read_json
+from ebt_scaling.harness.spec import spec_from_dict
+from ebt_scaling.models.config import ConfigError, ModelConfig
+from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
+
+try:  # libyaml: ~10x faster spec parsing for large sweeps
+    _YamlLoader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _YamlLoader = yaml.SafeLoader
+
+FINISHED = ("done", "diverged")
+UNFINISHED = ("partial", "pending")
+FAILED_MARKER = "failed.json"        # harness/dispatch/lease.py FAILED
+CANCELLED_MARKER = "cancelled.json"  # harness/dispatch/lease.py CANCELLED
 
 
 @dataclass
 class SweepData:
     runs: pd.DataFrame
     curves: pd.DataFrame
+    path: str = ""
+    meta: dict = field(default_factory=dict)          # from sweep.yaml (name, param_count, convention, axis, pairing)
+    evaluations: dict = field(default_factory=dict)   # run_id -> result.json["evaluations"]
+    results: dict = field(default_factory=dict)       # run_id -> result.json (done/diverged runs)
 
     @property
     def done(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] == "done"]
+
+    @property
+    def not_done(self) -> pd.DataFrame:
+        """Every run that is not done (failed, diverged, cancelled, unfinished, missing)."""
+        return self.runs[self.runs["status"] != "done"]
 
 
 def run_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -37,51 +75,172 @@ def run_dirs(sweep_dir: str | Path) -> list[Path]:
     return sorted(p for p in (root / "runs").glob("*") if (p / "spec.yaml").exists())
 
 
-def _run_row(path: Path) -> tuple[dict, list[dict]]:
+@functools.lru_cache(maxsize=None)
+def _counts(model: ModelConfig) -> dict[str, int]:
+    return param_counts(model)
+
+
+@functools.lru_cache(maxsize=None)
+def _step_flops(model: ModelConfig, batch: int) -> dict[str, float]:
+    return {c: training_step_flops(model, batch, model.context, c) for c in CONVENTIONS}
+
+
+def _float(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def unit_key(tags: dict, fallback: str) -> str:
+    """The matched unit of a run: the sweep point (axis value, size, budget) shared by every
+    architecture and every seed of it; the pair id (or run id) for runs without those tags."""
+    if "axis_value" in tags or "size" in tags:
+        parts = [tags.get("axis", ""), tags.get("axis_value", ""), tags.get("size", "")]
+        if tags.get("budget"):
+            parts.append(tags["budget"])
+        return "|".join(str(p) for p in parts)
+    return fallback
+
+
+def _status(run: RunDir, result: dict | None, metrics: list[dict], total_steps: int) -> tuple[str, str]:
+    if result is not None:
+        status = result.get("status", "failed")
+        note = str(result.get("note", "") or "")
+        if status not in FINISHED:
+            return "failed", note or f"result.json says status {status!r}"
+        return status, note
+    cancelled = read_json(run.path / CANCELLED_MARKER)
+    if cancelled is not None or (run.path / CANCELLED_MARKER).exists():
+        job = (cancelled or {}).get("job_id")
+        return "cancelled", "cancelled" + (f" (job {job})" if job else "")
+    failed = read_json(run.path / FAILED_MARKER)
+    if failed is not None or (run.path / FAILED_MARKER).exists():
+        return "failed", str((failed or {}).get("error", "unreadable failed.json"))
+    step = int(metrics[-1].get("step", 0)) if metrics else 0
+    if metrics or run.checkpoints():
+        return "partial", f"unfinished: step {step} of {total_steps}, no result.json"
+    return "pending", "not started (no metrics, no result.json)"
+
+
+def _run_row(path: Path) -> tuple[dict, list[dict], dict | None]:
     run = RunDir(path)
-    spec = load_spec(run.spec_path)
-    result = run.result() or {}
+    try:
+        raw = yaml.load(run.spec_path.read_text(), Loader=_YamlLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{run.spec_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    spec = spec_from_dict(raw, str(run.spec_path))
+    result = run.result()
     metrics = run.metrics()
-    last = metrics[-1] if metrics else {}
-    counts = param_counts(spec.model)
-    m = spec.model
+    last = metrics[-1] if metrics else (result or {}).get("final") or {}
+    status, note = _status(run, result, metrics, spec.total_steps)
+    counts = _counts(spec.model)
+    per_step = _step_flops(spec.model, spec.train.batch_size)
+    m, tags = spec.model, spec.tags
+    pair_id = tags.get("pair_id", spec.run_id)
+    evals = [r for r in metrics if r.get("val_loss") is not None]
+    val_loss = _float((result or {}).get("val_loss"))
+    if val_loss is None and status == "done" and evals:
+        val_loss = _float(evals[-1]["val_loss"])
+    val_ppl = _float((result or {}).get("val_ppl"))
+    if val_ppl is None and val_loss is not None:
+        val_ppl = math.exp(min(val_loss, 700.0))
     row = {
-        "run_id": spec.run_id, "path": str(path), "status": run.status(),
-        "arch": m.arch, "arch_label": spec.tags.get("arch_label", m.arch),
-        "pair_id": spec.tags.get("pair_id", spec.run_id), "seed": spec.seed,
-        "axis": spec.tags.get("axis"), "axis_value": spec.tags.get("axis_value"), "size": spec.tags.get("size"),
+        "run_id": spec.run_id, "path": str(path), "status": status, "note": note,
+        "arch": m.arch, "arch_label": tags.get("arch_label", m.arch),
+        "sweep": tags.get("sweep"), "pair_id": pair_id, "unit": unit_key(tags, pair_id), "seed": spec.seed,
+        "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),
+        "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"),
         "n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "vocab_size": m.vocab_size,
         "context": m.context, "ebt_variant": m.ebt.variant if m.arch == "ebt" else None,
         "ebt_steps": m.ebt.steps if m.arch == "ebt" else None,
         "batch_size": spec.train.batch_size, "lr": spec.train.lr,
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "tokens_planned": spec.total_steps * spec.tokens_per_step,
-        "tokens": last.get("tokens", 0), "step": last.get("step", 0), "total_steps": spec.total_steps,
-        **{f"flops_{c}": last.get(f"flops_{c}", 0.0) for c in CONVENTIONS},
-        "train_loss": last.get("train_loss"),
-        "val_loss": result.get("val_loss"), "val_ppl": result.get("val_ppl"),
-        "note": result.get("note", ""),
+        "tokens": int(last.get("tokens", 0) or 0), "step": int(last.get("step", 0) or 0),
+        "total_steps": spec.total_steps,
+        **{f"flops_{c}": float(last.get(f"flops_{c}", 0.0) or 0.0) for c in CONVENTIONS},
+        **{f"flops_planned_{c}": per_step[c] * spec.total_steps for c in CONVENTIONS},
+        "train_loss": _float(last.get("train_loss")),
+        "val_loss": val_loss, "val_ppl": val_ppl, "n_evals": len(evals),
     }
-    row.update({f"eval_{k}": v for k, v in (result.get("evaluations") or {}).items() if not isinstance(v, (dict, list))})
-    curve = [{"run_id": spec.run_id, "arch_label": row["arch_label"], "pair_id": row["pair_id"],
-              "params_total": row["params_total"], "params_non_embedding": row["params_non_embedding"],
+    evaluations = (result or {}).get("evaluations") or None
+    if evaluations:
+        row.update({f"eval_{k}": v for k, v in evaluations.items() if not isinstance(v, (dict, list))})
+    curve = [{"run_id": spec.run_id, "arch_label": row["arch_label"], "unit": row["unit"], "seed": spec.seed,
+              "status": status, "params_total": row["params_total"],
+              "params_non_embedding": row["params_non_embedding"],
               **{k: r.get(k) for k in ("step", "tokens", "train_loss", "val_loss", "val_ppl")},
               **{f"flops_{c}": r.get(f"flops_{c}") for c in CONVENTIONS}}
-             for r in metrics if "val_loss" in r]
-    return row, curve
+             for r in evals]
+    return row, curve, result
+
+
+def read_meta(sweep_dir: str | Path) -> dict:
+    """What sweep.yaml says that the analysis uses (empty when there is none)."""
+    path = Path(sweep_dir) / "sweep.yaml"
+    try:
+        raw = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    flops = raw.get("flops") or {}
+    axis = raw.get("axis") or {}
+    return {"name": raw.get("name"), "param_count": raw.get("param_count"),
+            "convention": flops.get("convention") if isinstance(flops, dict) else None,
+            "reference": flops.get("reference") if isinstance(flops, dict) else None,
+            "axis": axis.get("name") if isinstance(axis, dict) else None, "pairing": raw.get("pairing"),
+            "seeds": raw.get("seeds"), "description": raw.get("description")}
+
+
+def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
+    plan = read_json(sweep_dir / "plan.json")
+    if not isinstance(plan, dict):
+        return []
+    rows = []
+    for r in plan.get("runs") or []:
+        if not isinstance(r, dict) or r.get("run_id") in seen or not r.get("run_id"):
+            continue
+        tags = r.get("tags") or {}
+        rows.append({"run_id": r["run_id"], "path": str(sweep_dir / "runs" / r["run_id"]), "status": "missing",
+                     "note": "listed in plan.json but has no run directory (spec.yaml)",
+                     "arch": r.get("arch"), "arch_label": r.get("arch_label"), "pair_id": r.get("pair_id"),
+                     "unit": unit_key(tags, r.get("pair_id") or r["run_id"]), "seed": r.get("seed"),
+                     "axis": tags.get("axis"), "axis_value": r.get("axis_value"), "size": r.get("size"),
+                     "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
+                     "tokens_planned": r.get("tokens"), "tokens": 0, "step": 0, "total_steps": r.get("steps")})
+    return rows
 
 
 def load_sweep(sweep_dir: str | Path) -> SweepData:
-    rows, curves = [], []
-    for path in run_dirs(sweep_dir):
+    root = Path(sweep_dir)
+    rows, curves, evaluations, results = [], [], {}, {}
+    for path in run_dirs(root):
         try:
-            row, curve = _run_row(path)
-        except (ConfigError, OSError, KeyError) as exc:  # a broken run is listed, not dropped
-            row, curve = {"run_id": path.name, "path": str(path), "status": "failed",
-                          "note": f"unreadable run directory: {exc}"}, []
+            row, curve, result = _run_row(path)
+        except (ConfigError, OSError, KeyError, TypeError, ValueError) as exc:  # listed, not dropped
+            row, curve, result = {"run_id": path.name, "path": str(path), "status": "failed",
+                                  "note": f"unreadable run directory: {exc}"}, [], None
         rows.append(row)
         curves.extend(curve)
+        if result is not None:
+            results[row["run_id"]] = result
+            if result.get("evaluations"):
+                evaluations[row["run_id"]] = result["evaluations"]
     if not rows:
         raise ConfigError(f"{sweep_dir}: no run directories found (expected {sweep_dir}/runs/<run_id>/spec.yaml); "
                           "run `ebt-scaling plan SWEEP --write DIR` or `ebt-scaling submit` first")
-    return SweepData(pd.DataFrame(rows), pd.DataFrame(curves))
+    rows.extend(_missing_from_plan(root, {r["run_id"] for r in rows}))
+    runs = pd.DataFrame(rows)
+    for col in ("arch", "arch_label", "unit", "seed", "val_loss", "params_total", "tokens", "budget",
+                *(f"flops_{c}" for c in CONVENTIONS)):
+        if col not in runs.columns:
+            runs[col] = None
+    runs["arch_label"] = runs["arch_label"].fillna(runs["arch"]).fillna("unknown")
+    runs["unit"] = runs["unit"].fillna(runs["run_id"])
+    curve_cols = ["run_id", "arch_label", "unit", "seed", "status", "params_total", "params_non_embedding", "step",
+                  "tokens", "train_loss", "val_loss", "val_ppl", *(f"flops_{c}" for c in CONVENTIONS)]
+    return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), read_meta(root), evaluations, results)
+

@@ -117,7 +117,7 @@ def _stdio_to(path: Path):
 
 def submit_sweep(sweep_dir: str | Path, cluster: str, profile: ClusterProfile, retry_failed: bool = False,
                  only: list[str] | None = None, wait: bool = False, poll_s: float = 5.0,
-                 wait_timeout_s: float | None = None, echo=print) -> SubmitReport:
+                 wait_timeout_s: float | None = None, echo=print, progress: bool = False) -> SubmitReport:
     sweep_dir = Path(sweep_dir).resolve()
     runs = discover(sweep_dir, only)
     if not runs:
@@ -145,7 +145,8 @@ def submit_sweep(sweep_dir: str | Path, cluster: str, profile: ClusterProfile, r
                 if r.run_id not in report.submitted:
                     leases.release_lease(r.path, lease["token"])
     if wait and report.submitted and cluster != "debug":
-        rows = wait_for(sweep_dir, list(report.submitted), poll_s=poll_s, timeout_s=wait_timeout_s, echo=echo)
+        rows = wait_for(sweep_dir, list(report.submitted), poll_s=poll_s, timeout_s=wait_timeout_s, echo=echo,
+                        progress=progress)
         report.final_states = {r.run_id: r.state for r in rows}
     return report
 

@@ -1,0 +1,305 @@
+"""Plots of an Analysis (matplotlib Agg, PNG bytes): loss vs FLOPs / parameters / tokens
+with fits and bootstrap bands, the training-curve envelope (Approach 1), isoFLOP curves
+(Approach 2), and the FLOP multiplier with the crossover.
+
+Every function returns PNG bytes (or None when there is nothing to draw); report.py
+writes them atomically and embeds them in report.html.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .scaling_fits import AXIS_UNITS, Analysis  # noqa: E402
+
+DPI = 110
+FIGSIZE = (7.4, 5.0)
+AXIS_LABELS = {"flops": "training compute C (FLOPs, {conv} convention)",
+               "params": "parameters N ({params})", "tokens": "training tokens D",
+               "width": "d_model", "depth": "layers", "batch": "batch size (sequences per step)"}
+LOSS_LABEL = "final validation loss (nats/token)"
+SYMBOL = {"flops": "C", "params": "N", "tokens": "D"}
+
+
+def _plain_log_x(ax) -> None:
+    """Parameter axes spanning about a decade: ticks at 1, 2, 5 x 10^k written as 1e+05, 2e+05, ..."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.0e"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _plain_log_y(ax) -> None:
+    """Loss axes span less than a decade: label ticks as plain numbers, not 9x10^0."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+
+
+def _colors(labels: list[str]) -> dict[str, str]:
+    return {lb: f"C{i % 10}" for i, lb in enumerate(labels)}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _axis_label(an: Analysis, axis: str) -> str:
+    return AXIS_LABELS.get(axis, axis).format(conv=an.config.convention, params=an.result["config"]["params"])
+
+
+def _band(samples, grid: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Percentile band of exp(a + b log x) over bootstrap (slopes, intercepts)."""
+    if samples is None:
+        return None
+    b, a = samples
+    ok = np.isfinite(b) & np.isfinite(a)
+    if ok.sum() < 10:
+        return None
+    pred = a[ok, None] + b[ok, None] * np.log(grid)[None, :]
+    lo, hi = np.quantile(pred, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
+    return np.exp(lo), np.exp(hi)
+
+
+def _draw_curves(ax, an: Analysis, colors: dict, alpha: float) -> None:
+    """Every fitted run's validation curve (loss vs FLOPs), one LineCollection per label."""
+    from matplotlib.collections import LineCollection
+
+    fc = f"flops_{an.config.convention}"
+    curves = an.data.curves[an.data.curves["run_id"].isin(an.points["run_id"])]
+    curves = curves[(curves[fc] > 0) & (curves["val_loss"] > 0)].sort_values(["run_id", fc])
+    for lb, g in curves.groupby("arch_label"):
+        segs = [np.column_stack([r[fc].to_numpy(float), r["val_loss"].to_numpy(float)])
+                for _, r in g.groupby("run_id", sort=False) if len(r) >= 2]
+        if segs:
+            ax.add_collection(LineCollection(segs, colors=colors.get(lb, "0.5"), alpha=alpha, linewidths=0.8,
+                                             zorder=1))
+    ax.autoscale_view()
+
+
+def _labels(an: Analysis) -> list[str]:
+    return list(an.result.get("labels", {}))
+
+
+def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
+    """Final loss against one axis: runs, power-law fit with its band, saturating fit (FLOPs),
+    training curves faint (FLOPs)."""
+    labels = _labels(an)
+    col = an.x_cols.get(axis)
+    if not labels or col is None or not any(an.power.get(lb, {}).get(axis) for lb in labels):
+        return None  # no label has >= 2 distinct values on this axis
+    colors = _colors(labels)
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    pts = an.points
+    xmin = float(pts[col][pts[col] > 0].min()) if (pts[col] > 0).any() else 1.0
+    xmax = float(pts[col].max())
+    ci = an.config.ci
+    if axis == "flops":
+        _draw_curves(ax, an, colors, alpha=0.18)
+    grid = np.geomspace(xmin / 1.5, xmax * 3.0, 200)
+    for lb in labels:
+        p = pts[pts["arch_label"] == lb]
+        c = colors[lb]
+        ax.scatter(p[col], p["val_loss"], color=c, s=26, zorder=4, edgecolor="white", linewidth=0.5,
+                   label=f"{lb}: runs ({len(p)})")
+        fit = an.power.get(lb, {}).get(axis)
+        if fit is not None:
+            ax.plot(grid, fit.predict(grid), color=c, lw=1.8, zorder=3,
+                    label=f"{lb}: L = {fit.prefactor:.3g}·{SYMBOL.get(axis, 'X')}^{fit.slope:.4f}")
+            band = _band(an.power_samples.get(lb, {}).get(axis), grid, ci)
+            if band is not None:
+                ax.fill_between(grid, *band, color=c, alpha=0.18, lw=0, zorder=2,
+                                label=f"{lb}: {ci * 100:g}% bootstrap band")
+        sat = an.saturating.get(lb) if axis == "flops" else None
+        if sat is not None:
+            ax.plot(grid, sat.predict(grid), color=c, lw=1.2, ls="--", zorder=3,
+                    label=f"{lb}: L = {sat.E:.3g} + {sat.A:.3g}·C^-{sat.alpha:.3f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ys = pts["val_loss"].to_numpy(float)
+    if ys.size:  # frame the final losses; early training curves run off the top
+        ax.set_ylim(ys.min() / 1.08, ys.max() * 1.3)
+    ax.set_xlabel(_axis_label(an, axis))
+    ax.set_ylabel(LOSS_LABEL)
+    _plain_log_y(ax)
+    what = {"flops": "training compute", "params": "parameters", "tokens": "training tokens"}.get(axis, axis)
+    ax.set_title(f"Final validation loss vs {what}" + (" (faint: training curves)" if axis == "flops" else ""))
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
+    return _png(fig)
+
+
+def plot_envelope(an: Analysis) -> bytes | None:
+    """Approach 1: every finished run's training curve and each label's lower envelope with its fit."""
+    if not an.envelopes:
+        return None
+    labels = _labels(an)
+    colors = _colors(labels)
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    _draw_curves(ax, an, colors, alpha=0.25)
+    for lb, env in an.envelopes.items():
+        if "fit" not in env:
+            continue
+        ok = np.isfinite(env["log_env"])
+        ax.plot(env["grid"][ok], np.exp(env["log_env"][ok]), color=colors[lb], lw=2.4, label=f"{lb}: lower envelope")
+        f = env["fit"]
+        ax.plot(env["grid"], f.predict(env["grid"]), color=colors[lb], lw=1.2, ls="--",
+                label=f"{lb}: envelope fit L = {f.prefactor:.3g}·C^{f.slope:.4f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ys = an.points["val_loss"].to_numpy(float)
+    if ys.size:
+        ax.set_ylim(ys.min() / 1.1, ys.max() * 2.0)
+    ax.set_xlabel(_axis_label(an, "flops"))
+    ax.set_ylabel("validation loss (nats/token)")
+    _plain_log_y(ax)
+    ax.set_title("Approach 1: training curves and their lower envelope")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_isoflop(an: Analysis) -> bytes | None:
+    """Approach 2: loss vs N at each budget (one panel per label), minima marked; last panel N*(C)."""
+    labels = [lb for lb in _labels(an) if lb in an.isoflop]
+    if not labels:
+        return None
+    colors = _colors(_labels(an))
+    n = len(labels) + 1
+    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 4.4), squeeze=False)
+    axes = axes[0]
+    for ax, lb in zip(axes, labels):
+        budgets = an.isoflop[lb]["budgets"]
+        cmap = plt.get_cmap("viridis")
+        for j, rec in enumerate(budgets):
+            col = cmap(j / max(1, len(budgets) - 1))
+            ax.plot(rec["sizes"], rec["loss"], "o-", color=col, ms=3, lw=1.1, label=f"C = {rec['compute']:.2g}")
+            if "n_opt" in rec:
+                ax.plot([rec["n_opt"]], [rec["loss_opt"]], marker="*", color="red", ms=11, zorder=5)
+                if "n_opt_interval" in rec and all(math.isfinite(v) for v in rec["n_opt_interval"]):
+                    ax.hlines(rec["loss_opt"], *rec["n_opt_interval"], color="red", lw=1)
+        ax.set_xscale("log")
+        _plain_log_x(ax)
+        ax.set_xlabel(_axis_label(an, "params"))
+        ax.set_ylabel("validation loss at the budget (nats/token)")
+        ax.set_title(f"{lb}: isoFLOP curves (★ minimum, edge minima dropped)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=6, ncol=2)
+    ax = axes[-1]
+    for lb in labels:
+        recs = [r for r in an.isoflop[lb]["budgets"] if "n_opt" in r]
+        if not recs:
+            continue
+        c = np.array([r["compute"] for r in recs])
+        nstar = np.array([r["n_opt"] for r in recs])
+        ax.scatter(c, nstar, color=colors[lb], zorder=4, label=f"{lb}: N* at each budget")
+        for r in recs:
+            if "n_opt_interval" in r and all(math.isfinite(v) for v in r["n_opt_interval"]):
+                ax.vlines(r["compute"], *r["n_opt_interval"], color=colors[lb], lw=1)
+        fit = an.isoflop[lb].get("fit")
+        if fit is not None:
+            g = np.geomspace(c.min() / 1.5, c.max() * 1.5, 50)
+            ax.plot(g, fit.predict(g), color=colors[lb], lw=1.4, label=f"{lb}: N* ∝ C^{fit.slope:.3f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(_axis_label(an, "flops"))
+    ax.set_ylabel("compute-optimal N* (parameters)")
+    ax.set_title("Approach 2: N*(C)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.25)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no budget with an interior minimum", transform=ax.transAxes, ha="center", fontsize=8)
+    return _png(fig)
+
+
+def plot_multiplier(an: Analysis) -> bytes | None:
+    """FLOP multiplier C_cand(L_ref(C)) / C against C for every candidate, with bands and the crossover."""
+    if not an.multipliers:
+        return None
+    labels = _labels(an)
+    colors = _colors(labels)
+    ref = an.reference
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    data_hi = float(an.points[an.x_cols["flops"]].max())
+    data_lo = float(an.points[an.x_cols["flops"]].min())
+    ax.axvspan(data_lo, data_hi, color="0.85", alpha=0.6, lw=0, label="measured compute range")
+    ax.axhline(1.0, color="black", lw=1, ls=":", label="equal compute (multiplier 1)")
+    ci = an.config.ci
+    finite_vals = []
+    for cand, m in an.multipliers.items():
+        c = colors[cand]
+        grid = m["grid"]
+        y = np.where(np.isfinite(m["power"]) & (m["power"] > 0), m["power"], np.nan)
+        finite_vals.append(y)
+        if "power_band" in m:
+            finite_vals.extend(np.where(np.isfinite(v) & (v > 0), v, np.nan) for v in m["power_band"])
+        ax.plot(grid, y, color=c, lw=1.8, label=f"{cand} vs {ref}: power laws")
+        if "power_band" in m:
+            lo, hi = m["power_band"]
+            ax.fill_between(grid, np.where(np.isfinite(lo) & (lo > 0), lo, np.nan),
+                            np.where(np.isfinite(hi) & (hi > 0), hi, np.nan), color=c, alpha=0.18, lw=0,
+                            label=f"{cand}: {ci * 100:g}% bootstrap band")
+        if "sat" in m:
+            ys = np.where(np.isfinite(m["sat"]) & (m["sat"] > 0), m["sat"], np.nan)
+            ax.plot(grid, ys, color=c, lw=1.2, ls="--", label=f"{cand} vs {ref}: saturating laws (∞ where unreachable)")
+        cross = an.result["comparisons"][cand].get("crossover", {}).get("power_law", {})
+        if cross.get("status") == "crossover":
+            ax.axvline(cross["compute"], color=c, lw=1.2, ls="-.")
+            iv = cross.get("interval") or [math.nan, math.nan]
+            ax.annotate(f"crossover {cross['compute']:.2g} FLOPs\n{ci * 100:g}% [{iv[0]:.2g}, {iv[1]:.2g}]",
+                        (cross["compute"], 1.0), textcoords="offset points", xytext=(6, 12), fontsize=7, color=c)
+            ax.plot([cross["compute"]], [1.0], marker="o", color=c, ms=6, zorder=5)
+            lo_c = iv[0] if math.isfinite(iv[0]) else cross["compute"]
+            hi_c = iv[1] if math.isfinite(iv[1]) else float(grid[-1])
+            ax.hlines(1.0, lo_c, hi_c, color=c, lw=4, alpha=0.5, zorder=4)
+        else:
+            budget = an.result["comparisons"][cand]["crossover"].get("budget")
+            if budget:
+                ax.annotate(f"{cand}: no crossover below {budget:.0e} FLOPs", (0.02, 0.04), xycoords="axes fraction",
+                            fontsize=7, color=c)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    vals = np.concatenate([np.ravel(v) for v in finite_vals]) if finite_vals else np.array([1.0])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if vals.size:
+        lo, hi = min(vals.min(), 1.0) / 2.0, max(vals.max(), 1.0) * 2.0
+        ax.set_ylim(max(lo, 1e-6), min(hi, 1e8))   # saturating curves that run to infinity leave the plot
+    ax.set_xlabel(_axis_label(an, "flops"))
+    ax.set_ylabel(f"FLOP multiplier: candidate compute / {ref} compute\nfor the same loss (>1: candidate needs more)")
+    ax.set_title(f"FLOPs the EBT needs to match {ref}, extrapolated to {an.config.budget:.0e} FLOPs")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper right")
+    return _png(fig)
+
+
+def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
+    """(filename, title, png) of every plot the analysis supports, in report order."""
+    out = []
+    specs = [("loss_vs_flops.png", "Final loss vs training FLOPs", lambda: plot_loss_vs(an, "flops")),
+             ("flop_multiplier.png", "FLOP multiplier and crossover", lambda: plot_multiplier(an)),
+             ("loss_vs_params.png", "Final loss vs parameters", lambda: plot_loss_vs(an, "params")),
+             ("loss_vs_tokens.png", "Final loss vs tokens", lambda: plot_loss_vs(an, "tokens"))]
+    for axis in an.x_cols:
+        if axis not in ("flops", "params", "tokens"):
+            specs.append((f"loss_vs_{axis}.png", f"Final loss vs {AXIS_UNITS.get(axis, axis)}",
+                          lambda axis=axis: plot_loss_vs(an, axis)))
+    specs += [("envelope.png", "Approach 1: lower envelope of the training curves", lambda: plot_envelope(an)),
+              ("isoflop.png", "Approach 2: isoFLOP curves", lambda: plot_isoflop(an))]
+    for name, title, make in specs:
+        png = make()
+        if png is not None:
+            out.append((name, title, png))
+    return out

@@ -1,0 +1,491 @@
+"""Write the analysis of a sweep: fits.json, runs.csv, PNG plots, report.md and a
+self-contained report.html (images embedded as base64 data URIs, inline CSS, no external
+references). Every file is written atomically (harness/run_dir.atomic_write_*).
+
+The report is built once as a list of blocks (heading, paragraph, list, table, image,
+preformatted text) and rendered to both Markdown and HTML.
+
+fits.json: everything analyze() computed, JSON-safe: NaN becomes null and +/-infinity the
+strings "inf" / "-inf" (an infinite crossover bound: no crossing below the budget).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ebt_scaling.harness.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+from .plots import all_plots
+from .scaling_fits import AXIS_UNITS, PAPER_ADVANTAGE, Analysis, fmt_interval, fmt_num
+
+# The paper's headline numbers (notes/ebt.md, arXiv 2507.02092 v1) shown beside ours.
+PAPER_HEADLINES = [
+    "Scaling-rate advantage of EBT over Transformer++ (log-log slope ratio - 1), v1: data 35.98%, batch size "
+    "28.46%, depth 5.29%, parameters 2.91%, FLOPs 2.92%, embedding dim 0.02%; a later revision: 8.97% for FLOPs "
+    "and parameters. Single seed, no error bars, 4-5 points per axis.",
+    "At every measured FLOP budget EBT's perplexity was worse (about 10x more FLOPs for equal perplexity); only its "
+    "slope was steeper. Whether there is a crossover budget was left open.",
+    "EBT / Transformer++ FLOPs per training step measured with FlopCounterMode on the reference code: 5.29 (xxs), "
+    "6.55 (small); the paper's approximation 6.66 at K = 2.",
+    "Table 3 perplexity, Transformer++ vs EBT: pretraining 31.36 vs 33.43; GSM8K 49.6 vs 43.3; SQuAD 52.3 vs 53.1; "
+    "BIG-bench Elementary Math QA 79.8 vs 72.6; BIG-bench Dyck languages 131.5 vs 125.3.",
+]
+EVALUATION_HOOK = "ebt_scaling.harness.evaluation.report (table3, format_table3, plot_thinking)"
+
+
+# ---------------------------------------------------------------------------- JSON
+
+def jsonable(obj):
+    """Plain-JSON copy: numpy scalars/arrays to Python, NaN -> None, +/-inf -> "inf" / "-inf"."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    return obj
+
+
+# ---------------------------------------------------------------------------- blocks
+
+class Doc:
+    def __init__(self) -> None:
+        self.blocks: list[tuple] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def ul(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, headers: list[str], rows: list[list]) -> None:
+        self.blocks.append(("table", headers, [[("" if c is None else str(c)) for c in r] for r in rows]))
+
+    def img(self, title: str, filename: str, png: bytes) -> None:
+        self.blocks.append(("img", title, filename, png))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    # -- renderers
+    def markdown(self) -> str:
+        out = []
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                out.append("#" * b[1] + " " + b[2])
+            elif kind == "p":
+                out.append(b[1])
+            elif kind == "ul":
+                out.append("\n".join(f"- {i}" for i in b[1]))
+            elif kind == "table":
+                esc = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+                lines = ["| " + " | ".join(esc(h) for h in b[1]) + " |", "|" + "---|" * len(b[1])]
+                lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in b[2]]
+                out.append("\n".join(lines))
+            elif kind == "img":
+                out.append(f"![{b[1]}]({b[2]})")
+            elif kind == "pre":
+                out.append("```\n" + b[1] + "\n```")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        e = html.escape
+        body = []
+        for b in self.blocks:
+            kind = b[0]
+            if kind == "h":
+                body.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+            elif kind == "p":
+                body.append(f"<p>{e(b[1])}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b[1]) + "</ul>")
+            elif kind == "table":
+                head = "".join(f"<th>{e(h)}</th>" for h in b[1])
+                rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in b[2])
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(b[3]).decode("ascii")
+                body.append(f'<figure><img alt="{e(b[1])}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{e(b[1])} ({e(b[2])})</figcaption></figure>")
+            elif kind == "pre":
+                body.append(f"<pre>{e(b[1])}</pre>")
+        css = ("body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;"
+               "margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+               "table{border-collapse:collapse;margin:0.6em 0;font-size:0.86em}"
+               "th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}"
+               "th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}"
+               "figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}"
+               "figcaption{font-size:0.85em;color:#555}pre{background:#f6f6f6;padding:0.6em;overflow-x:auto}"
+               "h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+                f"<style>{css}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# ---------------------------------------------------------------------------- content
+
+def _pct(v) -> str:
+    return "n/a" if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v * 100:+.3g}%"
+
+
+def _iv(entry: dict, key: str, digits: int = 3, pct: bool = False) -> str:
+    return fmt_interval((entry.get("intervals") or {}).get(key), digits, pct)
+
+
+def _num_iv(entry: dict, key: str, digits: int = 4) -> str:
+    v = entry.get(key)
+    return f"{fmt_num(v, digits)} {_iv(entry, key, digits)}".strip()
+
+
+def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
+    r = an.result
+    cfg = r["config"]
+    sweep = r.get("sweep") or {}
+    runs = r["runs"]
+    status = ", ".join(f"{k} {v}" for k, v in runs["by_status"].items())
+    items = [
+        f"Sweep: {sweep.get('name') or Path(sweep_dir).name} ({sweep_dir}); axis {sweep.get('axis') or 'n/a'}, "
+        f"pairing {sweep.get('pairing') or 'n/a'}.",
+        f"Runs: {runs['total']} ({status}); {runs['fitted']} fitted (status done with a final loss).",
+        f"Loss: {r['loss']}.",
+        f"FLOP convention: {r['flop_convention']} (selectable with --convention full|paper; the sweep stated its "
+        f"budgets in {sweep.get('convention') or 'n/a'}). full = every matmul a training step executes "
+        "(vocabulary-sized ones included); paper = 6N (Transformer++) and 20KN (EBT), N non-embedding.",
+        f"N (parameters): {cfg['params']} parameter count ({cfg['params_column']}); D: training tokens seen.",
+        f"Uncertainty: paired bootstrap, {r['bootstrap']['n_resamples']} resamples (seed {cfg['seed']}) of "
+        f"{r['bootstrap']['n_units']} matched units ({r['bootstrap']['unit']}); {cfg['ci'] * 100:g}% percentile "
+        "intervals in brackets.",
+        f"Reference: {r.get('reference') or 'none'}; compared: {', '.join(r.get('candidates') or []) or 'none'}. "
+        f"Crossovers searched up to {cfg['budget']:.3g} FLOPs.",
+    ]
+    if sweep.get("axis") == "isoflop":
+        items.append("isoFLOP sweep: the per-axis power laws below fit every run, off-optimal sizes included; the "
+                     "compute-optimal frontier is Approach 1's envelope and Approach 2's minima.")
+    for cand, ratio in (r.get("flops_per_token_ratio") or {}).items():
+        items.append(f"{cand} / {r['reference']} training FLOPs per token ({r['flop_convention']}): median "
+                     f"{ratio['median']:.3g} (range {ratio['min']:.3g}-{ratio['max']:.3g} over {ratio['n_units']} "
+                     "matched units; paper: 5.29-6.66).")
+    doc.ul(items)
+
+
+def _paper_table(doc: Doc, an: Analysis) -> None:
+    r = an.result
+    rows = []
+    for cand, comp in r.get("comparisons", {}).items():
+        for axis, e in comp["axes"].items():
+            name, v1, later = PAPER_ADVANTAGE.get(axis, (axis, None, None))
+            ours = f"{_pct(e.get('advantage'))} {_iv(e, 'advantage', 3, pct=True)}" if e.get("status") == "ok" else \
+                f"skipped: {e.get('reason')}"
+            rows.append([cand, name, ours, f"+{v1}%" if v1 is not None else "-",
+                         f"+{later}%" if later is not None else "-"])
+    if rows:
+        doc.table(["candidate", "axis (paper's name)", "ours: advantage b_cand/b_ref - 1", "paper v1",
+                   "paper, later revision"], rows)
+    doc.ul(PAPER_HEADLINES)
+
+
+def _power_tables(doc: Doc, an: Analysis) -> None:
+    r = an.result
+    rows = []
+    for lb, axes in r.get("power_laws", {}).items():
+        for axis, e in axes.items():
+            if e.get("status") != "ok":
+                rows.append([lb, AXIS_UNITS.get(axis, axis), e.get("n"), "-", "-", "-", f"skipped: {e['reason']}"])
+                continue
+            note = e.get("warning", "")
+            if e.get("n_failed"):
+                note = (note + "; " if note else "") + f"{e['n_failed']} degenerate resamples ignored"
+            rows.append([lb, AXIS_UNITS.get(axis, axis), e["n"], _num_iv(e, "slope"), _num_iv(e, "prefactor"),
+                         f"{e['r2']:.4f}", note])
+    doc.table(["label", "axis X", "runs", "slope b", "prefactor exp(a)", "R² (log)", "note"], rows)
+    rows = []
+    for cand, comp in r.get("comparisons", {}).items():
+        for axis, e in comp["axes"].items():
+            if e.get("status") != "ok":
+                continue
+            rows.append([f"{cand} vs {comp['reference']}", AXIS_UNITS.get(axis, axis),
+                         f"{fmt_num(e['slope_diff'], 4)} {_iv(e, 'slope_diff', 4)}",
+                         f"{fmt_num(e['slope_ratio'], 4)} {_iv(e, 'slope_ratio', 4)}",
+                         f"{_pct(e['advantage'])} {_iv(e, 'advantage', 3, pct=True)}", e.get("warning", "")])
+    if rows:
+        doc.p("Scaling-rate comparison (slopes of the per-axis power laws; advantage > 0: the candidate's loss "
+              "falls faster):")
+        doc.table(["comparison", "axis", "slope difference b_cand - b_ref", "slope ratio", "advantage", "note"], rows)
+
+
+def _saturating_table(doc: Doc, an: Analysis) -> None:
+    rows = []
+    for lb, e in an.result.get("saturating", {}).items():
+        if e.get("status") != "ok":
+            rows.append([lb, "-", "-", "-", "-", f"skipped: {e['reason']}"])
+            continue
+        note = e.get("warning", "")
+        if e.get("e_at_zero"):
+            note = (note + "; " if note else "") + "E at its bound 0 (no curvature: a pure power law)"
+        if e.get("n_failed"):
+            note = (note + "; " if note else "") + f"{e['n_failed']} resamples failed"
+        rows.append([lb, _num_iv(e, "E"), _num_iv(e, "A"), _num_iv(e, "alpha"), f"{e['rmse_log']:.3g}", note])
+    doc.table(["label", "E (irreducible loss)", "A", "alpha", "rmse (log)", "note"], rows)
+
+
+def _efficiency(doc: Doc, an: Analysis) -> None:
+    r = an.result
+    for cand, comp in r.get("comparisons", {}).items():
+        mult = comp.get("multiplier")
+        cross = comp.get("crossover", {})
+        if not mult:
+            doc.p(f"{cand}: {cross.get('reason', 'no FLOP multiplier')}")
+            continue
+        rows = []
+        for row in mult:
+            rows.append([f"{row['compute']:.3g}" + (" (largest reference run)" if row["largest_reference_run"] else ""),
+                         f"{fmt_num(row['power_law'])} {fmt_interval(row.get('power_law_interval'))}",
+                         f"{fmt_num(row.get('saturating'))} {fmt_interval(row.get('saturating_interval'))}"
+                         if "saturating" in row else "-"])
+        doc.p(f"{cand}: compute it needs to reach {comp['reference']}'s loss, as a multiple of {comp['reference']}'s "
+              "compute (> 1: more; ∞: the fitted curve never reaches that loss):")
+        doc.table(["compute C (FLOPs)", "multiplier (power laws)", "multiplier (saturating laws)"], rows)
+        crows = []
+        for kind in ("power_law", "saturating"):
+            c = cross.get(kind)
+            if not c:
+                continue
+            where = f"{c['compute']:.3g}" if c.get("compute") else f"none below {cross['budget']:.3g}"
+            frac = c.get("fraction_crossing")
+            crows.append([kind.replace("_", " "), where, fmt_interval(c.get("interval")),
+                          "-" if frac is None else f"{frac * 100:.0f}%", c.get("message", "")])
+        if crows:
+            doc.table(["fitted curves", "crossover compute (FLOPs)", "interval", "resamples with a crossing",
+                       "statement"], crows)
+
+
+def _approaches(doc: Doc, an: Analysis) -> None:
+    r = an.result
+    doc.h(3, "Approach 1: lower envelope of the training curves")
+    rows = []
+    for lb, e in r.get("approach1", {}).items():
+        if e.get("status") != "ok":
+            rows.append([lb, "-", "-", "-", f"skipped: {e['reason']}"])
+            continue
+        nopt = (f"{fmt_num(e['n_opt_exponent'])} {_iv(e, 'n_opt_exponent')}" if "n_opt_exponent" in e
+                else e.get("n_opt_note", ""))
+        rows.append([lb, e["n_runs"], f"{fmt_num(e['slope'], 4)} {_iv(e, 'slope', 4)}", nopt,
+                     f"{len(e['runs_on_envelope'])} runs on the envelope"])
+    doc.table(["label", "runs", "envelope slope (L ∝ C^b)", "N_opt exponent (N on the envelope ∝ C^a)", "note"], rows)
+    doc.ul([f"{c} vs {comp['reference']}: envelope-slope advantage {_pct(comp['envelope']['advantage'])} "
+            f"{_iv(comp['envelope'], 'advantage', 3, pct=True)}"
+            for c, comp in r.get("comparisons", {}).items() if "envelope" in comp])
+    doc.h(3, "Approach 2: isoFLOP minima")
+    rows = []
+    for lb, e in r.get("approach2", {}).items():
+        if e.get("status") != "ok":
+            rows.append([lb, "-", "-", "-", f"skipped: {e['reason']}"])
+            continue
+        for b in e["budgets"]:
+            if "dropped" in b:
+                rows.append([lb, f"{b['compute']:.3g}", "-", "-", f"dropped: {b['dropped']}"])
+            else:
+                iv = fmt_interval(b.get("n_opt_interval"))
+                rows.append([lb, f"{b['compute']:.3g}", f"{b['n_opt']:.4g} {iv}", f"{b['loss_opt']:.4g}",
+                             f"edge minimum in {b.get('n_opt_edge_fraction', 0) * 100:.0f}% of resamples"
+                             if b.get("n_opt_edge_fraction") else ""])
+    doc.table(["label", "budget C (FLOPs)", "N* (parameters)", "loss at N*", "note"], rows)
+    doc.p("N* is the minimum of the parabola through the lowest-loss size and its two neighbours (in log N); "
+          "budgets whose lowest loss is at the smallest or largest size are dropped. Its interval comes from the "
+          "unit bootstrap: a unit holds every seed of a size at a budget, so it reflects which sizes are drawn, "
+          "not seed noise; the exponent's interval reflects the scatter between budgets.")
+    items = []
+    for lb, e in r.get("approach2", {}).items():
+        if e.get("status") == "ok":
+            if "exponent" in e:
+                items.append(f"{lb}: N* ∝ C^{e['exponent']:.3f} {_iv(e, 'exponent')} over {e['n_budgets']} budgets "
+                             f"({e['mode']})" + (f"; {e['warning']}" if e.get("warning") else ""))
+            else:
+                items.append(f"{lb}: {e.get('exponent_note')}")
+    doc.ul(items)
+    doc.h(3, "Approach 3: L(N, D) = E + A/N^α + B/D^β")
+    rows = []
+    for lb, e in r.get("approach3", {}).items():
+        if e.get("status") != "ok":
+            rows.append([lb] + ["-"] * 6 + [f"skipped: {e['reason']}"])
+            continue
+        rows.append([lb] + [_num_iv(e, k) for k in ("E", "A", "B", "alpha", "beta", "a")] +
+                    [f"{e['n_points']} runs; {e['bootstrap']}"])
+    doc.table(["label", "E", "A", "B", "α", "β", "a = β/(α+β) (N_opt ∝ C^a)", "note"], rows)
+
+
+def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> None:
+    doc.h(2, "Downstream evaluations and EBT thinking")
+    evals = an.data.evaluations
+    if not evals:
+        doc.p("No run has evaluations in result.json (run `ebt-scaling eval SWEEP_DIR`); nothing to show.")
+        return
+    try:
+        from ebt_scaling.harness.evaluation.report import plot_thinking, table3
+    except ImportError as exc:
+        doc.p(f"Hook: runs carry evaluations, but {EVALUATION_HOOK} is not importable ({exc}).")
+        return
+    runs = an.data.runs
+    ref = an.reference
+    if ref is None:
+        doc.p("No reference label: evaluations not compared.")
+        return
+    for cand in an.candidates:
+        both = runs[runs["run_id"].isin(evals) & runs["arch_label"].isin([ref, cand])]
+        units = [u for u, g in both.groupby("unit") if set(g["arch_label"]) >= {ref, cand}]
+        if not units:
+            doc.p(f"{cand} vs {ref}: no matched unit with evaluations in both.")
+            continue
+        sub = both[both["unit"].isin(units)]
+        unit = sub.sort_values(an.result["config"]["params_column"]).iloc[-1]["unit"]
+        pick = sub[sub["unit"] == unit]
+        tpp = [an.data.results[i] for i in pick.loc[pick["arch_label"] == ref, "run_id"]]
+        ebt = [an.data.results[i] for i in pick.loc[pick["arch_label"] == cand, "run_id"]]
+        doc.p(f"{cand} vs {ref} at the largest matched unit with evaluations ({unit}; {len(tpp)} + {len(ebt)} runs, "
+              "perplexities geometric-meaned over seeds):")
+        try:
+            rows = table3(tpp, ebt)
+            doc.table(["task", f"{ref} ppl", f"{cand} ppl", f"{cand} vs {ref}", f"{cand} + thinking", "paper T++",
+                       "paper EBT"],
+                      [[x["row"], fmt_num(x.get("tpp_ppl"), 4), fmt_num(x.get("ebt_ppl"), 4),
+                        _pct(x.get("ebt_vs_tpp")), fmt_num(x.get("ebt_thinking_ppl"), 4),
+                        fmt_num(x.get("paper_tpp"), 4), fmt_num(x.get("paper_ebt"), 4)] for x in rows])
+        except Exception as exc:  # the table builder belongs to another module: report, do not fail
+            doc.p(f"Table 3 could not be built: {type(exc).__name__}: {exc}")
+        try:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                png = Path(plot_thinking(tpp, ebt, Path(tmp) / "thinking.png")).read_bytes()
+            name = f"thinking_{_slug(cand)}.png"
+            atomic_write_bytes(out_dir / name, png)
+            written.append(name)
+            doc.img(f"EBT thinking: {cand} (more refinement steps, best-of-N)", name, png)
+        except ValueError as exc:
+            doc.p(f"No thinking plot: {exc}")
+        except Exception as exc:
+            doc.p(f"Thinking plot failed: {type(exc).__name__}: {exc}")
+
+
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in s).strip("_") or "x"
+
+
+def _runs_tables(doc: Doc, an: Analysis) -> None:
+    r = an.result
+    runs = an.data.runs.copy()
+    conv = an.config.convention
+    ncol = r["config"]["params_column"]
+    excluded = r["runs"]["excluded"]
+    doc.h(2, "Runs not fitted (failed, diverged, cancelled, unfinished, missing)")
+    if excluded:
+        doc.table(["run id", "label", "status", "step / total", "note"],
+                  [[e["run_id"], e.get("arch_label"), e["status"],
+                    f"{e.get('step') if e.get('step') is not None else '-'} / "
+                    f"{e.get('total_steps') if e.get('total_steps') is not None else '-'}", e.get("note", "")]
+                   for e in excluded])
+    else:
+        doc.p("None: every run finished and was fitted.")
+    doc.h(2, "All runs")
+    sort_cols = [c for c in ("arch_label", ncol, "tokens_planned", "seed", "run_id") if c in runs]
+    runs = runs.sort_values(sort_cols, kind="stable", na_position="last")
+    rows = []
+    for _, x in runs.iterrows():
+        rows.append([x["run_id"], x.get("arch_label"), x.get("size"), x.get("seed"), x["status"],
+                     fmt_num(_f(x.get(ncol)), 4), fmt_num(_f(x.get("tokens")), 4),
+                     fmt_num(_f(x.get(f"flops_{conv}")), 4), fmt_num(_f(x.get("val_loss")), 5), x.get("note") or ""])
+    doc.table(["run id", "label", "size", "seed", "status", f"N ({r['config']['params']})", "tokens",
+               f"FLOPs ({conv})", "final val loss", "note"], rows)
+
+
+def _f(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v
+
+
+def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> dict:
+    """Write every output into out_dir; returns {"report_md", "report_html", "fits_json", "files"}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = an.result
+    written: list[str] = []
+    doc = Doc()
+    name = (r.get("sweep") or {}).get("name") or Path(sweep_dir).name
+    title = f"EBT vs Transformer++ scaling: {name}"
+    doc.h(1, title)
+    doc.h(2, "Answer")
+    doc.ul(r.get("headline") or ["No fits."])
+    doc.h(2, "Setup")
+    _setup(doc, an, str(sweep_dir))
+    doc.h(2, "Ours beside the paper")
+    _paper_table(doc, an)
+    plots = all_plots(an)
+    by_name = {p[0]: p for p in plots}
+    for fname, _title, png in plots:
+        atomic_write_bytes(out_dir / fname, png)
+        written.append(fname)
+
+    def show(fname: str) -> None:
+        if fname in by_name:
+            doc.img(by_name[fname][1], fname, by_name[fname][2])
+
+    doc.h(2, "Loss against compute, parameters and tokens")
+    show("loss_vs_flops.png")
+    doc.h(3, "Per-axis power laws log L = a + b log X")
+    _power_tables(doc, an)
+    show("loss_vs_params.png")
+    show("loss_vs_tokens.png")
+    for fname in by_name:
+        if fname.startswith("loss_vs_") and fname not in ("loss_vs_flops.png", "loss_vs_params.png",
+                                                           "loss_vs_tokens.png"):
+            show(fname)
+    doc.h(3, "Saturating law L(C) = E + A·C^-α")
+    _saturating_table(doc, an)
+    doc.h(2, "Efficiency: FLOP multiplier and crossover")
+    show("flop_multiplier.png")
+    _efficiency(doc, an)
+    doc.h(2, "Compute-optimal scaling (Chinchilla Approaches 1-3)")
+    _approaches(doc, an)
+    show("envelope.png")
+    show("isoflop.png")
+    _evaluations(doc, an, out_dir, written)
+    _runs_tables(doc, an)
+    doc.h(2, "Skipped analyses and warnings")
+    doc.ul([f"{s['what']}" + (f" ({s['label']})" if s.get("label") else "") + f": {s['reason']}"
+            for s in r.get("skipped", [])] or ["No analysis was skipped."])
+    doc.ul([f"warning: {w}" for w in r.get("warnings", [])])
+    doc.p("Regenerate with: ebt-scaling analyze SWEEP_DIR --convention "
+          f"{an.config.convention} --bootstrap {an.config.n_boot} --seed {an.config.seed}. Files: fits.json (all "
+          "numbers), runs.csv (the run table), report.md, report.html (self-contained) and the PNGs.")
+
+    fits_path = out_dir / "fits.json"
+    atomic_write_json(fits_path, jsonable(r))
+    cols = [c for c in an.data.runs.columns if c != "path"]
+    atomic_write_text(out_dir / "runs.csv", an.data.runs[cols].to_csv(index=False))
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_text(md_path, doc.markdown())
+    atomic_write_text(html_path, doc.html(title))
+    written += ["fits.json", "runs.csv", "report.md", "report.html"]
+    return {"report_md": str(md_path), "report_html": str(html_path), "fits_json": str(fits_path), "files": written}

@@ -1,0 +1,449 @@
+"""The sweep analysis (`ebt-scaling analyze`): loading, fits, intervals, crossover,
+isoFLOP minima, the report and the command, on synthetic sweep directories whose losses
+follow known laws.
+
+``write_synthetic_sweep`` writes a sweep directory the way the trainer would (spec.yaml
+from real RunSpecs with the sweep generator's tags, metrics.jsonl, result.json); it is
+also what the 500-run timing script imports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ebt_scaling.harness.run_dir import atomic_write_json, atomic_write_text
+from ebt_scaling.harness.spec import spec_from_dict, spec_to_yaml
+from ebt_scaling.models.flops import param_counts, training_step_flops
+
+# ---------------------------------------------------------------------------- synthetic sweeps
+
+# Shapes of the synthetic sweeps: (name, n_layers, d_model, n_heads); vocabulary 256.
+SIZES = [("s32", 2, 32, 2), ("s48", 2, 48, 2), ("s64", 2, 64, 2), ("s96", 2, 96, 2), ("s128", 2, 128, 2),
+         ("s192", 2, 192, 2), ("s256", 2, 256, 2)]
+VOCAB, CONTEXT, BATCH = 256, 16, 4
+
+
+def power_law(A: float, b: float):
+    """L = A * C^-b (final loss as a function of training FLOPs only)."""
+    return lambda C, N, D: A * C ** (-b)
+
+
+def chinchilla_law(E: float, A: float, B: float, alpha: float, beta: float):
+    """L = E + A / N^alpha + B / D^beta."""
+    return lambda C, N, D: E + A / N ** alpha + B / D ** beta
+
+
+def chinchilla_n_opt(law_params: dict, C) -> np.ndarray:
+    """The true compute-optimal N of chinchilla_law under C = 6 N D."""
+    E, A, B, al, be = (law_params[k] for k in ("E", "A", "B", "alpha", "beta"))
+    G = (al * A / (be * B)) ** (1.0 / (al + be))
+    return G * (np.asarray(C, dtype=float) / 6.0) ** (be / (al + be))
+
+
+def _model(a: dict, size: tuple) -> dict:
+    model = {"arch": a["arch"], "n_layers": size[1], "d_model": size[2], "n_heads": size[3], "vocab_size": VOCAB,
+             "context": CONTEXT}
+    if a.get("ebt"):
+        model["ebt"] = dict(a["ebt"])
+    return model
+
+
+def _spec(model: dict, seed: int, tokens: int, tags: dict):
+    return spec_from_dict({
+        "model": model,
+        "train": {"tokens": int(tokens), "batch_size": BATCH, "lr": 1e-3},
+        "eval": {"points": 4},
+        "device": "cpu", "seed": seed,
+        "tags": {k: str(v) for k, v in tags.items()},
+    })
+
+
+def write_synthetic_sweep(root, *, archs: dict, sizes=SIZES[:4], seeds=(0,), mode: str = "parameters",
+                          tokens: int = 65536, budgets=None, noise: float = 0.0, eval_points: int = 6,
+                          rng_seed: int = 0, special: dict | None = None, name: str = "synthetic") -> Path:
+    """Write ROOT/runs/<run_id>/{spec.yaml, metrics.jsonl, result.json} and ROOT/sweep.yaml.
+
+    archs: label -> {"arch": "transformer" | "ebt", "law": f(C, N, D) -> final loss, "ebt": {EBT options}}
+    (labels of the same architecture need different options: the run id ignores labels).
+    mode "parameters": every size trained on `tokens` tokens; FLOPs (both conventions) are
+    the analytic ones of the model. mode "isoflop": every (budget, size) trained for
+    D = budget / (6 N) tokens, FLOPs = 6 N D (both conventions), budget tags set.
+    The final val loss is law(C_full, N, D) times exp(noise * z); the curve's eval points
+    are at log-spaced fractions of training, with the law at (f C, N, f D) in isoflop mode
+    and L_final * f^-0.08 in parameters mode.
+    special: {(label, size_name, seed[, budget]): "diverged" | "partial" | "pending" | "failed"}.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(rng_seed)
+    special = special or {}
+    points = [(None, s) for s in sizes] if mode == "parameters" else [(b, s) for b in budgets for s in sizes]
+    first_arch = next(iter(archs.values()))["arch"]
+    atomic_write_text(root / "sweep.yaml", json.dumps({
+        "name": name, "param_count": "total", "pairing": "tokens" if mode == "parameters" else "flops",
+        "axis": {"name": "parameters" if mode == "parameters" else "isoflop"}, "flops": {"convention": "full"},
+        "seeds": list(seeds), "architectures": [{"label": lb, "arch": a["arch"]} for lb, a in archs.items()],
+        "first": first_arch}))
+    for budget, size in points:
+        for seed in seeds:
+            key = f"{size[0]}|{seed}|{budget}"
+            pair_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+            z = rng.normal()
+            for label, a in archs.items():
+                tags = {"sweep": name, "pair_id": pair_id, "arch_label": label, "size": size[0],
+                        "axis": "parameters" if mode == "parameters" else "isoflop",
+                        "axis_value": size[0] if budget is None else f"{budget:.4g}",
+                        "pairing": "tokens" if mode == "parameters" else "flops"}
+                if budget is not None:
+                    tags["budget"] = f"{budget:.6g}"
+                model = _model(a, size)
+                cfg = spec_from_dict({"model": model}).model
+                N = param_counts(cfg)["total"]
+                if budget is None:
+                    D = tokens
+                    steps = max(1, D // (BATCH * CONTEXT))
+                    per = {c: training_step_flops(cfg, BATCH, CONTEXT, c) for c in ("full", "paper")}
+                    C = {c: per[c] * steps for c in per}
+                else:
+                    D = budget / (6.0 * N)
+                    steps = max(1, int(round(D / (BATCH * CONTEXT))))
+                    C = {"full": 6.0 * N * D, "paper": 6.0 * N * D}
+                spec = _spec(model, seed, max(1, int(round(D))), tags)
+                run = root / "runs" / spec.run_id
+                assert not run.exists(), f"{label} {size[0]} seed {seed}: the run of another label (add ebt options)"
+                atomic_write_text(run / "spec.yaml", spec_to_yaml(spec))
+                status = special.get((label, size[0], seed, budget)) or special.get((label, size[0], seed))
+                if status == "pending":
+                    continue
+                fracs = np.geomspace(1.0 / 32, 1.0, eval_points)
+                factor = math.exp(noise * (z + 0.5 * rng.normal()))
+                final = a["law"](C["full"], N, D) * factor
+                rows = []
+                for f in fracs:
+                    if budget is None:
+                        loss = final * f ** -0.08
+                    else:
+                        loss = a["law"](f * C["full"], N, f * D) * factor
+                    step = max(1, int(round(f * steps)))
+                    rows.append({"step": step, "tokens": f * D, "flops_full": f * C["full"],
+                                 "flops_paper": f * C["paper"], "train_loss": loss * 1.01, "lr": 1e-3,
+                                 "grad_norm": 1.0, "val_loss": loss, "val_ppl": math.exp(loss)})
+                if status in ("diverged", "partial"):
+                    rows = rows[: max(1, len(rows) // 2)]
+                run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                if status == "partial":
+                    continue
+                if status == "failed":
+                    atomic_write_json(run / "failed.json", {"error": "RuntimeError: CUDA out of memory"})
+                    continue
+                result = {"status": "diverged" if status == "diverged" else "done", "run_id": spec.run_id,
+                          "arch": a["arch"], "step": rows[-1]["step"], "total_steps": spec.total_steps,
+                          "final": rows[-1], "val_loss": rows[-1]["val_loss"], "val_ppl": rows[-1]["val_ppl"],
+                          "params": param_counts(cfg),
+                          "note": f"non-finite loss or gradient in step {rows[-1]['step'] + 1}; weights of step "
+                                  f"{rows[-1]['step']} kept" if status == "diverged" else ""}
+                atomic_write_json(run / "result.json", result)
+    return root
+
+
+# ---------------------------------------------------------------------------- helpers of the tests
+
+from ebt_scaling.analysis.load import load_sweep  # noqa: E402
+from ebt_scaling.analysis.scaling_fits import AnalysisConfig, analyze  # noqa: E402
+from ebt_scaling.harness.cli import main  # noqa: E402
+
+T_A, T_B = 30.0, 0.05                      # Transformer++: L = 30 C^-0.05
+E1_B, CROSS = 0.06, 1e20                   # EBT-S1: steeper, meets T++ at 1e20 FLOPs
+E1_A = T_A * CROSS ** (E1_B - T_B)
+E2_A, E2_B = 45.0, 0.045                   # EBT-S2: worse and shallower: never catches up
+THREE_ARCHS = {"T++": {"arch": "transformer", "law": power_law(T_A, T_B)},
+               "EBT-S1": {"arch": "ebt", "law": power_law(E1_A, E1_B)},
+               "EBT-S2": {"arch": "ebt", "law": power_law(E2_A, E2_B),
+                          "ebt": {"langevin_sigma": 3.0, "truncate_unroll": True}}}
+SPECIAL = {("EBT-S1", "s32", 1): "diverged", ("T++", "s48", 1): "partial", ("EBT-S2", "s64", 1): "pending",
+           ("EBT-S2", "s96", 1): "failed"}
+
+
+def _analyze_cli(sweep: Path, out: Path, *extra: str) -> dict:
+    assert main(["analyze", str(sweep), "--out", str(out), *extra]) == 0
+    return json.loads((out / "fits.json").read_text())
+
+
+def _run_id(sweep: Path, label: str, size: str, seed: int) -> str:
+    runs = load_sweep(sweep).runs
+    row = runs[(runs["arch_label"] == label) & (runs["size"] == size) & (runs["seed"] == seed)]
+    assert len(row) == 1
+    return row["run_id"].iloc[0]
+
+
+@pytest.fixture(scope="module")
+def main_sweep(tmp_path_factory):
+    """6 sizes x 2 seeds x 3 labels with known FLOP power laws (0.2% noise), four runs not done;
+    analysed once with the command (200 resamples)."""
+    root = tmp_path_factory.mktemp("sweep")
+    write_synthetic_sweep(root, archs=THREE_ARCHS, sizes=SIZES[:6], seeds=(0, 1), noise=0.002, special=SPECIAL)
+    out = root / "analysis"
+    t0 = time.perf_counter()
+    fits = _analyze_cli(root, out, "--bootstrap", "200", "--seed", "3")
+    return root, out, fits, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- loading
+
+def test_load_keeps_every_run_with_its_status(main_sweep):
+    root = main_sweep[0]
+    data = load_sweep(root)
+    assert len(data.runs) == 6 * 2 * 3
+    status = {(r.arch_label, r.size, r.seed): r.status for r in data.runs.itertuples()}
+    assert status[("EBT-S1", "s32", 1)] == "diverged"
+    assert status[("T++", "s48", 1)] == "partial"
+    assert status[("EBT-S2", "s64", 1)] == "pending"
+    assert status[("EBT-S2", "s96", 1)] == "failed"
+    assert (data.runs["status"] == "done").sum() == 36 - 4
+    done = data.done
+    assert (done["params_total"] > 0).all() and (done["flops_full"] > done["flops_paper"] * 0).all()
+    # matched units: a size's runs share one unit across labels and seeds
+    assert done.groupby("unit")["arch_label"].nunique().max() == 3
+    assert done.groupby("unit")["seed"].nunique().max() == 2
+    # curves: one row per eval point of every run (6 per finished run)
+    assert len(data.curves[data.curves["run_id"].isin(done["run_id"])]) == 6 * len(done)
+    failed = data.runs[data.runs["status"] == "failed"].iloc[0]
+    assert "out of memory" in failed["note"]
+
+
+def test_load_lists_runs_of_plan_json_without_directory(tmp_path):
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:2])
+    atomic_write_json(tmp_path / "plan.json", {"runs": [{"run_id": "feedfeedfeed", "arch_label": "T++",
+                                                         "arch": "transformer", "pair_id": "p", "seed": 0,
+                                                         "tags": {}}]})
+    runs = load_sweep(tmp_path).runs
+    assert runs.set_index("run_id").loc["feedfeedfeed", "status"] == "missing"
+
+
+# ---------------------------------------------------------------------------- fits
+
+def test_analyze_recovers_slopes_advantage_and_crossover(main_sweep):
+    fits = main_sweep[2]
+    pl = fits["power_laws"]
+    for label, slope in (("T++", -T_B), ("EBT-S1", -E1_B), ("EBT-S2", -E2_B)):
+        fit = pl[label]["flops"]
+        assert fit["slope"] == pytest.approx(slope, abs=0.0015), label
+        lo, hi = fit["intervals"]["slope"]
+        assert lo <= fit["slope"] <= hi and lo <= slope + 0.001 and hi >= slope - 0.001
+    assert fits["reference"] == "T++" and fits["candidates"] == ["EBT-S1", "EBT-S2"]
+    comp = fits["comparisons"]["EBT-S1"]
+    adv = comp["axes"]["flops"]["advantage"]
+    assert adv == pytest.approx(E1_B / T_B - 1, abs=0.04)
+    lo, hi = comp["axes"]["flops"]["intervals"]["advantage"]
+    assert lo < E1_B / T_B - 1 < hi and lo > 0.05
+    cross = comp["crossover"]["power_law"]
+    assert cross["status"] == "crossover"
+    assert CROSS / 10 < cross["compute"] < CROSS * 10
+    lo, hi = cross["interval"]
+    assert lo < CROSS < hi
+    assert cross["fraction_crossing"] > 0.9
+    # EBT-S2 is worse and shallower: no crossover below the budget, and the statement says so
+    comp2 = fits["comparisons"]["EBT-S2"]
+    assert comp2["axes"]["flops"]["advantage"] < 0
+    c2 = comp2["crossover"]["power_law"]
+    assert c2["status"] == "none_below_budget" and c2["compute"] is None
+    assert c2["fraction_crossing"] < 0.05 and c2["interval"][1] == "inf"
+    assert any(h.startswith("Crossover (power laws): none below 1e+27") for h in fits["headline"])
+    assert any(h.startswith("Crossover (power laws): EBT-S1 overtakes T++ at ") for h in fits["headline"])
+    # the FLOP multiplier: > 1 in the measured range, 1 at the crossover
+    mult = {round(math.log10(r["compute"]), 6): r for r in comp["multiplier"]}
+    largest = next(r for r in comp["multiplier"] if r["largest_reference_run"])
+    truth = (E1_A / T_A) ** (1 / E1_B) * largest["compute"] ** (T_B / E1_B - 1)
+    assert largest["power_law"] == pytest.approx(truth, rel=0.25)
+    assert largest["power_law_interval"][0] < truth < largest["power_law_interval"][1] * 1.05
+    assert mult[27.0]["power_law"] < 1 < mult[15.0]["power_law"]
+
+
+def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
+    """One joint draw of units for every label equals bootstrap.paired_power_law_bootstrap for two labels."""
+    from ebt_scaling.analysis.bootstrap import paired_power_law_bootstrap
+
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
+    data = load_sweep(tmp_path)
+    an = analyze(data, AnalysisConfig(n_boot=300, seed=5, workers=1))
+    pts = an.points
+    r, c = pts[pts["arch_label"] == "T++"], pts[pts["arch_label"] == "EBT-S1"]
+    c_min = float(pts["flops_full"].min())
+    lib = paired_power_law_bootstrap(r["flops_full"], r["val_loss"], r["unit"], c["flops_full"], c["val_loss"],
+                                     c["unit"], labels=("T++", "EBT-S1"), n_resamples=300, seed=5, c_min=c_min)
+    ours = an.result["comparisons"]["EBT-S1"]
+    assert ours["axes"]["flops"]["intervals"]["advantage"] == pytest.approx(list(lib.interval("advantage")))
+    assert an.result["power_laws"]["T++"]["flops"]["intervals"]["slope"] == pytest.approx(
+        list(lib.interval("slope_T++")))
+    lo, hi = lib.interval("crossover")
+    ours_iv = ours["crossover"]["power_law"]["interval"]
+    assert ours_iv[0] == pytest.approx(lo) and (ours_iv[1] == hi or ours_iv[1] == pytest.approx(hi))
+
+
+def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
+    """isoFLOP runs of L = E + A/N^a + B/D^b with C = 6ND: the minima follow N* = G (C/6)^(b/(a+b))."""
+    law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
+    sizes = SIZES  # 7 sizes, 31k .. 1.05M parameters
+    Ns = [param_counts(spec_from_dict({"model": {"n_layers": s[1], "d_model": s[2], "n_heads": s[3],
+                                                 "vocab_size": VOCAB}}).model)["total"] for s in sizes]
+    grid = np.geomspace(1e8, 1e16, 4001)
+    n_opt = chinchilla_n_opt(law, grid)
+    # budgets whose optimum lies between the 3rd and the 5th size: interior minima
+    budgets = list(np.geomspace(grid[np.argmin(abs(np.log(n_opt / Ns[2])))],
+                                grid[np.argmin(abs(np.log(n_opt / Ns[4])))], 4))
+    write_synthetic_sweep(tmp_path, mode="isoflop", budgets=budgets, sizes=sizes,
+                          archs={"T++": {"arch": "transformer", "law": chinchilla_law(**law)}})
+    an = analyze(load_sweep(tmp_path), AnalysisConfig(n_boot=50, workers=1))
+    a2 = an.result["approach2"]["T++"]
+    assert a2["status"] == "ok" and a2["mode"].startswith("isoflop runs")
+    truth = law["beta"] / (law["alpha"] + law["beta"])
+    assert a2["exponent"] == pytest.approx(truth, abs=0.03)
+    for rec in a2["budgets"]:
+        assert "dropped" not in rec
+        assert rec["n_opt"] == pytest.approx(float(chinchilla_n_opt(law, rec["compute"])), rel=0.12)
+    # the runs vary N and D: Approach 3 runs and recovers the noise-free law's exponents
+    a3 = an.result["approach3"]["T++"]
+    assert a3["status"] == "ok"
+    assert a3["alpha"] == pytest.approx(law["alpha"], abs=0.02) and a3["beta"] == pytest.approx(law["beta"], abs=0.02)
+    assert "intervals" in a3
+    # and the plot of the isoFLOP curves is drawn
+    from ebt_scaling.analysis.plots import plot_isoflop
+
+    assert plot_isoflop(an)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_approach2_from_training_curves_drops_edge_minima(main_sweep):
+    """Without budget tags the losses come from the curves; minima on the size grid's edge are dropped."""
+    fits = main_sweep[2]
+    a2 = fits["approach2"]["T++"]
+    assert a2["mode"].startswith("training curves")
+    assert a2["budgets"] and all("dropped" in b for b in a2["budgets"])  # small models win at fixed C here
+    assert any(s["what"] == "Approach 2 exponent" for s in fits["skipped"])
+    assert any(s["what"] == "Approach 3" and "distinct D" in s["reason"] for s in fits["skipped"])
+
+
+def test_small_sweeps_fit_with_warnings_or_skip_with_reasons(tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    archs = dict(list(THREE_ARCHS.items())[:2])
+    write_synthetic_sweep(two, archs=archs, sizes=SIZES[:2])
+    write_synthetic_sweep(one, archs=archs, sizes=SIZES[:1])
+    fits = _analyze_cli(two, two / "out", "--bootstrap", "50")
+    assert fits["power_laws"]["T++"]["flops"]["status"] == "ok"
+    assert "2 distinct" in fits["power_laws"]["T++"]["flops"]["warning"]
+    assert fits["saturating"]["T++"]["status"] == "skipped"
+    assert any("2 distinct values only" in w for w in fits["warnings"])
+    fits = _analyze_cli(one, one / "out", "--bootstrap", "50")
+    assert fits["power_laws"]["T++"]["flops"]["status"] == "skipped"
+    assert "1 distinct" in fits["power_laws"]["T++"]["flops"]["reason"]
+    assert fits["comparisons"]["EBT-S1"]["crossover"]["status"] == "skipped"
+    assert (one / "out" / "report.html").exists()
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def test_report_lists_failures_embeds_images_and_has_no_external_refs(main_sweep):
+    root, out, fits, _ = main_sweep
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    diverged = _run_id(root, "EBT-S1", "s32", 1)
+    partial = _run_id(root, "T++", "s48", 1)
+    failed = _run_id(root, "EBT-S2", "s96", 1)
+    section = md.split("## Runs not fitted")[1].split("## All runs")[0]
+    for run_id, status in ((diverged, "diverged"), (partial, "partial"), (failed, "failed")):
+        line = next(line for line in section.splitlines() if run_id in line)
+        assert status in line
+        assert run_id in page
+    assert "non-finite loss" in section and "unfinished" in section and "out of memory" in section
+    excluded = {e["run_id"]: e["status"] for e in fits["runs"]["excluded"]}
+    assert excluded[diverged] == "diverged" and excluded[partial] == "partial"
+    # images embedded, nothing fetched from elsewhere
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', page))
+    assert not re.search(r"(https?:)?//[a-z]", text) and "href=" not in text
+    assert "<link" not in text and "<script" not in text and "@import" not in text and "url(" not in text
+    for name in ("loss_vs_flops.png", "flop_multiplier.png", "loss_vs_params.png", "envelope.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG" and f"({name})" in md
+    # headline numbers beside the paper's, and which loss / convention
+    assert "+2.92%" in md and "FLOP convention: full" in md and "negative log-likelihood" in md
+    assert fits["flop_convention"] == "full" and fits["config"]["n_boot"] == 200
+
+
+def test_rerun_gives_identical_fits_json(main_sweep, tmp_path):
+    root, out, _, _ = main_sweep
+    first = (out / "fits.json").read_bytes()
+    _analyze_cli(root, tmp_path / "again", "--bootstrap", "200", "--seed", "3")
+    assert (tmp_path / "again" / "fits.json").read_bytes() == first
+
+
+def test_serial_and_parallel_refits_agree(tmp_path):
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
+    data = load_sweep(tmp_path)
+    one = analyze(data, AnalysisConfig(n_boot=60, workers=1)).result
+    two = analyze(data, AnalysisConfig(n_boot=60, workers=2)).result
+    assert json.dumps(one["saturating"], sort_keys=True) == json.dumps(two["saturating"], sort_keys=True)
+    assert json.dumps(one["comparisons"], sort_keys=True, default=str) == \
+        json.dumps(two["comparisons"], sort_keys=True, default=str)
+
+
+def test_paper_convention_without_bootstrap(main_sweep, tmp_path, capsys):
+    root = main_sweep[0]
+    out = tmp_path / "paper"
+    assert main(["analyze", str(root), "--out", str(out), "--convention", "paper", "--bootstrap", "0"]) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    fits = json.loads((out / "fits.json").read_text())
+    data = load_sweep(root).done
+    t = data[data["arch_label"] == "T++"]
+    assert fits["config"]["flops_column"] == "flops_paper"
+    assert fits["labels"]["T++"]["flops_range"] == pytest.approx([t["flops_paper"].min(), t["flops_paper"].max()])
+    assert "FLOP convention: paper" in (out / "report.md").read_text()
+    assert fits["bootstrap"]["n_resamples"] == 0 and "intervals" not in fits["power_laws"]["T++"]["flops"]
+
+
+def test_evaluations_appear_in_the_report(tmp_path):
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:3])
+    """result.json evaluations (the format of harness/evaluation/run_evals.py) become a Table-3-style
+    table and the thinking plot of harness/evaluation/report.py, embedded in the report."""
+    for run in (tmp_path / "runs").iterdir():
+        result = json.loads((run / "result.json").read_text())
+        ppl = 30.0 if result["arch"] == "transformer" else 33.0
+        evaluations = {"tasks": {"pretrain": {"ppl": ppl, "nll": math.log(ppl)}}}
+        if result["arch"] == "ebt":
+            evaluations["thinking"] = {"trained_steps": 2, "max_steps": 4, "sigma": 3.0, "tasks": {"pretrain": {
+                "steps": [1, 2, 3, 4], "ppl": [40.0, 33.0, 32.0, 31.5], "ppl_langevin": [41.0, 34.0, 33.0, 32.5],
+                "sigma": 3.0, "bon": {"1": 33.0, "2": 32.4}, "trained_steps": 2, "shift": 1.0, "gain": 0.05,
+                "best_ppl": 31.5}}}
+            evaluations["energy_auroc"] = 0.7
+        else:
+            evaluations["thinking"] = {"tasks": {"pretrain": {"ppl_trained": ppl}}}
+        result["evaluations"] = evaluations
+        atomic_write_json(run / "result.json", result)
+    out = tmp_path / "out"
+    _analyze_cli(tmp_path, out, "--bootstrap", "20")
+    md = (out / "report.md").read_text()
+    section = md.split("## Downstream evaluations")[1].split("\n## ")[0]
+    try:
+        import ebt_scaling.harness.evaluation.report  # noqa: F401
+    except ImportError:
+        assert "Hook" in section
+        return
+    assert "| Pretraining (held-out) | 30 | 33 | +10% |" in section and "| 31.36 | 33.43 |" in section
+    assert "(thinking_EBT_S1.png)" in section and (out / "thinking_EBT_S1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 4
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no run directories found" in err
+    assert main(["analyze", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such directory" in err
