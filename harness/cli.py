@@ -1,6 +1,6 @@
-"""`ebt-scaling` console entry point.
+"""ebt-scaling: do Energy-Based Transformers scale better than Transformer++ per FLOP?
 
-Each subcommand lives in its own module under harness/commands/ exposing
+The `ebt-scaling` console entry point. Each subcommand lives in its own module under harness/commands/ exposing
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when
 their command runs, so `ebt-scaling --help` answers without importing torch.
 """
@@ -12,20 +12,21 @@ import sys
 
 # name -> (module under ebt_scaling.harness.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "flops": ("flops", "parameter counts and FLOPs per token of both models, analytic and measured"),
-    "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
-    "data": ("data", "prepare the data a run spec names (download, tokenizer, token cache)"),
-    "train": ("train", "train one run from a run spec into a run directory (resumes if interrupted)"),
-    "eval": ("eval", "evaluate finished runs: held-out/downstream perplexity, EBT thinking; merged into result.json"),
-    "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
-    "analyze": ("analyze", "fit and report a sweep directory: power laws, crossover, Approaches 1-3, bootstrap; "
-                           "report.md/.html, fits.json"),
-    "fit": ("fit", "fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3) to any CSV"),
+    "run": ("run", "the main job: plan a sweep (default: the tiny CPU preset), train it, analyze, report"),
     "plan": ("plan", "expand a sweep (file or preset) into paired run specs: table, totals, GPU-hours, --write DIR"),
-    "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
     "submit": ("submit", "submit a sweep's runs to SLURM (job arrays), local GPUs/CPU, or in-process (idempotent)"),
     "status": ("status", "per-run state, job, tokens done, last val loss and ETA of a sweep directory"),
     "cancel": ("cancel", "cancel a sweep's runs (all unfinished, or the ones named)"),
+    "train": ("train", "train one run from a run spec into a run directory (resumes if interrupted)"),
+    "data": ("data", "prepare the data a run spec names (download, tokenizer, token cache)"),
+    "eval": ("eval", "evaluate finished runs: held-out/downstream perplexity, EBT thinking; merged into result.json"),
+    "analyze": ("analyze", "fit and report a sweep directory: power laws, crossover, Approaches 1-3, bootstrap; "
+                           "report.md/.html, fits.json"),
+    "fit": ("fit", "fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3) to any CSV"),
+    "flops": ("flops", "parameter counts and FLOPs per token of both models, analytic and measured"),
+    "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
+    "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
+    "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
     "slurm-local": ("slurm_local", "start/stop/status a real single-node SLURM cluster on this machine (CI)"),
 }
 
@@ -35,7 +36,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ebt-scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ebt-scaling", description=__doc__.splitlines()[0].removeprefix("ebt-scaling: "))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)

@@ -1,0 +1,63 @@
+"""`ebt-scaling run [SWEEP]`: the main job -- plan, train every run, analyze, report.
+
+With no argument it runs the `tiny` preset (real Shakespeare text, local BPE, four sizes of
+each architecture) on this machine's CPU and writes runs/tiny/analysis/report.md. Running it
+again skips finished runs and resumes interrupted ones, then re-analyzes.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from ebt_scaling.models.config import ConfigError
+
+from ..cli import CliError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", nargs="?", default="tiny",
+                        help="sweep file or preset (default: tiny, the CPU embedded default)")
+    parser.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
+    parser.add_argument("--cluster", choices=["local", "slurm", "debug"], default="local",
+                        help="where runs train (default: local: this machine's GPUs, else its CPU)")
+    parser.add_argument("--profile", help="cluster profile (default: cpu for local runs without a GPU, "
+                                          "else the cluster's)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the analysis")
+
+
+def _default_profile(cluster: str) -> str | None:
+    if cluster != "local":
+        return None
+    import torch
+
+    return None if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ebt_scaling.sweeps import load_sweep
+
+    from ..dispatch.profiles import load_profile
+    from ..dispatch.status import DispatchError
+    from ..dispatch.submit import submit_sweep
+    from . import analyze
+    from .submit import resolve_sweep_dir
+
+    start = time.time()
+    try:
+        sweep = load_sweep(args.sweep)
+        out = args.out or f"runs/{sweep.name}"
+        print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
+        sweep_dir = resolve_sweep_dir(args.sweep, out)
+        profile = load_profile(args.profile or _default_profile(args.cluster), args.cluster)
+        print(f"[2/3] training on {args.cluster} (profile {profile.name}); finished runs are skipped", flush=True)
+        report = submit_sweep(sweep_dir, args.cluster, profile, wait=True, poll_s=2.0, progress=True,
+                              echo=lambda m: print(m, flush=True))
+    except (ConfigError, DispatchError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"      {report.summary()}", flush=True)
+    print("[3/3] analyzing", flush=True)
+    parser = argparse.ArgumentParser()
+    analyze.add_arguments(parser)
+    status = analyze.run(parser.parse_args([str(sweep_dir), "--bootstrap", str(args.bootstrap)]))
+    print(f"main job finished in {time.time() - start:.0f} s", flush=True)
+    return status or (0 if report.ok else 1)
