@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ebt_scaling.models.base import LanguageModel
+from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
 from ebt_scaling.models.config import ConfigError
 from ebt_scaling.models.factory import build_model
 from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
@@ -81,7 +81,7 @@ def evaluate(model: LanguageModel, batches, ctx: DistributedContext, device: tor
             with autocast():
                 nll = model.token_nll(batch.inputs.to(device), targets)
             totals[0] += nll.double().sum()
-            totals[1] += (targets != -100).sum()
+            totals[1] += (targets != IGNORE_INDEX).sum()
     ctx.all_reduce_sum(totals)
     model.train(was_training)
     mean = (totals[0] / totals[1].clamp(min=1)).item()
@@ -163,9 +163,11 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
             group["lr"] = lr_at(step, total, spec.train) * group["lr_scale"]
         sums: dict[str, torch.Tensor] = {}
         for start in range(0, local_batch, micro):
+            cpu_targets = batch.targets[start:start + micro]
+            # Counted on the host copy: no device sync per micro-batch.
+            weight = int((cpu_targets != IGNORE_INDEX).sum()) / max(1, batch.global_tokens)
             inputs = batch.inputs[start:start + micro].to(device, non_blocking=True)
-            targets = batch.targets[start:start + micro].to(device, non_blocking=True)
-            weight = int((targets != -100).sum()) / max(1, batch.global_tokens)
+            targets = cpu_targets.to(device, non_blocking=True)
             with autocast():
                 out = model.step(inputs, targets)
             (out.loss * weight).backward()
