@@ -54,7 +54,10 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_spec, tmp_
     spec_file.write_text(spec_to_yaml(spec))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ebt_scaling.harness.cli", "train", str(spec_file), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The reference ran on one thread (conftest); so must the subprocess: the thread count
+    # changes the order of floating-point reductions.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     run = RunDir(out)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -67,7 +70,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_spec, tmp_
     proc.wait()
     assert run.result() is None  # killed: no result yet
 
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step_" in run.log_path.read_text()
     assert comparable(run.metrics()) == comparable(RunDir(tmp_path / "reference").metrics())
