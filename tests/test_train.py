@@ -193,3 +193,16 @@ def test_ebt_trains_data_parallel_with_distinct_noise_per_process(tiny_spec, tmp
     assert double["val_loss"] < 0.9 * first and single["val_loss"] < 0.9 * first  # both learn
     assert double["val_loss"] == pytest.approx(single["val_loss"], rel=0.1)
     assert double["val_loss"] != single["val_loss"]
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_spec, tmp_path):
+    """Two micro-batches of 4 give the step one batch of 8 gives (up to float sums)."""
+    full = tiny_spec("transformer", train={"tokens": 32 * 8 * 6})
+    accumulated = tiny_spec("transformer", train={"tokens": 32 * 8 * 6, "micro_batch_size": 4})
+    assert full.run_id != accumulated.run_id
+    a = train_run(full, tmp_path / "full", quiet=True)
+    b = train_run(accumulated, tmp_path / "acc", quiet=True)
+    for x, y in zip(RunDir(tmp_path / "full").metrics(), RunDir(tmp_path / "acc").metrics()):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
