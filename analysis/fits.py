@@ -6,8 +6,8 @@
 * Two fitted curves (reference = Transformer++, candidate = EBT): the FLOP multiplier the
   candidate needs to reach the reference's loss, and the compute where the curves cross.
 
-Chinchilla Approach 3 lives in approach3.py and the bootstraps in bootstrap.py; the main
-names of both are re-exported here. All logarithms are natural.
+Chinchilla Approach 3 lives in approach3.py and the bootstraps in bootstrap.py. All
+logarithms are natural.
 """
 from __future__ import annotations
 
@@ -29,14 +29,6 @@ __all__ = [
     "find_crossover",
     "power_law_crossover_compute",
     "flop_multiplier",
-    # re-exported from approach3 / bootstrap
-    "Approach3Fit",
-    "fit_approach3",
-    "BootstrapResult",
-    "paired_bootstrap",
-    "paired_power_law_bootstrap",
-    "bootstrap_approach3",
-    "percentile_interval",
 ]
 
 DEFAULT_C_MIN = 1e15     # smallest compute searched for a crossover (pass your sweep's minimum)
@@ -377,23 +369,3 @@ def find_crossover(reference: Curve, candidate: Curve, *, c_min: float = DEFAULT
         where = "beyond the budget" if meets_at > budget else "below c_min"
         msg += f" (the power laws meet at {meets_at:.3g} FLOPs, {where})"
     return Crossover("none_below_budget", None, None, c_min, budget, below, above, (), trend, meets_at, msg)
-
-
-# Re-exports, resolved lazily (PEP 562) so that bootstrap.py can import this module.
-_REEXPORTS = {
-    "Approach3Fit": "approach3",
-    "fit_approach3": "approach3",
-    "BootstrapResult": "bootstrap",
-    "bootstrap_approach3": "bootstrap",
-    "paired_bootstrap": "bootstrap",
-    "paired_power_law_bootstrap": "bootstrap",
-    "percentile_interval": "bootstrap",
-}
-
-
-def __getattr__(name: str):
-    if name in _REEXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__package__}.{_REEXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

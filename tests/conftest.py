@@ -3,11 +3,12 @@ training happen once), and tiny run specs that train in seconds on 2 CPU cores."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from ebt_scaling.harness.spec import spec_from_dict
+from ebt_scaling.harness.spec import spec_from_dict, spec_to_yaml
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +49,19 @@ def tiny_spec(data_cache):
         return spec_from_dict(base)
 
     return make
+
+
+def make_sweep(root: Path, specs) -> dict[str, Path]:
+    """A sweep directory as `ebt-scaling plan --write` makes it: runs/<run_id>/spec.yaml."""
+    out = {}
+    for spec in specs:
+        path = root / "runs" / spec.run_id
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "spec.yaml").write_text(spec_to_yaml(spec))
+        out[spec.run_id] = path
+    return out
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """metrics.jsonl rows without their timing fields (which differ between two runs)."""
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]

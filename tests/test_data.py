@@ -3,7 +3,6 @@ both batching modes, order, pairing, resume, rank slicing and the cache's safety
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil

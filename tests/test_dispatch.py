@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_sweep
+
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
@@ -21,7 +23,6 @@ from ebt_scaling.harness.dispatch.submit import _slurm_parameters
 from ebt_scaling.harness.run_dir import RunDir
 from ebt_scaling.models.config import ConfigError
 
-TIMING_KEYS = {"tokens_per_s"}
 LOCAL_TEST_PROFILE = """
 name: test-local
 gpus_per_node: 0
@@ -31,23 +32,6 @@ local_cpu_workers: 2
 signal_delay_s: 30
 preempt_grace_s: 10
 """
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
-
-
-def make_sweep(root: Path, specs) -> dict[str, Path]:
-    """A sweep directory as `ebt-scaling plan --write` makes it: runs/<run_id>/spec.yaml."""
-    from ebt_scaling.harness.spec import spec_to_yaml
-
-    out = {}
-    for spec in specs:
-        path = root / "runs" / spec.run_id
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "spec.yaml").write_text(spec_to_yaml(spec))
-        out[spec.run_id] = path
-    return out
 
 
 def cli(*argv: str, capsys=None) -> tuple[int, str, str]:

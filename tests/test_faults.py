@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import comparable
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
@@ -27,13 +28,8 @@ from ebt_scaling.harness.dispatch.status import sweep_status
 from ebt_scaling.harness.run_dir import RunDir
 from ebt_scaling.harness.spec import spec_to_yaml
 
-TIMING_KEYS = {"tokens_per_s"}
 LOCAL_TEST_PROFILE = "name: test-local\ngpus_per_node: 0\ncpus_per_task: 1\ntimeout_min: 10\n" \
                      "signal_delay_s: 30\npreempt_grace_s: 10\n"
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def make_run(sweep: Path, spec) -> Path:

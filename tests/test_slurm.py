@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import comparable, make_sweep as write_sweep
+
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
@@ -25,12 +27,7 @@ from ebt_scaling.harness.run_dir import RunDir
 from ebt_scaling.harness.spec import spec_to_yaml
 
 pytestmark = pytest.mark.slurm
-TIMING_KEYS = {"tokens_per_s"}
 PROFILE = "slurm-local"  # the shipped profile of the cluster slurm_local.sh starts
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def slurm_problem() -> str | None:
@@ -72,13 +69,7 @@ def make_sweep(root: Path, specs) -> dict[str, Path]:
     from ebt_scaling.harness.data.pipeline import prepare
 
     prepare(specs[0])  # the data cache is ready before the jobs start
-    out = {}
-    for spec in specs:
-        path = root / "runs" / spec.run_id
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "spec.yaml").write_text(spec_to_yaml(spec))
-        out[spec.run_id] = path
-    return out
+    return write_sweep(root, specs)
 
 
 def submit(sweep: Path, *extra: str) -> tuple[int, str]:

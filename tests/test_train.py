@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import comparable
 import torch
 import torch.multiprocessing as mp
 
@@ -19,12 +20,6 @@ from ebt_scaling.harness.run_dir import RunDir
 from ebt_scaling.harness.schedule import lr_at
 from ebt_scaling.harness.spec import TrainSpec, spec_to_yaml
 from ebt_scaling.harness.train import eval_steps, train_run
-
-TIMING_KEYS = {"tokens_per_s"}
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def test_eval_points_are_log_spaced_and_include_the_end():
