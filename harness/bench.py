@@ -11,7 +11,6 @@ timed step; bf16 means autocast with the fp32 master weights kept.
 """
 from __future__ import annotations
 
-import contextlib
 import resource
 import statistics
 import sys
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ebt_scaling.harness.precision import autocast
 from ebt_scaling.models.config import ModelConfig
 from ebt_scaling.models.factory import build_model
 
@@ -106,14 +106,6 @@ def peak_flops(device: torch.device, override_tflops: float | None) -> float | N
     return None
 
 
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise BenchError(f"unknown precision {precision!r} (fp32 or bf16)")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -153,12 +145,15 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
     model = build_model(config).to(device)
     model.train()
     optimizer = _make_optimizer(model, device)
-    amp = autocast_context(device, precision)
+    try:
+        amp = autocast(device, precision)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
 
     # Counted FLOPs of one full training step, on the eager model (FlopCounterMode does not
     # see inside compiled graphs). It accumulates gradients: drop them afterwards.
     try:
-        with autocast_context(device, precision):
+        with amp():
             flops = count_training_step_flops(model, inputs, targets)
     except RuntimeError as exc:
         if precision == "bf16":
@@ -175,7 +170,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
 
     def train_step():
         nonlocal step_fn, compiled
-        with amp:
+        with amp():
             try:
                 out = step_fn(inputs, targets)
                 loss = out.loss

@@ -6,7 +6,6 @@ previous valid one -- and the run log says so.
 """
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .run_dir import RunDir, atomic_write_bytes
+from .run_dir import RunDir, atomic_write_with
 
 KEEP = 2
 
@@ -36,9 +35,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run: RunDir, step: int, payload: dict[str, Any]) -> Path:
     path = run.checkpoint_dir / f"step_{step:08d}.pt"
-    buffer = io.BytesIO()
-    torch.save({"step": step, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    # Streamed into the temporary file: no second in-memory copy of a large checkpoint.
+    atomic_write_with(path, lambda f: torch.save({"step": step, **payload}, f))
     for old in run.checkpoints()[KEEP:]:
         old.unlink(missing_ok=True)
     return path

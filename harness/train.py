@@ -13,8 +13,8 @@ Guarantees the rest of the harness builds on:
 """
 from __future__ import annotations
 
-import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +31,8 @@ from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
 from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data.pipeline import open_dataset
 from .distributed import DistributedContext
+from .evaluation.perplexity import score_batches
+from .precision import autocast
 from .run_dir import RunDir, atomic_write_json, atomic_write_text
 from .schedule import lr_at
 from .spec import RunSpec, load_spec, spec_to_yaml
@@ -63,31 +65,6 @@ def prepare_run_dir(run: RunDir, spec: RunSpec) -> None:
     atomic_write_text(run.spec_path, spec_to_yaml(spec))
 
 
-@torch.no_grad()
-def evaluate(model: LanguageModel, batches, ctx: DistributedContext, device: torch.device, autocast,
-             seed: int) -> dict[str, float]:
-    """Validation NLL = sum of token NLLs / number of tokens over all batches (perplexity is
-    exp of that mean, never a mean of per-batch exps)."""
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)  # EBT starts from random candidates: same draws every eval
-        for i, batch in enumerate(batches):
-            if i % ctx.world_size != ctx.rank:
-                continue
-            targets = batch.targets.to(device)
-            with autocast():
-                nll = model.token_nll(batch.inputs.to(device), targets)
-            totals[0] += nll.double().sum()
-            totals[1] += (targets != IGNORE_INDEX).sum()
-    ctx.all_reduce_sum(totals)
-    model.train(was_training)
-    mean = (totals[0] / totals[1].clamp(min=1)).item()
-    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 700.0))}
-
-
 def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
               stop_requested: Callable[[], bool] = lambda: False) -> dict:
     """Train (or resume, or return the result of) the run in `run_path`.
@@ -98,10 +75,9 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     run = RunDir(run_path)
     if (done := run.result()) is not None:
         return done
-    device = resolve_device(spec.device)
+    # LOCAL_RANK first: resolving device 0 on every process would open a CUDA context there.
+    device = resolve_device(spec.device, int(os.environ.get("LOCAL_RANK", "0")))
     ctx = DistributedContext.from_env(device.type)
-    if ctx.active and device.type == "cuda":
-        device = resolve_device(spec.device, ctx.local_rank)
     if ctx.is_main:
         prepare_run_dir(run, spec)
     ctx.barrier()
@@ -120,10 +96,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # Each process then draws its own stream (EBT's random candidates, Langevin noise):
     # with one shared stream every shard of the batch would start from the same noise.
     torch.manual_seed(spec.seed + 1_000_003 * (ctx.rank + 1))
-    data = open_dataset(spec, ctx.rank, ctx.world_size)
-    if data.vocab_size > spec.model.vocab_size:
-        raise ConfigError(f"model.vocab_size: {spec.model.vocab_size} is smaller than the tokenizer's "
-                          f"{data.vocab_size}; set model.vocab_size >= {data.vocab_size}")
+    data = open_dataset(spec, ctx.rank, ctx.world_size)  # checks the tokenizer fits model.vocab_size
     groups = model.optimizer_groups(spec.train.weight_decay, spec.train.decay_norms_and_embeddings)
     optimizer = torch.optim.AdamW(
         [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"]} for g in groups],
@@ -133,29 +106,35 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     val_batches = data.val_batches(spec.eval.batch_size, spec.eval.batches)
 
     step = 0
-    state = load_latest_checkpoint(run, map_location=device)
+    # On the CPU: RNG states must stay CPU tensors; weights and optimizer state are copied
+    # to the model's device by load_state_dict.
+    state = load_latest_checkpoint(run, map_location="cpu")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         batches.load_state_dict(state["data"])
-        set_rng_state(state["rng"][ctx.rank])
+        own = state["processes"][ctx.rank]
+        set_rng_state(own["rng"])
+        model.load_process_state(own["model"])
         step = state["step"]
     if ctx.is_main:
         run.truncate_metrics(step)
         run.log(f"{'resume' if step else 'start'} run {spec.run_id} ({spec.model.arch}) at step {step} "
                 f"on {device} x{ctx.world_size}")
+    ctx.barrier()
+    # A run resumed from its final checkpoint (killed during end-of-run evaluation) still
+    # reports its last metrics row.
+    last_row: dict = (run.metrics() or [{}])[-1] if step else {}
 
     if spec.compile and spec.model.arch == "transformer":
         model.logits = torch.compile(model.logits)  # EBT's double backward cannot be compiled
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if spec.precision == "bf16" \
-        else contextlib.nullcontext
+    amp = autocast(device, spec.precision)
     total = spec.total_steps
     evals = eval_steps(total, spec.eval.points)
     step_flops = {c: training_step_flops(spec.model, batch_size, spec.model.context, c) for c in CONVENTIONS}
     progress = tqdm(total=total, initial=step, disable=quiet or not ctx.is_main, unit="step",
                     desc=f"{spec.model.arch} {spec.run_id}", dynamic_ncols=True)
     window_start, window_tokens = time.perf_counter(), 0
-    last_row: dict = {}
     model.train()
     while step < total:
         batch = next(batches)
@@ -168,7 +147,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
             weight = int((cpu_targets != IGNORE_INDEX).sum()) / max(1, batch.global_tokens)
             inputs = batch.inputs[start:start + micro].to(device, non_blocking=True)
             targets = cpu_targets.to(device, non_blocking=True)
-            with autocast():
+            with amp():
                 out = model.step(inputs, targets)
             (out.loss * weight).backward()
             for key, value in out.metrics.items():
@@ -176,13 +155,18 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
                     sums[key] = sums.get(key, 0) + value.detach().float() * weight
         ctx.all_reduce_gradients(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip if spec.train.grad_clip > 0 else float("inf"))
-        stacked = ctx.all_reduce_sum(torch.stack([sums[k] for k in sorted(sums)]))
-        # Shard weights sum to 1 over micro-batches and processes: the sums are global means.
-        metrics = {k: v.item() for k, v in zip(sorted(sums), stacked)}
+        # One all-reduce and one host sync per step: the metrics (shard weights sum to 1 over
+        # micro-batches and processes, so the sums are global means) and the stop flag (any
+        # process asked: all stop at this step, or their collectives would fall out of step).
+        names = sorted(sums)
+        stop_flag = torch.tensor(float(stop_requested()), device=device)
+        reduced = ctx.all_reduce_sum(torch.stack([*(sums[k] for k in names), stop_flag]))
+        *values, stops, norm = torch.cat([reduced, grad_norm.detach().float().reshape(1)]).tolist()
+        metrics = dict(zip(names, values))
         row = {"step": step + 1, "tokens": (step + 1) * batch_size * spec.model.context,
                **{f"flops_{c}": (step + 1) * f for c, f in step_flops.items()},
                "train_loss": metrics.pop("ce"), "lr": optimizer.param_groups[0]["lr"],
-               "grad_norm": float(grad_norm), **metrics}
+               "grad_norm": norm, **metrics}
         # Every rank holds the same reduced numbers, so all take the same branch.
         if not (math.isfinite(row["train_loss"]) and math.isfinite(row["grad_norm"])):
             progress.close()
@@ -199,11 +183,12 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
             row["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
             window_start, window_tokens = time.perf_counter(), 0
             if step in evals:
-                row.update(evaluate(model, val_batches, ctx, device, autocast, spec.seed))
+                scored = score_batches(model, val_batches, spec.seed, amp, ctx)
+                row.update(val_loss=scored["nll"], val_ppl=scored["ppl"])
             if ctx.is_main:
                 run.append_metrics(row)
             progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
-        stopping = stop_requested()
+        stopping = stops > 0
         if step % spec.checkpoint_every == 0 or step == total or stopping:
             _checkpoint(run, ctx, step, model, optimizer, batches)
         if stopping and step < total:
@@ -216,10 +201,11 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
 
 
 def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches) -> None:
-    rngs = ctx.gather_objects(rng_state())
+    # What differs between processes (RNG streams, EBT's replay buffer) is kept per process.
+    processes = ctx.gather_objects({"rng": rng_state(), "model": model.process_state()})
     if ctx.is_main:
         save_checkpoint(run, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "data": batches.state_dict(), "rng": rngs})
+                                    "data": batches.state_dict(), "processes": processes})
     ctx.barrier()
 
 

@@ -72,11 +72,19 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)  # YAML writes 1e6 as a float
+        if isinstance(value, bool):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
+        if isinstance(value, int):
+            return value
+        number = value
+        if isinstance(value, str):  # PyYAML reads 1e6 (no dot) as the string "1e6"
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, float) and number.is_integer():
+            return int(number)
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, str):
             try:

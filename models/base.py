@@ -38,6 +38,14 @@ class LanguageModel(nn.Module):
         """Per-position next-token NLL (B, S) used for evaluation (0 at pad positions)."""
         raise NotImplementedError
 
+    def process_state(self) -> dict[str, torch.Tensor]:
+        """State that differs between data-parallel processes (checkpointed per process,
+        unlike state_dict(), which every process shares)."""
+        return {}
+
+    def load_process_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Vocabulary-sized tables (and other lookup tables) excluded from N_non-embedding."""
         raise NotImplementedError

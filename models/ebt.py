@@ -79,9 +79,11 @@ class EBT(LanguageModel):
         self.alpha = nn.Parameter(torch.tensor(float(e.alpha_init)), requires_grad=e.learn_alpha)
         self.alpha._own_optimizer_group = True  # its own LR multiplier and no weight decay
         if e.replay_buffer_size:
-            # Persistent so that checkpoints (and therefore exact resume) include it.
-            self.register_buffer("replay", torch.zeros(e.replay_buffer_size, c.context, c.vocab_size))
-            self.register_buffer("replay_count", torch.zeros((), dtype=torch.long))
+            # Each data-parallel process fills its own buffer, so it is checkpointed per
+            # process (process_state), not in the shared state_dict.
+            self.register_buffer("replay", torch.zeros(e.replay_buffer_size, c.context, c.vocab_size),
+                                 persistent=False)
+            self.replay_count = 0  # on the host: no device sync to read it
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -119,7 +121,7 @@ class EBT(LanguageModel):
     def _initial_candidates(self, batch: int, seq: int, ref: torch.Tensor) -> torch.Tensor:
         y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=self._candidate_dtype)
         e = self.config.ebt
-        if self.training and e.replay_buffer_size and int(self.replay_count) >= e.replay_buffer_size:
+        if self.training and e.replay_buffer_size and self.replay_count >= e.replay_buffer_size:
             n = int(batch * e.replay_fraction)
             pick = torch.randint(0, e.replay_buffer_size, (n,), device=ref.device)
             y[:n] = self.replay[pick, :seq].to(y.dtype)
@@ -128,8 +130,7 @@ class EBT(LanguageModel):
     @torch.no_grad()
     def _remember(self, y: torch.Tensor) -> None:
         size = self.config.ebt.replay_buffer_size
-        count = int(self.replay_count)
-        rows = (torch.arange(y.shape[0], device=y.device) + count) % size
+        rows = (torch.arange(y.shape[0], device=y.device) + self.replay_count) % size
         self.replay[rows, : y.shape[1]] = y.detach().to(self.replay.dtype)
         self.replay_count += y.shape[0]
 
@@ -221,6 +222,16 @@ class EBT(LanguageModel):
 
     def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.think(inputs, targets).nll[-1]
+
+    def process_state(self) -> dict[str, torch.Tensor]:
+        if not self.config.ebt.replay_buffer_size:
+            return {}
+        return {"replay": self.replay.cpu(), "replay_count": torch.tensor(self.replay_count)}
+
+    def load_process_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self.replay.copy_(state["replay"])
+            self.replay_count = int(state["replay_count"])
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         tables = [self.tok_emb.weight, self.candidate_proj.weight]

@@ -188,13 +188,17 @@ def test_replay_buffer_fills_and_seeds_the_next_batch():
     assert not (rows == y[1].flatten()).all(dim=1).any()
     # ... and that changes the training step (same weights, same seed, empty vs full buffer)
     empty = tiny_ebt(replay_buffer_size=4, replay_fraction=0.5)
-    empty.load_state_dict({k: v for k, v in model.state_dict().items()})
-    empty.replay_count.zero_()
+    empty.load_state_dict(model.state_dict())  # weights only: the buffer is per-process state
+    assert empty.replay_count == 0
     torch.manual_seed(11)
     loss_full = model.step(inputs, targets).loss
     torch.manual_seed(11)
     loss_empty = empty.step(inputs, targets).loss
     assert not torch.equal(loss_full, loss_empty)
+    # the buffer travels with process_state (checkpointed per data-parallel process)
+    restored = tiny_ebt(replay_buffer_size=4, replay_fraction=0.5)
+    restored.load_process_state(model.process_state())
+    assert restored.replay_count == model.replay_count and torch.equal(restored.replay, model.replay)
     # eval never draws from the buffer
     model.eval()
     torch.manual_seed(3)

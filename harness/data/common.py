@@ -110,6 +110,10 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # Data on disk before the name: a crash must never leave `final` with short files.
+    for entry in tmp.iterdir():
+        with open(entry, "rb") as f:
+            os.fsync(f.fileno())
     try:
         os.rename(tmp, final)
     except OSError:

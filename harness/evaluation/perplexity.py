@@ -33,24 +33,34 @@ def model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def score_batches(model, batches, seed: int = 0, autocast=contextlib.nullcontext) -> dict:
+def score_batches(model, batches, seed: int = 0, autocast=contextlib.nullcontext, ctx=None) -> dict:
     """{"nll": token-mean NLL, "ppl": exp of it, "tokens": scored tokens} of `model` on
-    `batches` (each with .inputs and .targets; -100 targets are not scored)."""
+    `batches` (each with .inputs and .targets; -100 targets are not scored).
+
+    Batch i runs under seed + i, so EBT's random starts for a batch do not depend on which
+    batches came before it -- nor on how many processes share the list: with a
+    DistributedContext `ctx`, process r scores batches r, r + W, ... and the sums are
+    all-reduced, giving every process the single-process result.
+    """
     device = model_device(model)
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # NLL sum, scored tokens
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     try:
-        with fixed_seed(seed, device):
-            for batch in batches:
-                targets = batch.targets.to(device)
-                with autocast():
-                    nll = model.token_nll(batch.inputs.to(device), targets)
-                mask = targets != IGNORE_INDEX
-                total += nll.double()[mask].sum()
-                count += int(mask.sum())
+        for i, batch in enumerate(batches):
+            if i % world != rank:
+                continue
+            targets = batch.targets.to(device)
+            with fixed_seed(seed + i, device), autocast():
+                nll = model.token_nll(batch.inputs.to(device), targets)
+            mask = targets != IGNORE_INDEX
+            totals[0] += nll.double()[mask].sum()
+            totals[1] += mask.sum()
     finally:
         model.train(was_training)
-    mean = total.item() / max(count, 1)
-    return {"nll": mean, "ppl": ppl_from_nll(mean), "tokens": count}
+    if ctx is not None:
+        ctx.all_reduce_sum(totals)
+    total, count = totals.tolist()
+    mean = total / max(count, 1)
+    return {"nll": mean, "ppl": ppl_from_nll(mean), "tokens": int(count)}

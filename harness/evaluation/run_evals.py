@@ -25,12 +25,12 @@ the caller's RNG state is left as it was.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import Callable
 
-import torch
+
+from ebt_scaling.harness.precision import autocast
 
 from .contamination import DEFAULT_NGRAM, contamination, training_index
 from .grammar import TaskSpec, parse_tasks
@@ -58,12 +58,6 @@ def pretrain_batches(dataset, batch_size: int, n: int) -> list:
     return out
 
 
-def _autocast(spec, device: torch.device):
-    if spec.precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def _task_n(task: TaskSpec, examples: int | None, default: int) -> int:
     return examples if examples is not None else task.get("n", default)
 
@@ -79,7 +73,7 @@ def run_evals(model, spec, dataset=None, tasks=None, examples: int | None = None
 
         dataset = open_dataset(spec)
     device = model_device(model)
-    autocast = _autocast(spec, device)
+    amp = autocast(device, spec.precision)
     context, batch_size, seed = spec.model.context, spec.eval.batch_size, spec.seed
     out: dict = {"tasks": {}}
     encoded: dict[str, tuple[TaskSpec, list]] = {}
@@ -91,7 +85,7 @@ def run_evals(model, spec, dataset=None, tasks=None, examples: int | None = None
             if task.name == "pretrain":
                 n = _task_n(task, examples, spec.eval.batches * batch_size)
                 batches = pretrain_batches(dataset, batch_size, n)
-                result = score_batches(model, batches, seed, autocast)
+                result = score_batches(model, batches, seed, amp)
                 result.update(examples=sum(len(b.inputs) for b in batches), contamination=None)
             else:
                 score = task.get("score", "all")
@@ -99,7 +93,7 @@ def run_evals(model, spec, dataset=None, tasks=None, examples: int | None = None
                                         dataset.tokenizer)
                 encoded[task.label] = (task, items)
                 result = score_batches(model, example_batches(items, context, dataset.pad_id, batch_size, score),
-                                       seed, autocast)
+                                       seed, amp)
                 index = training_index(dataset, task.get("ngram", DEFAULT_NGRAM))
                 result.update(examples=len(items), score=score,
                               truncated=sum(len(e.ids) > context + 1 for e in items),
