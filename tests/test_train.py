@@ -41,7 +41,8 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
 
 @pytest.mark.parametrize("arch", ["transformer", "ebt"])
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_spec, tmp_path, arch):
-    spec = tiny_spec(arch)
+    # 96 steps: the kill (after step 8, polled every 50 ms) lands mid-run even on a fast machine.
+    spec = tiny_spec(arch, train={"tokens": 32 * 8 * 96})
     reference = train_run(spec, tmp_path / "reference", quiet=True)
     assert reference["status"] == "done"
 
