@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ebt_scaling.harness.precision import autocast
+from ebt_scaling.harness.spec import TrainSpec
+from ebt_scaling.harness.train import build_optimizer
 from ebt_scaling.models.config import ModelConfig
 from ebt_scaling.models.factory import build_model
 
@@ -117,14 +119,6 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _make_optimizer(model, device: torch.device) -> torch.optim.Optimizer:
-    lr = 1e-4  # the value is irrelevant to the timing; the EBT's alpha gets its multiplier
-    groups = [{"params": g["params"], "weight_decay": g["weight_decay"], "lr": lr * g["lr_scale"]}
-              for g in model.optimizer_groups(weight_decay=0.01)]
-    kwargs = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), **kwargs)
-
-
 def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.device, precision: str = "fp32",
                 warmup: int = 3, iters: int = 15, compile: bool = False, peak_tflops: float | None = None,
                 size_label: str = "", seed: int = 0) -> BenchResult:
@@ -144,7 +138,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
         torch.cuda.reset_peak_memory_stats(device)
     model = build_model(config).to(device)
     model.train()
-    optimizer = _make_optimizer(model, device)
+    optimizer = build_optimizer(model, TrainSpec(lr=1e-4), device)  # the LR does not change the timing
     try:
         amp = autocast(device, precision)
     except ValueError as exc:

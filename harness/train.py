@@ -35,7 +35,7 @@ from .evaluation.perplexity import score_batches
 from .precision import autocast
 from .run_dir import RunDir, atomic_write_json, atomic_write_text
 from .schedule import lr_at
-from .spec import RunSpec, load_spec, spec_to_yaml
+from .spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -45,6 +45,16 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def build_optimizer(model: LanguageModel, train: TrainSpec, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's parameter groups; each group keeps its `lr_scale` (EBT's
+    alpha: the LR multiplier), and the trainer sets lr = schedule x lr_scale every step."""
+    groups = model.optimizer_groups(train.weight_decay, train.decay_norms_and_embeddings)
+    return torch.optim.AdamW(
+        [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"],
+          "lr": train.lr * g["lr_scale"]} for g in groups],
+        lr=train.lr, betas=train.betas, eps=train.eps, fused=device.type == "cuda")
 
 
 def eval_steps(total_steps: int, points: int) -> set[int]:
@@ -97,11 +107,8 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # with one shared stream every shard of the batch would start from the same noise.
     torch.manual_seed(spec.seed + 1_000_003 * (ctx.rank + 1))
     data = open_dataset(spec, ctx.rank, ctx.world_size)  # checks the tokenizer fits model.vocab_size
-    groups = model.optimizer_groups(spec.train.weight_decay, spec.train.decay_norms_and_embeddings)
-    optimizer = torch.optim.AdamW(
-        [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"]} for g in groups],
-        lr=spec.train.lr, betas=spec.train.betas, eps=spec.train.eps, fused=device.type == "cuda")
-    params = [p for g in groups for p in g["params"]]
+    optimizer = build_optimizer(model, spec.train, device)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     batches = data.train_batches()
     val_batches = data.val_batches(spec.eval.batch_size, spec.eval.batches)
 

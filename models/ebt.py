@@ -54,7 +54,7 @@ class ThinkResult:
 
     nll: (steps, B, S) next-token NLL of the candidate after each step (0 at pads);
     energy: (steps + 1, B, S) energy of the candidate before each step and of the final
-    one; logits: (B, S, V) the final candidate. With several samples each position keeps
+    one (steps only, when think() was told to skip the final one); logits: (B, S, V) the final candidate. With several samples each position keeps
     the sample whose final energy is lowest (self-verification).
     """
 
@@ -193,9 +193,13 @@ class EBT(LanguageModel):
 
     # ------------------------------------------------------------------ inference
     def think(self, inputs: torch.Tensor, targets: torch.Tensor, steps: int | None = None, samples: int = 1,
-              langevin_sigma: float = 0.0) -> ThinkResult:
+              langevin_sigma: float = 0.0, final_energy: bool = True) -> ThinkResult:
         """Refine for any number of steps (also more than trained) from `samples` random
-        starts; each position keeps the sample with the lowest final energy."""
+        starts; each position keeps the sample with the lowest final energy. Without
+        `final_energy` (one sample only) the extra energy pass over the final candidate is
+        skipped and `energy` holds the `steps` energies before each step."""
+        if samples > 1 and not final_energy:
+            raise ValueError("think: best-of-N (samples > 1) needs final_energy=True to choose")
         steps = steps or self.config.ebt.steps
         best: ThinkResult | None = None
         with torch.no_grad():
@@ -214,14 +218,15 @@ class EBT(LanguageModel):
                 energy.append(e_k.detach())
                 nll.append(F.cross_entropy(at_least_fp32(y.transpose(1, 2)), targets, ignore_index=IGNORE_INDEX,
                                            reduction="none"))
-            with torch.no_grad():
-                energy.append(self.energy(torch.softmax(y, -1), kvs_by_step[key]))
+            if final_energy:
+                with torch.no_grad():
+                    energy.append(self.energy(torch.softmax(y, -1), kvs_by_step[key]))
             result = ThinkResult(torch.stack(nll), torch.stack(energy), y)
             best = result if best is None else _keep_lower_energy(best, result)
         return best
 
     def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.think(inputs, targets).nll[-1]
+        return self.think(inputs, targets, final_energy=False).nll[-1]
 
     def process_state(self) -> dict[str, torch.Tensor]:
         if not self.config.ebt.replay_buffer_size:

@@ -423,3 +423,112 @@ def test_slurm_submits_one_array_per_resource_class(tiny_spec, tmp_path, monkeyp
     assert all(len(job.entries) == 1 for e in FakeExecutor.made for job in e.submitted)  # one run per array task
     leased = [leases.read_lease(p.parent) for p in (tmp_path / "sweep" / "runs").glob("*/spec.yaml")]
     assert all(lease["state"] == "queued" and "_" in lease["job_id"] for lease in leased)
+
+
+# ---- reviewed faults: submitted leases, temporaries, scheduler errors, final SLURM states ------
+def test_submitted_runs_keep_their_leases_when_recording_a_job_fails(tiny_spec, tmp_path, monkeypatch):
+    import submitit
+
+    from ebt_scaling.harness.dispatch import submit as submit_module
+
+    runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(3)])
+    FakeExecutor.made = []
+    monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    real_update, calls = leases.update_lease, []
+
+    def flaky_update(*args, **kwargs):  # the disk fills up after sbatch accepted the array
+        calls.append(args)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(leases, "update_lease", flaky_update)
+    with pytest.raises(OSError):
+        submit_module.submit_sweep(tmp_path / "sweep", "slurm", load_profile("slurm"))
+    assert len(FakeExecutor.made[0].submitted) == 3
+    assert all(leases.read_lease(path) is not None for path in runs.values())  # none released
+
+
+def test_stale_temporaries_are_removed_under_the_lock_and_young_unknown_ones_kept(tmp_path):
+    import threading
+
+    (tmp_path / "checkpoints").mkdir()
+    lease_tmp, ckpt_tmp = tmp_path / ".lease.json.abc.tmp", tmp_path / "checkpoints" / ".step_3.pt.x.tmp"
+    young, old = tmp_path / ".notes.json.def.tmp", tmp_path / ".notes.json.old.tmp"
+    for f in (lease_tmp, ckpt_tmp, young, old):
+        f.write_text("partial")
+    os.utime(old, (time.time() - 600, time.time() - 600))
+    removed: list = []
+    with leases.run_lock(tmp_path):  # a lease writer is mid-write: the cleaner must wait for it
+        cleaner = threading.Thread(target=lambda: removed.extend(leases.remove_stale_temporaries(tmp_path)))
+        cleaner.start()
+        cleaner.join(0.3)
+        assert cleaner.is_alive() and lease_tmp.exists()
+    cleaner.join(10)
+    assert sorted(removed) == sorted([lease_tmp, ckpt_tmp, old])
+    assert young.exists() and not old.exists() and not ckpt_tmp.exists()
+
+
+@pytest.mark.parametrize("failure", ["exit", "timeout"])
+def test_a_failed_slurm_query_keeps_the_job_alive(tmp_path, monkeypatch, failure):
+    monkeypatch.setattr(leases.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    def broken(cmd, **kwargs):
+        if failure == "timeout":
+            raise subprocess.TimeoutExpired(cmd, 60)
+        return subprocess.CompletedProcess(cmd, 1, "", "slurm_load_jobs error: Unable to contact slurm controller")
+
+    monkeypatch.setattr(leases.subprocess, "run", broken)
+    assert leases.slurm_states(["77_1"]) == {"77_1": leases.UNREACHABLE}
+    old = dict(leases.new_lease("slurm"), job_id="77_1", submitted_at=time.time() - 3600)
+    assert leases.probe([old])[0].alive and not leases.is_dead(old)
+    assert leases.take_lease(tmp_path, old, leases.is_dead)[0]
+    assert not leases.take_lease(tmp_path, leases.new_lease("slurm"), leases.is_dead)[0]  # no second job
+    assert derive_state(None, old, leases.JobState(True, leases.UNREACHABLE), None, None, True)[0] == "pending"
+
+
+def test_a_job_slurmctld_forgot_is_asked_of_sacct_and_then_dead(monkeypatch):
+    monkeypatch.setattr(leases.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    def forgetful(cmd, **kwargs):
+        if cmd[0] == "squeue":
+            return subprocess.CompletedProcess(cmd, 1, "", "slurm_load_jobs error: Invalid job id specified")
+        return subprocess.CompletedProcess(cmd, 0, "JobID|State|NodeList\n", "")
+
+    monkeypatch.setattr(leases.subprocess, "run", forgetful)
+    assert leases.slurm_states(["78_1"]) == {"78_1": "UNKNOWN"}
+    old = dict(leases.new_lease("slurm"), job_id="78_1", submitted_at=time.time() - 3600)
+    assert leases.is_dead(old)
+
+
+def test_preempted_timeout_and_node_fail_with_checkpoints_are_resumable(tiny_spec, tmp_path, monkeypatch):
+    from ebt_scaling.harness.dispatch.status import discover
+    from ebt_scaling.harness.dispatch.submit import plan_submission
+
+    slurm = {"cluster": "slurm", "job_id": "5_0", "state": "running"}
+    for state in ("PREEMPTED", "TIMEOUT", "NODE_FAIL"):
+        assert derive_state(None, slurm, leases.JobState(False, state), None, None, True)[0] == "preempted"
+    assert derive_state(None, slurm, leases.JobState(False, "TIMEOUT"), None, None, False)[0] == "failed"
+    monkeypatch.setattr(leases, "slurm_states", lambda ids: {i: "PREEMPTED" for i in ids})
+    runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(2)])
+    for i, path in enumerate(runs.values()):
+        (path / "checkpoints").mkdir()
+        (path / "checkpoints" / "step_00000003.pt").write_bytes(b"")
+        leases.take_lease(path, dict(leases.new_lease("slurm"), job_id=f"9_{i}", submitted_at=time.time()),
+                          leases.is_dead)
+    rows = sweep_status(tmp_path / "sweep")
+    assert all(r.state == "preempted" and not r.job_alive for r in rows)  # not "requeued" forever
+    todo, skipped, _ = plan_submission(discover(tmp_path / "sweep"), retry_failed=False)
+    assert sorted(r.run_id for r in todo) == sorted(runs) and not skipped
+
+
+@pytest.mark.parametrize("runs", [1, 10])
+def test_bench_plan_with_few_runs(runs, capsys):
+    code, out, _ = cli("bench-plan", "--runs", runs, "--repeat", 1, capsys=capsys)
+    assert code == 0 and f"planned {runs} runs" in out
+
+
+def test_ci_script_fails_on_any_install_step():
+    text = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in text
+    assert not [ln for ln in text.splitlines() if "&&" in ln and not ln.lstrip().startswith("#")]

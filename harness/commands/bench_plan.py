@@ -27,7 +27,8 @@ def add_arguments(parser) -> None:
 
 def generated_sweep(runs: int) -> dict:
     """A sweep file (as data) with about `runs` runs."""
-    budgets = max(1, math.ceil(runs / (ARCHS * POINTS * SEEDS)))
+    # at least 2: a log-spaced range from start to stop needs two points (fewer runs are cut off after)
+    budgets = max(2, math.ceil(runs / (ARCHS * POINTS * SEEDS)))
     return {
         "name": "bench",
         "base": {"model": {"vocab_size": 50277, "context": 2048}, "precision": "bf16"},

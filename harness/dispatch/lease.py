@@ -7,7 +7,8 @@ existing lease happen under flock(2) on ``RUN_DIR/.lease.lock`` and are written 
 atomic rename. A lease is broken only after its job is known dead:
 
 * SLURM: the job's state from squeue (one call for all leases; slurmctld's live view),
-  and from sacct through submitit's watcher for jobs squeue no longer lists;
+  and from sacct through submitit's watcher for jobs squeue no longer lists; when the
+  query itself fails (error exit, timeout) the job counts as alive (UNREACHABLE);
 * local: the submitit controller's pid is alive (same host, same process start time);
 * debug, or a submission still in progress: the submitting process is alive.
 
@@ -39,12 +40,18 @@ CANCELLED = "cancelled.json"
 LAST_JOB = "last_job.json"
 
 # SLURM states of a job that still exists and may still run (sacct / squeue spellings).
+# PREEMPTED is final (a requeued job shows REQUEUED / PENDING instead), so it is not live.
 SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-              "SUSPENDED", "RESIZING", "PREEMPTED", "SIGNALING", "STAGE_OUT", "STOPPED", "READY",
+              "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "READY",
               "RESV_DEL_HOLD", "POWER_UP_NODE", "UNKNOWN"}
+# slurm_states' word for a job whose state could not be queried (squeue / sacct failed):
+# taken as alive, so a scheduler hiccup never makes a live job's lease look dead.
+UNREACHABLE = "UNREACHABLE"
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT", "RESIZING"}
 # A job sacct and squeue do not know (yet) is taken as live for this long after submission.
 UNKNOWN_GRACE_S = 120.0
+# remove_stale_temporaries leaves younger temporaries of unknown writers alone.
+STALE_TMP_S = 300.0
 
 
 def hostname() -> str:
@@ -195,17 +202,22 @@ def _normalise(state: str) -> str:
 def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     """SLURM state of each job id (array tasks as 123_4): squeue first (slurmctld's live view,
     recently ended jobs included), then sacct through submitit's watcher (one call) for the
-    jobs squeue no longer lists; UNKNOWN if neither knows the job."""
+    jobs squeue no longer lists; UNKNOWN if neither knows the job, UNREACHABLE for the jobs
+    whose query failed (an error exit or a timeout of squeue or sacct)."""
     ids = sorted({str(j) for j in job_ids if j})
     if not ids:
         return {}
     states: dict[str, str] = {}
+    squeue_failed = False
     if shutil.which("squeue"):
         try:
-            out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
-                                 capture_output=True, text=True, timeout=60).stdout
+            proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
+                                  capture_output=True, text=True, timeout=60)
+            # "Invalid job id specified": slurmctld has forgotten every one of them (ask sacct)
+            squeue_failed = proc.returncode != 0 and "invalid job id" not in (proc.stderr or "").lower()
+            out = proc.stdout or ""
         except (OSError, subprocess.SubprocessError):
-            out = ""
+            squeue_failed, out = True, ""
         for line in out.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] in ids:
@@ -220,9 +232,21 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
         finished = getattr(watcher, "_finished", None)
         if isinstance(finished, set):  # re-read them: a requeued job can leave a final state
             finished.difference_update(missing)
-        watcher.update()
+        # The watcher's own update() swallows sacct errors (the states would read UNKNOWN and
+        # the jobs look dead), so run its command here and notice a failure.
+        command = watcher._make_command()
+        if command:
+            try:
+                proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                proc = None
+            if proc is None or proc.returncode != 0:
+                return {j: states.get(j, UNREACHABLE) for j in ids}
+            watcher._info_dict.update(watcher.read_info(proc.stdout or ""))
         for job_id in missing:
             states[job_id] = _normalise(watcher.get_state(job_id, mode="cache"))
+    elif missing and squeue_failed:
+        return {j: states.get(j, UNREACHABLE) for j in ids}
     return {j: states.get(j, "UNKNOWN") for j in ids}
 
 
@@ -249,6 +273,8 @@ def _probe_one(lease: dict, slurm: dict[str, str] | None) -> JobState:
         return JobState(alive, "SUBMITTING" if alive else "GONE")
     if cluster == "slurm":
         state = (slurm if slurm is not None else slurm_states([job_id])).get(str(job_id), "UNKNOWN")
+        if state == UNREACHABLE:  # the scheduler could not be asked: never break a lease on that
+            return JobState(True, UNREACHABLE)
         if state == "UNKNOWN":
             recent = now - float(lease.get("submitted_at") or lease.get("time", 0)) < UNKNOWN_GRACE_S
             return JobState(recent, "UNKNOWN" if recent else "GONE")
@@ -277,7 +303,9 @@ def is_cancelled(run_dir: Path) -> bool:
 
 
 def mark_cancelled(run_dir: Path, **info) -> None:
-    atomic_write_json(Path(run_dir) / CANCELLED, {"time": time.time(), "host": hostname(), "pid": os.getpid(), **info})
+    with run_lock(run_dir):  # under the lock: remove_stale_temporaries never deletes its temporary
+        atomic_write_json(Path(run_dir) / CANCELLED,
+                          {"time": time.time(), "host": hostname(), "pid": os.getpid(), **info})
 
 
 def failure(run_dir: Path) -> dict | None:
@@ -307,16 +335,32 @@ def record_failure(run_dir: Path, exc: BaseException, **info) -> str:
     return line
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+# Files whose temporaries only the lease holder writes (the run's own outputs), and files
+# written only under run_lock (lease, last job, cancel marker): while the holder, starting,
+# holds the lock, no writer of either can be mid-write, so their temporaries are stale.
+_HOLDER_FILES = ("spec.yaml", "metrics.jsonl", "result.json", FAILED, "train.log")
+_LOCKED_FILES = (LEASE, LAST_JOB, CANCELLED)
+
+
+def remove_stale_temporaries(run_dir: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
     """Delete temporary files that killed writers left in a run directory (dot-files ending
     in .tmp from atomic writes, there and in checkpoints/). Only the lease holder calls
-    this, when it starts: nobody else can be writing then."""
+    this, when it starts, and it holds run_lock meanwhile: temporaries of the holder's own
+    files, of checkpoints and of lock-guarded files go whatever their age; any other
+    temporary (a writer this module does not know) only once older than `max_age_s`."""
     run_dir = Path(run_dir)
     removed = []
-    for folder in (run_dir, run_dir / "checkpoints"):
-        if folder.is_dir():
+    known = tuple(f".{name}." for name in _HOLDER_FILES + _LOCKED_FILES)
+    with run_lock(run_dir):
+        now = time.time()
+        for folder in (run_dir, run_dir / "checkpoints"):
+            if not folder.is_dir():
+                continue
             for tmp in folder.glob(".*.tmp"):
                 with contextlib.suppress(OSError):
+                    if folder == run_dir and not tmp.name.startswith(known) and \
+                            now - tmp.stat().st_mtime < max_age_s:
+                        continue
                     tmp.unlink()
                     removed.append(tmp)
     return removed

@@ -3,11 +3,13 @@
 States:
   pending    not started, or queued (a live job holds its lease but has not started it)
   running    its job is running it
-  preempted  stopped part-way (preemption, time limit, a killed job) with checkpoints to
-             resume from; queued again when a live job holds it, else resumed by `submit`
+  preempted  stopped part-way (preemption, time limit, node failure, a killed job) with
+             checkpoints to resume from; queued again when a live job holds it, else
+             resumed by `submit` (no --retry-failed needed)
   done / diverged   result.json
-  failed     failed.json, or the job ended FAILED / TIMEOUT / OUT_OF_MEMORY / NODE_FAIL
-             without a result (re-run with `submit --retry-failed`)
+  failed     failed.json, or the job ended FAILED / OUT_OF_MEMORY / BOOT_FAIL / DEADLINE (or
+             TIMEOUT / NODE_FAIL before its first checkpoint) without a result (re-run with
+             `submit --retry-failed`)
   cancelled  cancelled.json from `ebt-scaling cancel` (or the job was scancelled)
 """
 from __future__ import annotations
@@ -30,6 +32,8 @@ from . import lease as leases
 STATES = ("pending", "running", "preempted", "done", "diverged", "failed", "cancelled")
 FINAL = {"done", "diverged"}
 SLURM_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+# Final job states that stop a run from outside; with a checkpoint the run is resumable.
+SLURM_INTERRUPTED = {"PREEMPTED", "TIMEOUT", "NODE_FAIL"}
 RECENT_ROWS = 5  # metrics rows averaged for tokens/s
 
 
@@ -111,9 +115,12 @@ def derive_state(result: dict | None, lease: dict | None, job: leases.JobState |
     if cancelled is not None:
         return "cancelled", "cancelled" + (f" (job {cancelled['job_id']})" if cancelled.get("job_id") else "")
     if lease is not None and job is not None and job.alive:
+        if job.state == leases.UNREACHABLE:
+            return ("running" if lease.get("state") == "running" else "pending"), \
+                f"SLURM query failed; assuming job {lease.get('job_id')} lives"
         if job.running and (lease.get("cluster") == "slurm" or lease.get("state") == "running"):
             return "running", ""
-        if lease.get("state") in ("running", "preempted") or job.state in ("REQUEUED", "PREEMPTED"):
+        if lease.get("state") in ("running", "preempted") or job.state in ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
             # it had started and is queued again (preemption, time limit, scontrol requeue)
             return "preempted", f"requeued ({lease.get('preemptions', 0)} graceful preemptions)"
         return "pending", "queued" if job.state != "SUBMITTING" else "submitting"
@@ -122,6 +129,8 @@ def derive_state(result: dict | None, lease: dict | None, job: leases.JobState |
     if lease is not None and job is not None:  # its job is gone without a result
         if job.state == "CANCELLED":
             return "cancelled", f"job {lease.get('job_id')} was cancelled"
+        if job.state in SLURM_INTERRUPTED and has_checkpoint:
+            return "preempted", f"job {lease.get('job_id')} ended {job.state} part-way; resumable"
         if job.state in SLURM_FAILED:
             return "failed", f"job {lease.get('job_id')} ended {job.state} without a result"
         if has_checkpoint:
@@ -178,11 +187,11 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
         eta = None
         if state == "running" and progress["tokens_per_s"]:
             eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
+        owner = lease or leases.last_job(r.path) or {}
         rows.append(RunStatus(
             run_id=r.run_id, state=state, arch=r.spec.tags.get("arch_label", r.spec.model.arch),
             label=_label(r.spec.tags), detail=detail,
-            job_id=(lease or leases.last_job(r.path) or {}).get("job_id"),
-            cluster=(lease or leases.last_job(r.path) or {}).get("cluster"), job_state=job.state if job else None,
+            job_id=owner.get("job_id"), cluster=owner.get("cluster"), job_state=job.state if job else None,
             job_alive=bool(job and job.alive),
             step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
             tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
@@ -251,7 +260,7 @@ def cancel_runs(sweep_dir: str | Path, only: list[str] | None = None) -> list[tu
     # Local workers hold several runs; kill one only when every unfinished run it holds goes.
     by_pid: dict[int, list[str]] = {}
     if any((r.lease or {}).get("cluster") in ("local", "debug") for r in targets):
-        for r in sweep_status(sweep_dir):
+        for r in (rows if not only else sweep_status(sweep_dir)):
             lease = r.lease or {}
             if lease.get("cluster") in ("local", "debug") and r.state not in FINAL | {"cancelled"}:
                 by_pid.setdefault(int(lease.get("job_pid") or 0), []).append(r.run_id)

@@ -141,7 +141,9 @@ def submit_sweep(sweep_dir: str | Path, cluster: str, profile: ClusterProfile, r
             else:
                 raise DispatchError(f"--cluster: must be slurm, local or debug, got {cluster!r}")
         finally:
-            for r, lease in taken:  # anything not handed to a job gives its lease back
+            # Anything not handed to a job gives its lease back; a run whose job the scheduler
+            # accepted keeps it (report.submitted is filled as soon as sbatch / submit returns).
+            for r, lease in taken:
                 if r.run_id not in report.submitted:
                     leases.release_lease(r.path, lease["token"])
     if wait and report.submitted and cluster != "debug":
@@ -193,13 +195,16 @@ def _submit_slurm(sweep_dir: Path, taken, classes: dict[str, Resources], profile
                         for r, lease in members]
         except Exception as exc:  # sbatch refused (bad partition, account, limits, ...)
             raise DispatchError(f"sbatch failed for class {res.class_name!r}: {_submission_error(exc)}") from None
+        # The jobs exist from here on: record them first, so that a failure below (writing a
+        # lease) never makes submit_sweep release the lease of a run whose job was submitted.
+        for (r, _), job in zip(members, jobs):
+            report.submitted[r.run_id] = str(job.job_id)
+        report.jobs.append(str(jobs[0].job_id).split("_")[0])
         now = time.time()
         for (r, lease), job in zip(members, jobs):
             leases.update_lease(r.path, lease["token"], state_from=("submitting",), job_id=str(job.job_id),
                                 state="queued", submitted_at=now, folder=str(folder / "%j"),
                                 resource_class=res.class_name)
-            report.submitted[r.run_id] = str(job.job_id)
-        report.jobs.append(str(jobs[0].job_id).split("_")[0])
 
 
 # ---- local ---------------------------------------------------------------------------------
@@ -247,14 +252,15 @@ def _submit_local(sweep_dir: Path, taken, classes: dict[str, Resources], profile
                 job = executor.submit(job_fn)
         except Exception as exc:
             raise DispatchError(f"local submission failed: {_submission_error(exc)}") from None
+        for r, _ in queue:  # the job exists: record it before anything else can fail (see _submit_slurm)
+            report.submitted[r.run_id] = str(job.job_id)
+        report.jobs.append(str(job.job_id))
         pid = int(job.job_id)
         now = time.time()
         for r, lease in queue:
             leases.update_lease(r.path, lease["token"], state_from=("submitting",), job_id=str(job.job_id),
                                 state="queued", submitted_at=now, folder=str(folder / "%j"), job_pid=pid,
                                 job_pid_start=leases.proc_start(pid), job_host=host, gpus=list(slot))
-            report.submitted[r.run_id] = str(job.job_id)
-        report.jobs.append(str(job.job_id))
 
 
 # ---- debug (in-process) ---------------------------------------------------------------------
