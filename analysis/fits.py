@@ -358,10 +358,11 @@ def find_crossover(reference: Curve, candidate: Curve, *, c_min: float = DEFAULT
     if crossings:
         c_star = crossings[0]
         l_star = float(reference.predict(c_star))
+        after = ref_name if below == cand_name else cand_name   # lower just above the first crossing
         msg = (f"{cand_name} and {ref_name} cross at {c_star:.3g} FLOPs (loss {l_star:.4g}); "
-               f"{below} is lower below it, {above if len(crossings) % 2 else below} above")
+               f"{below} is lower below it, {after} above")
         if len(crossings) > 1:
-            msg += f" ({len(crossings)} crossings in {rng})"
+            msg += f" ({len(crossings)} crossings in {rng}; {above} is lower at {budget:.3g})"
         return Crossover("crossover", c_star, l_star, c_min, budget, below, above, tuple(crossings), trend,
                          meets_at, msg)
     msg = f"no crossover in {rng}: {above} is lower throughout; the gap is {trend} at {budget:.3g}"

@@ -306,11 +306,11 @@ def _approaches(doc: Doc, an: Analysis) -> None:
             else:
                 iv = fmt_interval(b.get("n_opt_interval"))
                 rows.append([lb, f"{b['compute']:.3g}", f"{b['n_opt']:.4g} {iv}", f"{b['loss_opt']:.4g}",
-                             f"edge minimum in {b.get('n_opt_edge_fraction', 0) * 100:.0f}% of resamples"
-                             if b.get("n_opt_edge_fraction") else ""])
+                             f"interval {b['n_opt_interval_note']}" if b.get("n_opt_interval_note") else ""])
     doc.table(["label", "budget C (FLOPs)", "N* (parameters)", "loss at N*", "note"], rows)
     doc.p("N* is the minimum of the parabola through the lowest-loss size and its two neighbours (in log N); "
-          "budgets whose lowest loss is at the smallest or largest size are dropped. Its interval comes from the "
+          "budgets whose lowest loss is at the smallest or largest size are dropped, and so are such resamples: "
+          "the intervals are conditional on an interior minimum (narrower than unconditional ones). Its interval comes from the "
           "unit bootstrap: a unit holds every seed of a size at a budget, so it reflects which sizes are drawn, "
           "not seed noise; the exponent's interval reflects the scatter between budgets.")
     items = []
@@ -318,7 +318,8 @@ def _approaches(doc: Doc, an: Analysis) -> None:
         if e.get("status") == "ok":
             if "exponent" in e:
                 items.append(f"{lb}: N* ∝ C^{e['exponent']:.3f} {_iv(e, 'exponent')} over {e['n_budgets']} budgets "
-                             f"({e['mode']})" + (f"; {e['warning']}" if e.get("warning") else ""))
+                             f"({e['mode']})" + (f"; {e['warning']}" if e.get("warning") else "")
+                             + (f"; interval {e['interval_note']}" if e.get("interval_note") else ""))
             else:
                 items.append(f"{lb}: {e.get('exponent_note')}")
     doc.ul(items)

@@ -488,11 +488,64 @@ class _Analyzer:
         return entry
 
     # ------------------------------------------------------------------ comparisons
+    def _paired(self, an: Analysis, ref: str, cand: str, axes: dict) -> tuple[pd.DataFrame, dict, dict, dict, dict,
+                                                                               list[str]]:
+        """Fits of ref and cand on the (unit, seed) pairs both finished: (points, power, power_samples,
+        saturating, saturating_samples, dropped runs). The per-label fits when nothing is dropped."""
+        p = self.points[self.points["arch_label"].isin([ref, cand])]
+        key = p["unit"].astype(str) + "\x00" + p["seed"].astype(str)
+        is_r = (p["arch_label"] == ref).to_numpy()
+        shared = set(key[is_r]) & set(key[~is_r])
+        keep = key.isin(shared).to_numpy()
+        dropped = [f"{r.arch_label} {r.run_id} (unit {r.unit}, seed {r.seed}): no {cand if r.arch_label == ref else ref} "
+                   f"partner" for r in p[~keep].itertuples()]
+        labels = (ref, cand)
+        if not dropped:
+            return (p, {lb: an.power[lb] for lb in labels}, {lb: an.power_samples[lb] for lb in labels},
+                    {lb: an.saturating.get(lb) for lb in labels},
+                    {lb: an.saturating_samples.get(lb) for lb in labels}, [])
+        p = p[keep]
+        power: dict = {lb: {} for lb in labels}
+        samples: dict = {lb: {} for lb in labels}
+        sat: dict = {}
+        sat_samples: dict = {}
+        for lb in labels:
+            q = p[p["arch_label"] == lb]
+            codes = q["unit_code"].to_numpy()
+            for axis, col in axes.items():
+                x, y = q[col].to_numpy(float), q["val_loss"].to_numpy(float)
+                good = np.isfinite(x) & (x > 0)
+                if np.unique(x[good]).size < 2:
+                    continue
+                power[lb][axis] = fit_power_law(x[good], y[good])
+                if len(self.counts):
+                    samples[lb][axis] = weighted_loglog_fits(np.log(x[good]), np.log(y[good]),
+                                                             self.counts[:, codes[good]])
+            c, y = q[self.flops_col].to_numpy(float), q["val_loss"].to_numpy(float)
+            sat[lb], sat_samples[lb] = None, None
+            if np.unique(c).size >= MIN_SATURATING and an.saturating.get(lb) is not None:
+                try:
+                    sat[lb] = fit_saturating(c, y)
+                except (ValueError, RuntimeError):
+                    continue
+                w = self.counts[:, codes].astype(np.int64) if len(self.counts) else np.zeros((0, len(c)), np.int64)
+                futures = [self.jobs.submit(_saturating_task, c, y, w[i:i + SAT_CHUNK])
+                           for i in range(0, len(w), SAT_CHUNK)]
+                sat_samples[lb] = [s for f in futures for s in f.result()]
+        return p, power, samples, sat, sat_samples, dropped
+
     def _compare(self, an: Analysis, ref: str, cand: str, axes: dict) -> dict:
         cfg = self.config
         out: dict = {"reference": ref, "candidate": cand, "axes": {}}
+        # Paired comparison: both labels fitted on the (unit, seed) pairs both finished, so the point
+        # estimates match the paired bootstrap; per-label tables keep every run.
+        pts, power, power_samples, saturating, saturating_samples, dropped = self._paired(an, ref, cand, axes)
+        out["pairs"] = {"n_shared": int(len(pts)) // 2, "dropped": dropped}
+        if dropped:
+            self.warnings.append(f"{cand} vs {ref}: comparison on the {len(pts) // 2} (unit, seed) pair(s) both "
+                                 f"finished; dropped {len(dropped)} unmatched run(s): " + "; ".join(dropped))
         for axis in axes:
-            f_r, f_c = an.power[ref].get(axis), an.power[cand].get(axis)
+            f_r, f_c = power[ref].get(axis), power[cand].get(axis)
             if f_r is None or f_c is None:
                 out["axes"][axis] = {"status": "skipped",
                                      "reason": f"no power law vs {axis} for {ref if f_r is None else cand}"}
@@ -503,21 +556,20 @@ class _Analyzer:
                      "advantage": scaling_rate_advantage(f_c.slope, f_r.slope)}
             if f_r.slope >= 0 or f_c.slope >= 0:
                 entry["warning"] = "a slope is >= 0 (loss not falling): the advantage is not meaningful"
-            s_r, s_c = an.power_samples[ref].get(axis), an.power_samples[cand].get(axis)
+            s_r, s_c = power_samples[ref].get(axis), power_samples[cand].get(axis)
             if s_r is not None and s_c is not None:
                 b_r, b_c = s_r[0], s_c[0]
                 entry["intervals"] = {"slope_diff": _interval(b_c - b_r, cfg.ci),
                                       "slope_ratio": _interval(b_c / b_r, cfg.ci),
                                       "advantage": _interval(scaling_rate_advantage(b_c, b_r), cfg.ci)}
             out["axes"][axis] = entry
-        f_r, f_c = an.power[ref].get("flops"), an.power[cand].get("flops")
+        f_r, f_c = power[ref].get("flops"), power[cand].get("flops")
         if f_r is None or f_c is None:
             out["crossover"] = {"status": "skipped", "reason": "no power law vs FLOPs for both labels"}
             self.skip("crossover / FLOP multiplier", cand, out["crossover"]["reason"])
             return out
-        pts = an.points[an.points["arch_label"].isin([ref, cand])]
         c_min = float(pts[self.flops_col].min())
-        c_ref_max = float(an.points.loc[an.points["arch_label"] == ref, self.flops_col].max())
+        c_ref_max = float(pts.loc[pts["arch_label"] == ref, self.flops_col].max())
         budget = max(cfg.budget, c_min * 10)
         if budget != cfg.budget:
             self.warnings.append(f"budget {cfg.budget:.3g} is below the data ({c_min:.3g} FLOPs): "
@@ -526,17 +578,17 @@ class _Analyzer:
         cross: dict = {"c_min": c_min, "budget": budget}
         pc = find_crossover(f_r, f_c, c_min=c_min, budget=budget, labels=labels)
         cross["power_law"] = pc.to_dict()
-        s_r, s_c = an.power_samples[ref].get("flops"), an.power_samples[cand].get("flops")
+        s_r, s_c = power_samples[ref].get("flops"), power_samples[cand].get("flops")
         if s_r is not None and s_c is not None:
             samples = power_law_crossover_compute(s_r[1], s_r[0], s_c[1], s_c[0], c_min=c_min, budget=budget)
             ok = np.isfinite(s_r[0]) & np.isfinite(s_c[0])
             cross["power_law"]["interval"] = _interval(samples[ok], cfg.ci)
             cross["power_law"]["fraction_crossing"] = _finite_frac(samples[ok])
-        sat_r, sat_c = an.saturating.get(ref), an.saturating.get(cand)
+        sat_r, sat_c = saturating.get(ref), saturating.get(cand)
         if sat_r is not None and sat_c is not None:
             sc = find_crossover(sat_r, sat_c, c_min=c_min, budget=budget, labels=labels)
             cross["saturating"] = sc.to_dict()
-            sr, scs = an.saturating_samples.get(ref) or [], an.saturating_samples.get(cand) or []
+            sr, scs = saturating_samples.get(ref) or [], saturating_samples.get(cand) or []
             vals = [find_crossover(a, b, c_min=c_min, budget=budget, labels=labels, n_grid=257).compute_or_inf
                     if a is not None and b is not None else np.nan for a, b in zip(sr, scs)]
             if vals:
@@ -561,7 +613,7 @@ class _Analyzer:
         if sat_r is not None and sat_c is not None:
             mult["sat"] = flop_multiplier(sat_r, sat_c, grid)
             sat_q = flop_multiplier(sat_r, sat_c, np.array(quote))
-            sr, scs = an.saturating_samples.get(ref) or [], an.saturating_samples.get(cand) or []
+            sr, scs = saturating_samples.get(ref) or [], saturating_samples.get(cand) or []
             pairs = [(a, b) for a, b in zip(sr, scs) if a is not None and b is not None]
             if pairs:
                 sg = np.array([flop_multiplier(a, b, grid) for a, b in pairs])
@@ -760,6 +812,10 @@ class _Analyzer:
                         samples[k] = math.exp(fk[0])
                 rec["n_opt_interval"] = _interval(samples, ci)
                 rec["n_opt_edge_fraction"] = float(np.mean(np.isnan(samples)))
+                k_drop = int(np.sum(np.isnan(samples)))
+                # resamples without an interior minimum are dropped: the interval is conditional (narrower)
+                rec["n_opt_interval_note"] = (f"conditional on an interior minimum; {k_drop} of {len(samples)} "
+                                              "resamples dropped (minimum on the grid edge or < 3 sizes drawn)")
                 boot_n.append(samples)
             an_iso["budgets"].append(rec)
         entry = {"status": "ok", "mode": mode, "budgets": an_iso["budgets"],
@@ -779,6 +835,9 @@ class _Analyzer:
                         ex[k] = np.polyfit(lb_[m], np.log(S[m, k]), 1)[0]
                 entry["intervals"] = {"exponent": _interval(ex, ci)}
                 entry["n_failed"] = int(np.sum(np.isnan(ex)))
+                entry["interval_note"] = ("conditional on interior minima: per resample, the exponent is fitted "
+                                          "to the budgets whose minimum is interior; "
+                                          f"{entry['n_failed']} of {len(ex)} resamples dropped (< 2 such budgets)")
             an_iso["fit"] = fit
             if len(budgets) == 2:
                 entry["warning"] = "2 budgets with interior minima: the exponent passes through both"

@@ -117,7 +117,6 @@ class Planner:
         self._rest_json = {k: json.dumps(v, sort_keys=True) for k, v in rest.items()}
         self._json: dict[Any, str] = {}
         self._fast_ids: bool | None = None  # None: not yet checked against spec_hash
-        self._optimum_ratio = 0.0
         self._base_fields = {f.name: getattr(self.base, f.name) for f in fields(RunSpec) if f.init}
         self.warnings: list[str] = []
 
@@ -153,9 +152,11 @@ class Planner:
             return rules.compute_optimal_params(budget, tr.coefficient, tr.exponent)
         # tokens_per_param: solve C = fpt(N) * r * N, i.e. N = sqrt(C / (r * fpt(N) / N)). FLOPs
         # per token per parameter (q) vary slowly with N, so iterate on q of the nearest real
-        # shape: a continuous optimum, unaffected by the jumps between discrete shapes.
+        # shape: a continuous optimum, unaffected by the jumps between discrete shapes. Every budget
+        # starts from the same guess (no state carried between budgets), so the sizes and run ids at
+        # a budget do not depend on which other budgets the sweep holds.
         r = tr.tokens_per_param
-        n = self._optimum_ratio * math.sqrt(budget) if self._optimum_ratio else math.sqrt(budget / (6.0 * r))
+        n = math.sqrt(budget / (6.0 * r))
         for _ in range(8):
             solved = self.solver.solve(n)
             q = self.ref_fpt(solved.shape) / solved.achieved
@@ -164,7 +165,6 @@ class Planner:
             n = new
             if done:
                 break
-        self._optimum_ratio = n / math.sqrt(budget)
         return n
 
     # ----------------------------------------------------------------- points

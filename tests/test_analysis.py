@@ -286,6 +286,34 @@ def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
     assert ours_iv[0] == pytest.approx(lo) and (ours_iv[1] == hi or ours_iv[1] == pytest.approx(hi))
 
 
+def test_comparison_fits_both_labels_on_shared_units_only(tmp_path):
+    """A diverged EBT run drops its T++ partner from the comparison (not from T++'s own table)."""
+    from ebt_scaling.analysis.fits import fit_power_law
+
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.01,
+                          special={("EBT-S1", "s96", 0): "diverged"})
+    an = analyze(load_sweep(tmp_path), AnalysisConfig(n_boot=100, seed=1, workers=1))
+    res, pts = an.result, an.points
+    partner = _run_id(tmp_path, "T++", "s96", 0)
+    t_all = pts[pts["arch_label"] == "T++"]
+    t_shared = t_all[t_all["run_id"] != partner]
+    paired = fit_power_law(t_shared["flops_full"].to_numpy(float), t_shared["val_loss"].to_numpy(float)).slope
+    own = res["power_laws"]["T++"]["flops"]
+    assert own["n"] == 5 and own["slope"] != pytest.approx(paired, rel=1e-6)   # per-label table: every run
+    comp = res["comparisons"]["EBT-S1"]
+    flops = comp["axes"]["flops"]
+    assert flops["slope_reference"] == pytest.approx(paired, rel=1e-9)
+    assert flops["slope_candidate"] == pytest.approx(res["power_laws"]["EBT-S1"]["flops"]["slope"], rel=1e-9)
+    assert flops["slope_diff"] == pytest.approx(flops["slope_candidate"] - paired, rel=1e-9)
+    assert comp["pairs"]["n_shared"] == 4 and len(comp["pairs"]["dropped"]) == 1
+    assert partner in comp["pairs"]["dropped"][0]
+    assert any(partner in w and "unmatched" in w for w in res["warnings"])
+    # the crossover and multiplier come from the same paired fits
+    c_min = float(t_shared["flops_full"].min())
+    assert comp["crossover"]["c_min"] == pytest.approx(min(c_min, float(pts.loc[pts["arch_label"] == "EBT-S1",
+                                                                                  "flops_full"].min())))
+
+
 def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
     """isoFLOP runs of L = E + A/N^a + B/D^b with C = 6ND: the minima follow N* = G (C/6)^(b/(a+b))."""
     law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
@@ -307,6 +335,16 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
     for rec in a2["budgets"]:
         assert "dropped" not in rec
         assert rec["n_opt"] == pytest.approx(float(chinchilla_n_opt(law, rec["compute"])), rel=0.12)
+        # resamples with an edge minimum are dropped: the interval says it is conditional, and how many
+        k = round(rec["n_opt_edge_fraction"] * 50)
+        assert rec["n_opt_interval_note"].startswith(f"conditional on an interior minimum; {k} of 50 resamples")
+    assert a2["interval_note"].startswith("conditional on interior minima") and f"of 50 resamples" in a2["interval_note"]
+    from ebt_scaling.analysis.report import build_report
+
+    build_report(an, tmp_path / "analysis", tmp_path)
+    md = (tmp_path / "analysis" / "report.md").read_text()
+    assert all(f"interval {rec['n_opt_interval_note']}" in md for rec in a2["budgets"])
+    assert f"interval {a2['interval_note']}" in md
     # the runs vary N and D: Approach 3 runs and recovers the noise-free law's exponents
     a3 = an.result["approach3"]["T++"]
     assert a3["status"] == "ok"

@@ -280,6 +280,18 @@ def test_no_crossover_cases():
     assert find_crossover(tpp, sat).status == "none_below_budget"
 
 
+def test_crossover_message_names_the_lower_curve_on_each_side():
+    # a saturating EBT dips below T++ and comes back above it: two crossings
+    tpp = PowerLawFit(slope=-0.05, intercept=math.log(30.0), r2=1.0, n=10)
+    sat = SaturatingFit(2.0, math.log(3e3), 0.2, 0.0, 0, False)
+    out = find_crossover(tpp, sat, c_min=1e10, budget=1e27, labels=("T++", "EBT"))
+    assert len(out.crossings) == 2 and out.better_below == "T++" and out.better_above == "T++"
+    assert "T++ is lower below it, EBT above" in out.message and "T++ is lower at 1e+27" in out.message
+    one = find_crossover(tpp, PowerLawFit(slope=-0.06, intercept=math.log(30.0 * 1e20 ** 0.01), r2=1.0, n=10),
+                         budget=1e27, labels=("T++", "EBT"))
+    assert len(one.crossings) == 1 and "T++ is lower below it, EBT above" in one.message
+
+
 # ---------------------------------------------------------------------------- CLI
 
 def test_fit_cli_json(tmp_path, capsys):
@@ -297,6 +309,23 @@ def test_fit_cli_json(tmp_path, capsys):
     lo, hi = out["intervals"]["alpha"]
     assert lo - 1e-6 <= out["alpha"] <= hi + 1e-6
     assert out["n_points"] == 40 and out["bootstrap"]["n_resamples"] == 20
+
+
+def test_fit_cli_json_failed_fit_is_strict_json_and_non_zero(tmp_path, capsys, monkeypatch):
+    from ebt_scaling.analysis import approach3
+
+    N, D = synthetic_nd(5, 8)
+    pd.DataFrame({"params": N, "tokens": D, "val_loss": predict_loss(TRUTH_THETA, N, D)}).to_csv(
+        tmp_path / "runs.csv", index=False)
+    monkeypatch.setattr(approach3, "fit_approach3", lambda *a, **k: approach3.Approach3Fit(
+        math.nan, math.nan, math.nan, math.nan, math.nan, loss_value=math.inf, n_points=len(a[0])))
+    code = main(["fit", str(tmp_path / "runs.csv"), "--params-col", "params", "--tokens-col", "tokens",
+                 "--loss-col", "val_loss", "--json"])
+    captured = capsys.readouterr()
+    assert code != 0
+    out = json.loads(captured.out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    assert out["E"] is None and out["a"] is None and out["objective_value"] is None
+    assert len(captured.err.strip().splitlines()) == 1 and "failed" in captured.err
 
 
 def test_fit_cli_bad_column(tmp_path, capsys):

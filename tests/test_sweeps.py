@@ -225,6 +225,19 @@ def test_isoflop_grid_tokens_are_budget_over_flops_per_token():
     assert not make_plan(sweep_).warnings
 
 
+def test_budget_sizes_do_not_depend_on_the_other_budgets():
+    # optimum() once warm-started from the previous budget's ratio: at 7.94e17 the 41-budget
+    # isoflop grid chose L11-d672 where the budget planned alone chose L10-d640
+    from ebt_scaling.sweeps.sweep_spec import axis_values
+    base = load_sweep("isoflop")
+    long = dataclasses.replace(base, axis=dataclasses.replace(base.axis, values={"start": 1e17, "stop": 1e19, "num": 41}))
+    plan = make_plan(long)
+    for budget in axis_values(long)[16:21]:
+        alone = dataclasses.replace(base, axis=dataclasses.replace(base.axis, values=[budget]))
+        assert sorted(r.run_id for r in make_plan(alone).runs) == \
+            sorted(r.run_id for r in plan.runs if r.budget == budget), budget
+
+
 def test_compute_axis_places_the_20_tokens_per_param_optimum():
     data = sweep(base={"model": {"vocab_size": PAPER_V, "context": PAPER_CTX}}, seeds=[0],
                  axis={"name": "compute", "values": {"start": 1e18, "stop": 1e20, "num": 3}},

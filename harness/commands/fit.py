@@ -131,8 +131,13 @@ def run(args: argparse.Namespace) -> int:
         out["intervals"] = {k: list(v) for k, v in boot.intervals.items()}
         out["bootstrap"] = {"n_resamples": boot.n_resamples, "n_failed": boot.n_failed, "seed": boot.seed,
                             "ci": boot.ci}
+    failed = not all(math.isfinite(v) for v in (fit.loss_value, *fit.params().values(), fit.a_exponent))
     if args.json:
-        print(json.dumps(out, allow_nan=True))
+        print(json.dumps(_finite_or_null(out), allow_nan=False))
+        if failed:
+            print(f"error: the Approach 3 fit of {args.csv} failed (non-finite objective or parameters)",
+                  file=sys.stderr)
+            return 1
         return 0
 
     print(f"Approach 3 fit of {fit.n_points} runs from {args.csv} (tokens: {info['tokens']}; "
@@ -150,6 +155,19 @@ def run(args: argparse.Namespace) -> int:
     print("  (a = beta / (alpha + beta): N_opt ∝ C^a)")
     if boot is not None and boot.n_failed:
         print(f"warning: {boot.n_failed} of {boot.n_resamples} resamples failed to fit", file=sys.stderr)
-    if not math.isfinite(fit.loss_value):
+    if failed:
+        print(f"error: the Approach 3 fit of {args.csv} failed (non-finite objective or parameters)",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _finite_or_null(obj):
+    """obj with every non-finite float as None (JSON null): strict JSON, no NaN / Infinity."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
