@@ -22,6 +22,17 @@ from ebt_scaling.harness.spec import TrainSpec, spec_to_yaml
 from ebt_scaling.harness.train import eval_steps, train_run
 
 
+def stop_after(steps: int):
+    """A stop_requested() that turns true at the `steps`-th optimizer step (it is asked once per step)."""
+    calls = {"n": 0}
+
+    def requested() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= steps
+
+    return requested
+
+
 def test_eval_points_are_log_spaced_and_include_the_end():
     steps = sorted(eval_steps(1000, 4))
     assert steps == [1, 10, 100, 1000]
@@ -76,13 +87,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_spec, tmp_
 def test_stop_request_checkpoints_and_resume_is_exact(tiny_spec, tmp_path):
     spec = tiny_spec("ebt")
     reference = train_run(spec, tmp_path / "ref", quiet=True)
-    calls = {"n": 0}
-
-    def stop_after_7_steps():
-        calls["n"] += 1
-        return calls["n"] >= 7
-
-    first = train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after_7_steps)
+    first = train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after(7))
     assert first == {"status": "preempted", "step": 7}
     second = train_run(spec, tmp_path / "run", quiet=True)
     assert second["status"] == "done" and second["val_loss"] == reference["val_loss"]
@@ -92,13 +97,7 @@ def test_stop_request_checkpoints_and_resume_is_exact(tiny_spec, tmp_path):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_spec, tmp_path):
     spec = tiny_spec("transformer")
     reference = train_run(spec, tmp_path / "ref", quiet=True)
-    calls = {"n": 0}
-
-    def stop_after_12_steps():
-        calls["n"] += 1
-        return calls["n"] >= 12
-
-    train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after_12_steps)
+    train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after(12))
     run = RunDir(tmp_path / "run")
     newest = run.checkpoints()[0]
     newest.write_bytes(newest.read_bytes()[:100])  # torn file
@@ -208,13 +207,7 @@ def test_replay_buffer_survives_resume_exactly(tiny_spec, tmp_path):
     restore it, or the candidates it starts from (and the metrics) change."""
     spec = tiny_spec("ebt", model={"ebt": {"replay_buffer_size": 16}})
     reference = train_run(spec, tmp_path / "ref", quiet=True)
-    calls = {"n": 0}
-
-    def stop_after_7_steps():
-        calls["n"] += 1
-        return calls["n"] >= 7
-
-    assert train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after_7_steps)["status"] == "preempted"
+    assert train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after(7))["status"] == "preempted"
     resumed = train_run(spec, tmp_path / "run", quiet=True)
     assert resumed["val_loss"] == reference["val_loss"]
     assert comparable(RunDir(tmp_path / "run").metrics()) == comparable(RunDir(tmp_path / "ref").metrics())

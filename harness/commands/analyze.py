@@ -37,30 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="parameter count used as N (default: sweep.yaml's param_count, else total)")
 
 
+CONFIG_FLAGS = {"n_boot": "--bootstrap", "ci": "--ci", "budget": "--budget", "workers": "--workers"}
+
+
 def run(args: argparse.Namespace) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise CliError(f"{sweep_dir}: no such directory")
-    if args.bootstrap < 0:
-        raise CliError(f"--bootstrap must be >= 0 (got {args.bootstrap})")
-    if not 0 < args.ci < 1:
-        raise CliError(f"--ci must be in (0, 1) (got {args.ci})")
-    if not args.budget > 0:
-        raise CliError(f"--budget must be > 0 (got {args.budget})")
-    if args.workers is not None and args.workers < 1:
-        raise CliError(f"--workers must be >= 1 (got {args.workers})")
-
     from ebt_scaling.analysis.load import load_sweep
     from ebt_scaling.analysis.report import build_report
     from ebt_scaling.analysis.scaling_fits import AnalysisConfig, analyze
     from ebt_scaling.models.config import ConfigError
 
+    try:  # AnalysisConfig validates; its messages start with the field, shown as the flag
+        config = AnalysisConfig(convention=args.convention, params=args.params, n_boot=args.bootstrap,
+                                seed=args.seed, ci=args.ci, budget=args.budget, reference=args.reference,
+                                workers=args.workers)
+    except ValueError as exc:
+        field, _, rest = str(exc).partition(" ")
+        raise CliError(f"{CONFIG_FLAGS.get(field, field)} {rest}") from None
     try:
         data = load_sweep(sweep_dir)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    config = AnalysisConfig(convention=args.convention, params=args.params, n_boot=args.bootstrap, seed=args.seed,
-                            ci=args.ci, budget=args.budget, reference=args.reference, workers=args.workers)
     try:
         an = analyze(data, config)
     except ValueError as exc:
