@@ -22,11 +22,19 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 
+# The process umask, read once (os.umask can only be read by setting it).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
 def atomic_write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Let `write` fill a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file private; results on shared storage must stay readable to the
+    # group as a plain open() would leave them.
+    os.fchmod(fd, 0o666 & ~UMASK)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

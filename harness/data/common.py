@@ -26,14 +26,12 @@ from typing import Iterator
 
 from ebt_scaling.models.config import ConfigError
 
+from ..run_dir import UMASK
+
 try:  # POSIX only; elsewhere the rename rule alone keeps the cache consistent
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class DataError(ConfigError):
@@ -104,7 +102,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private; a shared cache must stay readable
+    os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; a shared cache must stay readable
     try:
         yield tmp
     except BaseException:
