@@ -32,8 +32,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ebt_scaling.harness.run_dir import RunDir, read_json
-from ebt_scaling.harness.spec import spec_from_dict
+from ebt_scaling.harness.contract.run_dir import RunDir, read_json
+from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.models.config import ConfigError, ModelConfig
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ebt_scaling.harness.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 from .plots import all_plots
 from .scaling_fits import AXIS_UNITS, PAPER_ADVANTAGE, Analysis, fmt_interval, fmt_num

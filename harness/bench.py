@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ebt_scaling.harness.precision import autocast
-from ebt_scaling.harness.spec import TrainSpec
+from ebt_scaling.harness.contract.spec import TrainSpec
 from ebt_scaling.harness.train import build_optimizer
 from ebt_scaling.models.config import ModelConfig
 from ebt_scaling.models.factory import build_model

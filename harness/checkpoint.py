@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .run_dir import RunDir, atomic_write_with
+from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_with
 
 KEEP = 2
 

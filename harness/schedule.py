@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .spec import TrainSpec
+from ebt_scaling.harness.contract.spec import TrainSpec
 
 
 def lr_at(step: int, total_steps: int, train: TrainSpec) -> float:

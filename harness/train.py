@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.models.factory import build_model
 from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
 
@@ -33,9 +33,9 @@ from .data.pipeline import open_dataset
 from .distributed import DistributedContext
 from .evaluation.perplexity import score_batches
 from .precision import autocast
-from .run_dir import RunDir, atomic_write_json, atomic_write_text
+from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json, atomic_write_text
 from .schedule import lr_at
-from .spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
+from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:

@@ -8,12 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ebt_scaling.harness.contract.errors import ConfigError
+
 ARCHITECTURES = ("transformer", "ebt")
 EBT_VARIANTS = ("time_embed", "default")
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and the fix."""
 
 
 def _require(ok: bool, field_name: str, message: str) -> None:

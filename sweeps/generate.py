@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ebt_scaling.harness.spec import RunSpec, spec_hash
-from ebt_scaling.harness.typed_config import to_dict
+from ebt_scaling.harness.contract.spec import RunSpec, spec_hash
+from ebt_scaling.harness.contract.typed_config import to_dict
 from ebt_scaling.models.config import ConfigError, ModelConfig
 from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 

@@ -62,8 +62,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ebt_scaling.harness.spec import RunSpec
-from ebt_scaling.harness.typed_config import from_dict, load_yaml, to_dict
+from ebt_scaling.harness.contract.spec import RunSpec
+from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml, to_dict
 from ebt_scaling.models.config import ConfigError, EBTConfig
 from ebt_scaling.models.sizes import PAPER_SIZES
 

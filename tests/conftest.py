@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ebt_scaling.harness.spec import spec_from_dict, spec_to_yaml
+from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
 
 
 @pytest.fixture(autouse=True)

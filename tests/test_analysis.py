@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebt_scaling.harness.run_dir import atomic_write_json, atomic_write_text
-from ebt_scaling.harness.spec import spec_from_dict, spec_to_yaml
+from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
+from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
 from ebt_scaling.models.flops import param_counts, training_step_flops
 
 # ---------------------------------------------------------------------------- synthetic sweeps

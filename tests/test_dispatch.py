@@ -20,8 +20,8 @@ from ebt_scaling.harness.dispatch.job import TrainingJob
 from ebt_scaling.harness.dispatch.profiles import builtin_profiles, load_profile, profile_from_dict
 from ebt_scaling.harness.dispatch.status import derive_state, sweep_status, totals
 from ebt_scaling.harness.dispatch.submit import _slurm_parameters
-from ebt_scaling.harness.run_dir import RunDir
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.errors import ConfigError
 
 LOCAL_TEST_PROFILE = """
 name: test-local

@@ -17,12 +17,12 @@ from ebt_scaling.harness.data.batches import Batch
 from ebt_scaling.harness.data.tokenizer import train_bpe
 from ebt_scaling.harness.evaluation import tasks as T
 from ebt_scaling.harness.evaluation.contamination import contamination, index_from_spans, training_index
-from ebt_scaling.harness.evaluation.grammar import parse_task, parse_tasks
+from ebt_scaling.harness.contract.eval_tasks import parse_task, parse_tasks
 from ebt_scaling.harness.evaluation.perplexity import score_batches
 from ebt_scaling.harness.evaluation.report import PAPER_TABLE3, format_table3, plot_thinking, table3
 from ebt_scaling.harness.evaluation.thinking import auroc, flat_reference, think_task
-from ebt_scaling.harness.run_dir import RunDir
-from ebt_scaling.harness.spec import EvalSpec, spec_from_dict
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import EvalSpec, spec_from_dict
 from ebt_scaling.harness.train import train_run
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.config import ConfigError, EBTConfig, ModelConfig

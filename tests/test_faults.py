@@ -25,8 +25,8 @@ from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
 from ebt_scaling.harness.dispatch.status import sweep_status
-from ebt_scaling.harness.run_dir import RunDir
-from ebt_scaling.harness.spec import spec_to_yaml
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import spec_to_yaml
 
 LOCAL_TEST_PROFILE = "name: test-local\ngpus_per_node: 0\ncpus_per_task: 1\ntimeout_min: 10\n" \
                      "signal_delay_s: 30\npreempt_grace_s: 10\n"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ebt_scaling.harness.run_dir import UMASK, RunDir, atomic_write_text
+from ebt_scaling.harness.contract.run_dir import UMASK, RunDir, atomic_write_text
 
 
 def test_atomic_writes_leave_files_readable_like_open_does(tmp_path):

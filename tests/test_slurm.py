@@ -23,8 +23,8 @@ from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
 from ebt_scaling.harness.dispatch.status import sweep_status, wait_for
-from ebt_scaling.harness.run_dir import RunDir
-from ebt_scaling.harness.spec import spec_to_yaml
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import spec_to_yaml
 
 pytestmark = pytest.mark.slurm
 PROFILE = "slurm-local"  # the shipped profile of the cluster slurm_local.sh starts

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ebt_scaling.harness.cli import main
-from ebt_scaling.harness.spec import load_spec, spec_hash
+from ebt_scaling.harness.contract.spec import load_spec, spec_hash
 from ebt_scaling.models.config import ModelConfig
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
 from ebt_scaling.models.sizes import PAPER_SIZES
@@ -360,7 +360,7 @@ def test_write_refuses_a_foreign_spec_and_writes_nothing(tmp_path, capsys):
     victim = out / "runs" / runs[0].run_id / "spec.yaml"
     victim.parent.mkdir(parents=True)
     other = runs[1].spec
-    from ebt_scaling.harness.spec import spec_to_yaml
+    from ebt_scaling.harness.contract.spec import spec_to_yaml
     victim.write_text(spec_to_yaml(other))
     assert main(["plan", "tiny", "--write", str(out)]) == 2
     err = capsys.readouterr().err.strip()

@@ -16,9 +16,9 @@ from conftest import comparable
 import torch
 import torch.multiprocessing as mp
 
-from ebt_scaling.harness.run_dir import RunDir
+from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.schedule import lr_at
-from ebt_scaling.harness.spec import TrainSpec, spec_to_yaml
+from ebt_scaling.harness.contract.spec import TrainSpec, spec_to_yaml
 from ebt_scaling.harness.train import eval_steps, train_run
 
 

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ebt_scaling.analysis.load import load_sweep
     from ebt_scaling.analysis.report import build_report
     from ebt_scaling.analysis.scaling_fits import AnalysisConfig, analyze
-    from ebt_scaling.models.config import ConfigError
+    from ebt_scaling.harness.contract.errors import ConfigError
 
     try:  # AnalysisConfig validates; its messages start with the field, shown as the flag
         config = AnalysisConfig(convention=args.convention, params=args.params, n_boot=args.bootstrap,

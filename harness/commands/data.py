@@ -23,11 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ebt_scaling.models.config import ConfigError
+    from ebt_scaling.harness.contract.errors import ConfigError
 
     from ..data.common import cache_root
     from ..data.pipeline import prepare
-    from ..spec import RunSpec, load_spec
+    from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 
     try:
         spec = load_spec(args.spec) if args.spec else RunSpec()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 from ..cli import CliError
 
@@ -33,10 +33,10 @@ def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str |
     from ebt_scaling.models.factory import build_model
 
     from ..checkpoint import load_latest_checkpoint
-    from ..evaluation.grammar import parse_tasks
+    from ebt_scaling.harness.contract.eval_tasks import parse_tasks
     from ..evaluation.run_evals import merge_evaluations, run_evals
-    from ..run_dir import RunDir, atomic_write_json
-    from ..spec import load_spec
+    from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
+    from ebt_scaling.harness.contract.spec import load_spec
     from ..train import resolve_device
 
     run = RunDir(run_dir)

@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
-    from ebt_scaling.models.config import ConfigError
+    from ebt_scaling.harness.contract.errors import ConfigError
     from ebt_scaling.sweeps import load_sweep, make_plan
     from ebt_scaling.sweeps.plan_table import dumps_json, format_plan, write_plan
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 from ..cli import CliError
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 from ..cli import CliError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import signal
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 from ..cli import CliError
 
@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..spec import load_spec
+    from ebt_scaling.harness.contract.spec import load_spec
     from ..train import train_run
 
     stop = {"requested": False}

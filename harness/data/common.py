@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
-from ..run_dir import UMASK
+from ebt_scaling.harness.contract.run_dir import UMASK
 
 try:  # POSIX only; elsewhere the rename rule alone keeps the cache consistent
     import fcntl

@@ -31,7 +31,7 @@ from pathlib import Path
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from ..run_dir import RunDir
+from ebt_scaling.harness.contract.run_dir import RunDir
 from . import lease as leases
 
 
@@ -223,7 +223,7 @@ class TrainingJob(Checkpointable):
         return f"held by {holder.get('cluster')} job {holder.get('job_id')}" if holder else "held"
 
     def _run_one(self, run_dir: str, token: str, rank: int, job_id: str) -> str:
-        from ..spec import load_spec
+        from ebt_scaling.harness.contract.spec import load_spec
         from ..train import train_run
 
         run = RunDir(run_dir)

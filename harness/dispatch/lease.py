@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..run_dir import atomic_write_json, read_json
+from ebt_scaling.harness.contract.run_dir import atomic_write_json, read_json
 
 LEASE = "lease.json"
 LOCK = ".lease.lock"

@@ -16,9 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
-from ..typed_config import from_dict, load_yaml
+from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml
 
 CLUSTERS = ("slurm", "local", "debug")
 Cluster = Literal["slurm", "local", "debug"]

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
 
-from ..run_dir import RunDir
-from ..spec import RunSpec, load_spec
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 from . import lease as leases
 
 STATES = ("pending", "running", "preempted", "done", "diverged", "failed", "cancelled")
@@ -35,10 +35,6 @@ SLURM_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", 
 # Final job states that stop a run from outside; with a checkpoint the run is resumable.
 SLURM_INTERRUPTED = {"PREEMPTED", "TIMEOUT", "NODE_FAIL"}
 RECENT_ROWS = 5  # metrics rows averaged for tokens/s
-
-
-class DispatchError(Exception):
-    """A user-facing dispatch error (one line)."""
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Callable
 from ebt_scaling.harness.precision import autocast
 
 from .contamination import DEFAULT_NGRAM, contamination, training_index
-from .grammar import TaskSpec, parse_tasks
+from ebt_scaling.harness.contract.eval_tasks import TaskSpec, parse_tasks
 from .perplexity import model_device, score_batches
 from .tasks import encode_examples, example_batches, load_task_examples
 from .thinking import flat_reference, pooled_auroc, think_task

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ebt_scaling.models.base import IGNORE_INDEX
-from ebt_scaling.models.config import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 from ..data.batches import Batch, make_batch
 

@@ -96,7 +96,7 @@ class EvalSpec:
         _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
         _require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
         _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        from .evaluation.grammar import validate_tasks  # torch-free
+        from .eval_tasks import validate_tasks
 
         validate_tasks(self.tasks, "tasks")  # one line listing the valid names; loaders prefix "eval."
 

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from ebt_scaling.models.config import ConfigError
+from .errors import ConfigError
 
 GENERATED = ("dyck", "arithmetic")
 FROM_FILE = ("gsm8k", "squad", "bigbench")
