@@ -1,0 +1,44 @@
+"""Number formatting and strict JSON shared by every layer's tables, reports and files.
+
+One place for each: the SI-suffixed counts of tables (``si``), signed percentages
+(``pct``), and the conversion of analysis results to plain, strict JSON (``jsonable``:
+numpy to Python; NaN and infinities have no JSON spelling, so they become null and the
+strings "inf" / "-inf").
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def si(value: float, digits: int = 3) -> str:
+    """1234567 -> '1.23M' (k, M, G, T); below 1000 plainly, to `digits` significant digits."""
+    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
+
+
+def pct(value: Any, digits: int = 3) -> str:
+    """0.0123 -> '+1.23%'; 'n/a' for None, NaN, infinities and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:+.{digits}g}%"
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain-JSON copy: numpy scalars/arrays to Python, NaN -> None, +/-inf -> "inf" / "-inf"."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars
+        return jsonable(obj.tolist())
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    return obj
