@@ -165,11 +165,6 @@ class Approach3Fit:
         """Compute-optimal exponent a = beta / (alpha + beta): N_opt ∝ C^a."""
         return self.beta / (self.alpha + self.beta)
 
-    @property
-    def b_exponent(self) -> float:
-        """alpha / (alpha + beta): D_opt ∝ C^b."""
-        return self.alpha / (self.alpha + self.beta)
-
     def params(self) -> dict[str, float]:
         """{"E", "A", "B", "alpha", "beta"} as plain floats."""
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta}

@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .approach3 import Approach3Fit, _as_logs, _fit_logs, blas_threads
+from .approach3 import Approach3Fit, _as_logs, _fit_logs, blas_threads, default_grid
 from .fits import (
     DEFAULT_BUDGET,
     DEFAULT_C_MIN,
@@ -35,6 +35,7 @@ __all__ = [
     "BootstrapResult",
     "percentile_interval",
     "draw_units",
+    "unit_counts",
     "paired_bootstrap",
     "paired_power_law_bootstrap",
     "bootstrap_approach3",
@@ -95,7 +96,7 @@ def draw_units(rng: np.random.Generator, n_units: int, n_resamples: int) -> np.n
     return rng.integers(0, n_units, size=(n_resamples, n_units))
 
 
-def _unit_counts(idx: np.ndarray, n_units: int) -> np.ndarray:
+def unit_counts(idx: np.ndarray, n_units: int) -> np.ndarray:
     """Per-resample counts of each unit: (R, n_units)."""
     R = idx.shape[0]
     flat = (idx + n_units * np.arange(R)[:, None]).ravel()
@@ -211,7 +212,7 @@ def paired_power_law_bootstrap(
 
     point = quantities(np.ones((1, lx_r.size)), np.ones((1, lx_c.size)))
     estimate = {k: float(np.asarray(v).ravel()[0]) for k, v in point.items()}
-    counts = _unit_counts(draw_units(np.random.default_rng(seed), n_units, n_resamples), n_units)
+    counts = unit_counts(draw_units(np.random.default_rng(seed), n_units, n_resamples), n_units)
     samples = quantities(counts[:, code_r], counts[:, code_c])
     samples = {k: np.asarray(v, dtype=float).ravel() for k, v in samples.items()}
     bad = ~np.isfinite(samples[f"slope_{r_name}"]) | ~np.isfinite(samples[f"slope_{c_name}"])
@@ -249,7 +250,6 @@ def bootstrap_approach3(
         samples = {k: np.full(n_resamples, np.nan) for k in names}
         rows = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
         if top_k > 0:
-            from .approach3 import default_grid
             starts = np.vstack([point.theta, default_grid()])
         else:
             starts = point.theta[None, :]

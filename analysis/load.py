@@ -19,11 +19,15 @@ takes from the last evaluation (at the final step): the mean next-token negative
 log-likelihood in nats over the validation batches (pad tokens excluded).
 
 Parameter counts and FLOPs come from the analytic formulas in models/flops.py (no model
-is built); FLOPs actually spent are the last metrics row's cumulative flops_<convention>,
-planned FLOPs are FLOPs per step x total steps.
+is built). FLOPs spent up to a metrics row are its step x the FLOPs of one step in each
+convention (what the trainer records), so a convention a run did not record -- one added
+after it finished -- is computed from its spec; a recorded value is kept and checked
+against that, and a mismatch (relative 1e-6) is a warning (``flop_warnings``). FLOPs
+actually spent are the last metrics row's; planned FLOPs are FLOPs per step x total steps.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -33,8 +37,10 @@ import pandas as pd
 import yaml
 
 from ebt_scaling.harness.contract.run_dir import RunDir, read_json
+from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.contract.spec import spec_from_dict
-from ebt_scaling.models.config import ConfigError, ModelConfig
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
 
 try:  # libyaml: ~10x faster spec parsing for large sweeps
@@ -42,10 +48,8 @@ try:  # libyaml: ~10x faster spec parsing for large sweeps
 except AttributeError:  # pragma: no cover
     _YamlLoader = yaml.SafeLoader
 
-FINISHED = ("done", "diverged")
 UNFINISHED = ("partial", "pending")
-FAILED_MARKER = "failed.json"        # harness/dispatch/lease.py FAILED
-CANCELLED_MARKER = "cancelled.json"  # harness/dispatch/lease.py CANCELLED
+FLOP_TOLERANCE = 1e-6   # relative difference of recorded and recomputed FLOPs that is a warning
 
 
 @dataclass
@@ -56,15 +60,35 @@ class SweepData:
     meta: dict = field(default_factory=dict)          # from sweep.yaml (name, param_count, convention, axis, pairing)
     evaluations: dict = field(default_factory=dict)   # run_id -> result.json["evaluations"]
     results: dict = field(default_factory=dict)       # run_id -> result.json (done/diverged runs)
+    flop_mismatches: list[FlopMismatch] = field(default_factory=list)   # recorded FLOPs that disagree
 
     @property
     def done(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] == "done"]
 
     @property
-    def not_done(self) -> pd.DataFrame:
-        """Every run that is not done (failed, diverged, cancelled, unfinished, missing)."""
-        return self.runs[self.runs["status"] != "done"]
+    def flop_warnings(self) -> list[str]:
+        """One sentence per convention whose recorded FLOPs disagree with the spec's."""
+        out = []
+        for c in CONVENTIONS:
+            found = [m for m in self.flop_mismatches if m.convention == c]
+            if not found:
+                continue
+            ids = ", ".join(m.run_id for m in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            out.append(f"flops_{c}: {len(found)} run(s) recorded FLOPs that differ from their spec's (step x {c} "
+                       f"FLOPs per step, models/flops.py) by up to {max(m.max_rel for m in found):.3g} relative: "
+                       f"{ids}; the recorded values are used")
+        return out
+
+
+@dataclass(frozen=True)
+class FlopMismatch:
+    """A run whose recorded FLOPs in a convention differ from its spec's in some metrics rows."""
+
+    run_id: str
+    convention: str
+    rows: int
+    max_rel: float
 
 
 def run_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -83,6 +107,33 @@ def _counts(model: ModelConfig) -> dict[str, int]:
 @functools.lru_cache(maxsize=None)
 def _step_flops(model: ModelConfig, batch: int) -> dict[str, float]:
     return {c: training_step_flops(model, batch, model.context, c) for c in CONVENTIONS}
+
+
+def _with_spec_flops(row: dict, per_step: dict[str, float]) -> tuple[dict, dict[str, float]]:
+    """The metrics row with each convention's cumulative FLOPs at its step (step x FLOPs per
+    step, as the trainer records them) where it has none; and per recorded convention, the
+    relative difference of the recorded value from that."""
+    step = _float(row.get("step"))
+    if step is None:
+        return row, {}
+    out, differences = dict(row), {}
+    for c, flops in per_step.items():
+        computed = step * flops
+        recorded = _float(row.get(f"flops_{c}"))
+        if recorded is None:
+            out[f"flops_{c}"] = computed
+        elif computed > 0:
+            differences[c] = abs(recorded - computed) / computed
+    return out, differences
+
+
+def _mismatches(run_id: str, differences: list[dict[str, float]]) -> list[FlopMismatch]:
+    out = []
+    for c in CONVENTIONS:
+        off = [d[c] for d in differences if d.get(c, 0.0) > FLOP_TOLERANCE]
+        if off:
+            out.append(FlopMismatch(run_id, c, len(off), max(off)))
+    return out
 
 
 def _float(value) -> float | None:
@@ -104,27 +155,19 @@ def unit_key(tags: dict, fallback: str) -> str:
     return fallback
 
 
-def _status(run: RunDir, result: dict | None, metrics: list[dict], total_steps: int) -> tuple[str, str]:
-    if result is not None:
-        status = result.get("status", "failed")
-        note = str(result.get("note", "") or "")
-        if status not in FINISHED:
-            return "failed", note or f"result.json says status {status!r}"
-        return status, note
-    cancelled = read_json(run.path / CANCELLED_MARKER)
-    if cancelled is not None or (run.path / CANCELLED_MARKER).exists():
-        job = (cancelled or {}).get("job_id")
-        return "cancelled", "cancelled" + (f" (job {job})" if job else "")
-    failed = read_json(run.path / FAILED_MARKER)
-    if failed is not None or (run.path / FAILED_MARKER).exists():
-        return "failed", str((failed or {}).get("error", "unreadable failed.json"))
-    step = int(metrics[-1].get("step", 0)) if metrics else 0
+def _status(run: RunDir, metrics: list[dict], total_steps: int) -> tuple[str, str]:
+    """The run's state from its directory alone (run_state), except that an unfinished run
+    (run_state's pending or preempted) is partial once it logged a step, else pending."""
+    state, note = run_state(run.path)
+    if state not in ("pending", "preempted"):
+        return state, note
     if metrics or run.checkpoints():
+        step = int(metrics[-1].get("step", 0)) if metrics else 0
         return "partial", f"unfinished: step {step} of {total_steps}, no result.json"
     return "pending", "not started (no metrics, no result.json)"
 
 
-def _run_row(path: Path) -> tuple[dict, list[dict], dict | None]:
+def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismatch]]:
     run = RunDir(path)
     try:
         raw = yaml.load(run.spec_path.read_text(), Loader=_YamlLoader)
@@ -132,11 +175,12 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None]:
         raise ConfigError(f"{run.spec_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     spec = spec_from_dict(raw, str(run.spec_path))
     result = run.result()
-    metrics = run.metrics()
-    last = metrics[-1] if metrics else (result or {}).get("final") or {}
-    status, note = _status(run, result, metrics, spec.total_steps)
-    counts = _counts(spec.model)
     per_step = _step_flops(spec.model, spec.train.batch_size)
+    checked = [_with_spec_flops(r, per_step) for r in run.metrics()]
+    metrics = [r for r, _ in checked]
+    last = metrics[-1] if metrics else _with_spec_flops((result or {}).get("final") or {}, per_step)[0]
+    status, note = _status(run, metrics, spec.total_steps)
+    counts = _counts(spec.model)
     m, tags = spec.model, spec.tags
     pair_id = tags.get("pair_id", spec.run_id)
     evals = [r for r in metrics if r.get("val_loss") is not None]
@@ -153,8 +197,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None]:
         "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),
         "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"),
         "n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "vocab_size": m.vocab_size,
-        "context": m.context, "ebt_variant": m.ebt.variant if m.arch == "ebt" else None,
-        "ebt_steps": m.ebt.steps if m.arch == "ebt" else None,
+        "context": m.context, **arch_columns(m),
         "batch_size": spec.train.batch_size, "lr": spec.train.lr,
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "tokens_planned": spec.total_steps * spec.tokens_per_step,
@@ -174,7 +217,13 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None]:
               **{k: r.get(k) for k in ("step", "tokens", "train_loss", "val_loss", "val_ppl")},
               **{f"flops_{c}": r.get(f"flops_{c}") for c in CONVENTIONS}}
              for r in evals]
-    return row, curve, result
+    return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked])
+
+
+def arch_columns(model: ModelConfig) -> dict:
+    """The run table's columns of the architecture's own options ("option.<field>"; the
+    columns of other architectures' options are empty for this run)."""
+    return {f"option.{key}": value for key, value in dataclasses.asdict(model.options).items()}
 
 
 def read_meta(sweep_dir: str | Path) -> dict:
@@ -214,17 +263,19 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
     return rows
 
 
-def load_sweep(sweep_dir: str | Path) -> SweepData:
+def load_runs(sweep_dir: str | Path) -> SweepData:
+    """Every run of the sweep directory (and plan.json's runs without one), with its curves."""
     root = Path(sweep_dir)
-    rows, curves, evaluations, results = [], [], {}, {}
+    rows, curves, evaluations, results, mismatches = [], [], {}, {}, []
     for path in run_dirs(root):
         try:
-            row, curve, result = _run_row(path)
+            row, curve, result, off = _run_row(path)
         except (ConfigError, OSError, KeyError, TypeError, ValueError) as exc:  # listed, not dropped
-            row, curve, result = {"run_id": path.name, "path": str(path), "status": "failed",
-                                  "note": f"unreadable run directory: {exc}"}, [], None
+            row, curve, result, off = {"run_id": path.name, "path": str(path), "status": "failed",
+                                       "note": f"unreadable run directory: {exc}"}, [], None, []
         rows.append(row)
         curves.extend(curve)
+        mismatches.extend(off)
         if result is not None:
             results[row["run_id"]] = result
             if result.get("evaluations"):
@@ -242,5 +293,6 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     runs["unit"] = runs["unit"].fillna(runs["run_id"])
     curve_cols = ["run_id", "arch_label", "unit", "seed", "status", "params_total", "params_non_embedding", "step",
                   "tokens", "train_loss", "val_loss", "val_ppl", *(f"flops_{c}" for c in CONVENTIONS)]
-    return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), read_meta(root), evaluations, results)
+    return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), read_meta(root), evaluations, results,
+                     mismatches)
 

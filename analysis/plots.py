@@ -1,6 +1,7 @@
 """Plots of an Analysis (matplotlib Agg, PNG bytes): loss vs FLOPs / parameters / tokens
-with fits and bootstrap bands, the training-curve envelope (Approach 1), isoFLOP curves
-(Approach 2), and the FLOP multiplier with the crossover.
+with the power laws and their bootstrap bands (against FLOPs also every other compared
+law's curve), the training-curve envelope (Approach 1), isoFLOP curves (Approach 2), and
+the FLOP multiplier of every compared law with the power laws' crossover.
 
 Every function returns PNG bytes (or None when there is nothing to draw); report.py
 writes them atomically and embeds them in report.html.
@@ -16,7 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .scaling_fits import AXIS_UNITS, Analysis  # noqa: E402
+from .approaches import Envelope, Isoflop  # noqa: E402
+from .axes import AXIS_UNITS  # noqa: E402
+from .comparison import Efficiency  # noqa: E402
+from .laws.power import POWER_LAW  # noqa: E402
+from .result import Analysis  # noqa: E402
 
 DPI = 110
 FIGSIZE = (7.4, 5.0)
@@ -57,14 +62,14 @@ def _png(fig) -> bytes:
 
 
 def _axis_label(an: Analysis, axis: str) -> str:
-    return AXIS_LABELS.get(axis, axis).format(conv=an.config.convention, params=an.result["config"]["params"])
+    return AXIS_LABELS.get(axis, axis).format(conv=an.config.convention, params=an.fit_points.params_kind)
 
 
-def _band(samples, grid: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Percentile band of exp(a + b log x) over bootstrap (slopes, intercepts)."""
-    if samples is None:
+def _band(fit, grid: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Percentile band of exp(a + b log x) over a power law's bootstrap slopes and intercepts."""
+    if fit.slopes is None:
         return None
-    b, a = samples
+    b, a = fit.slopes, fit.intercepts
     ok = np.isfinite(b) & np.isfinite(a)
     if ok.sum() < 10:
         return None
@@ -89,16 +94,13 @@ def _draw_curves(ax, an: Analysis, colors: dict, alpha: float) -> None:
     ax.autoscale_view()
 
 
-def _labels(an: Analysis) -> list[str]:
-    return list(an.result.get("labels", {}))
-
-
 def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
-    """Final loss against one axis: runs, power-law fit with its band, saturating fit (FLOPs),
-    training curves faint (FLOPs)."""
-    labels = _labels(an)
-    col = an.x_cols.get(axis)
-    if not labels or col is None or not any(an.power.get(lb, {}).get(axis) for lb in labels):
+    """Final loss against one axis: runs, power-law fit with its band; against FLOPs also
+    every other compared law's curve (dashed) and the training curves (faint)."""
+    labels = an.labels
+    col = an.axes.get(axis)
+    power = an.laws[POWER_LAW]
+    if not labels or col is None or not any(power[lb].fitted(axis) for lb in labels):
         return None  # no label has >= 2 distinct values on this axis
     colors = _colors(labels)
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -114,18 +116,20 @@ def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
         c = colors[lb]
         ax.scatter(p[col], p["val_loss"], color=c, s=26, zorder=4, edgecolor="white", linewidth=0.5,
                    label=f"{lb}: runs ({len(p)})")
-        fit = an.power.get(lb, {}).get(axis)
-        if fit is not None:
+        fitted = power[lb].fitted(axis)
+        if fitted is not None:
+            fit = fitted.fit
             ax.plot(grid, fit.predict(grid), color=c, lw=1.8, zorder=3,
                     label=f"{lb}: L = {fit.prefactor:.3g}·{SYMBOL.get(axis, 'X')}^{fit.slope:.4f}")
-            band = _band(an.power_samples.get(lb, {}).get(axis), grid, ci)
+            band = _band(fitted, grid, ci)
             if band is not None:
                 ax.fill_between(grid, *band, color=c, alpha=0.18, lw=0, zorder=2,
                                 label=f"{lb}: {ci * 100:g}% bootstrap band")
-        sat = an.saturating.get(lb) if axis == "flops" else None
-        if sat is not None:
-            ax.plot(grid, sat.predict(grid), color=c, lw=1.2, ls="--", zorder=3,
-                    label=f"{lb}: L = {sat.E:.3g} + {sat.A:.3g}·C^-{sat.alpha:.3f}")
+        for law, fits in an.laws.items():
+            other = fits[lb] if axis == "flops" and law.compared and law is not POWER_LAW else None
+            if other is not None and other.curve is not None:
+                ax.plot(grid, other.curve.predict(grid), color=c, lw=1.2, ls="--", zorder=3,
+                        label=f"{lb}: {other.legend()}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ys = pts["val_loss"].to_numpy(float)
@@ -143,19 +147,17 @@ def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
 
 def plot_envelope(an: Analysis) -> bytes | None:
     """Approach 1: every finished run's training curve and each label's lower envelope with its fit."""
-    if not an.envelopes:
+    found = {lb: e for lb, e in an.approach1.items() if isinstance(e, Envelope)}
+    if not found:
         return None
-    labels = _labels(an)
-    colors = _colors(labels)
+    colors = _colors(an.labels)
     fig, ax = plt.subplots(figsize=FIGSIZE)
     _draw_curves(ax, an, colors, alpha=0.25)
-    for lb, env in an.envelopes.items():
-        if "fit" not in env:
-            continue
-        ok = np.isfinite(env["log_env"])
-        ax.plot(env["grid"][ok], np.exp(env["log_env"][ok]), color=colors[lb], lw=2.4, label=f"{lb}: lower envelope")
-        f = env["fit"]
-        ax.plot(env["grid"], f.predict(env["grid"]), color=colors[lb], lw=1.2, ls="--",
+    for lb, env in found.items():
+        ok = np.isfinite(env.log_env)
+        ax.plot(env.grid[ok], np.exp(env.log_env[ok]), color=colors[lb], lw=2.4, label=f"{lb}: lower envelope")
+        f = env.fit
+        ax.plot(env.grid, f.predict(env.grid), color=colors[lb], lw=1.2, ls="--",
                 label=f"{lb}: envelope fit L = {f.prefactor:.3g}·C^{f.slope:.4f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -173,23 +175,25 @@ def plot_envelope(an: Analysis) -> bytes | None:
 
 def plot_isoflop(an: Analysis) -> bytes | None:
     """Approach 2: loss vs N at each budget (one panel per label), minima marked; last panel N*(C)."""
-    labels = [lb for lb in _labels(an) if lb in an.isoflop]
+    found = {lb: e for lb, e in an.approach2.items() if isinstance(e, Isoflop)}
+    labels = [lb for lb in an.labels if lb in found]
     if not labels:
         return None
-    colors = _colors(_labels(an))
+    colors = _colors(an.labels)
     n = len(labels) + 1
     fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 4.4), squeeze=False)
     axes = axes[0]
     for ax, lb in zip(axes, labels):
-        budgets = an.isoflop[lb]["budgets"]
+        budgets = found[lb].budgets
         cmap = plt.get_cmap("viridis")
         for j, rec in enumerate(budgets):
             col = cmap(j / max(1, len(budgets) - 1))
-            ax.plot(rec["sizes"], rec["loss"], "o-", color=col, ms=3, lw=1.1, label=f"C = {rec['compute']:.2g}")
-            if "n_opt" in rec:
-                ax.plot([rec["n_opt"]], [rec["loss_opt"]], marker="*", color="red", ms=11, zorder=5)
-                if "n_opt_interval" in rec and all(math.isfinite(v) for v in rec["n_opt_interval"]):
-                    ax.hlines(rec["loss_opt"], *rec["n_opt_interval"], color="red", lw=1)
+            ax.plot(rec.sizes, rec.loss, "o-", color=col, ms=3, lw=1.1, label=f"C = {rec.compute:.2g}")
+            if rec.n_opt is not None:
+                ax.plot([rec.n_opt], [rec.loss_opt], marker="*", color="red", ms=11, zorder=5)
+                interval = rec.n_opt_interval
+                if interval is not None and all(math.isfinite(v) for v in interval):
+                    ax.hlines(rec.loss_opt, *interval, color="red", lw=1)
         ax.set_xscale("log")
         _plain_log_x(ax)
         ax.set_xlabel(_axis_label(an, "params"))
@@ -199,16 +203,17 @@ def plot_isoflop(an: Analysis) -> bytes | None:
         ax.legend(fontsize=6, ncol=2)
     ax = axes[-1]
     for lb in labels:
-        recs = [r for r in an.isoflop[lb]["budgets"] if "n_opt" in r]
+        recs = found[lb].interior
         if not recs:
             continue
-        c = np.array([r["compute"] for r in recs])
-        nstar = np.array([r["n_opt"] for r in recs])
+        c = np.array([r.compute for r in recs])
+        nstar = np.array([r.n_opt for r in recs])
         ax.scatter(c, nstar, color=colors[lb], zorder=4, label=f"{lb}: N* at each budget")
         for r in recs:
-            if "n_opt_interval" in r and all(math.isfinite(v) for v in r["n_opt_interval"]):
-                ax.vlines(r["compute"], *r["n_opt_interval"], color=colors[lb], lw=1)
-        fit = an.isoflop[lb].get("fit")
+            interval = r.n_opt_interval
+            if interval is not None and all(math.isfinite(v) for v in interval):
+                ax.vlines(r.compute, *interval, color=colors[lb], lw=1)
+        fit = found[lb].fit
         if fit is not None:
             g = np.geomspace(c.min() / 1.5, c.max() * 1.5, 50)
             ax.plot(g, fit.predict(g), color=colors[lb], lw=1.4, label=f"{lb}: N* ∝ C^{fit.slope:.3f}")
@@ -226,36 +231,41 @@ def plot_isoflop(an: Analysis) -> bytes | None:
 
 
 def plot_multiplier(an: Analysis) -> bytes | None:
-    """FLOP multiplier C_cand(L_ref(C)) / C against C for every candidate, with bands and the crossover."""
-    if not an.multipliers:
+    """FLOP multiplier C_cand(L_ref(C)) / C against C for every candidate: the power laws' with
+    its band and crossover, every other compared law's dashed."""
+    found = {cand: comp.efficiency for cand, comp in an.comparisons.items() if isinstance(comp.efficiency, Efficiency)}
+    if not found:
         return None
-    labels = _labels(an)
-    colors = _colors(labels)
+    colors = _colors(an.labels)
     ref = an.reference
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    data_hi = float(an.points[an.x_cols["flops"]].max())
-    data_lo = float(an.points[an.x_cols["flops"]].min())
+    data_hi = float(an.points[an.axes["flops"]].max())
+    data_lo = float(an.points[an.axes["flops"]].min())
     ax.axvspan(data_lo, data_hi, color="0.85", alpha=0.6, lw=0, label="measured compute range")
     ax.axhline(1.0, color="black", lw=1, ls=":", label="equal compute (multiplier 1)")
     ci = an.config.ci
     finite_vals = []
-    for cand, m in an.multipliers.items():
+    for cand, eff in found.items():
         c = colors[cand]
-        grid = m["grid"]
-        y = np.where(np.isfinite(m["power"]) & (m["power"] > 0), m["power"], np.nan)
-        finite_vals.append(y)
-        if "power_band" in m:
-            finite_vals.extend(np.where(np.isfinite(v) & (v > 0), v, np.nan) for v in m["power_band"])
-        ax.plot(grid, y, color=c, lw=1.8, label=f"{cand} vs {ref}: power laws")
-        if "power_band" in m:
-            lo, hi = m["power_band"]
-            ax.fill_between(grid, np.where(np.isfinite(lo) & (lo > 0), lo, np.nan),
-                            np.where(np.isfinite(hi) & (hi > 0), hi, np.nan), color=c, alpha=0.18, lw=0,
-                            label=f"{cand}: {ci * 100:g}% bootstrap band")
-        if "sat" in m:
-            ys = np.where(np.isfinite(m["sat"]) & (m["sat"] > 0), m["sat"], np.nan)
-            ax.plot(grid, ys, color=c, lw=1.2, ls="--", label=f"{cand} vs {ref}: saturating laws (∞ where unreachable)")
-        cross = an.result["comparisons"][cand].get("crossover", {}).get("power_law", {})
+        grid = eff.grid
+        m = eff.multipliers.get(POWER_LAW)
+        if m is not None:
+            y = np.where(np.isfinite(m.on_grid) & (m.on_grid > 0), m.on_grid, np.nan)
+            finite_vals.append(y)
+            if m.band is not None:
+                finite_vals.extend(np.where(np.isfinite(v) & (v > 0), v, np.nan) for v in m.band)
+            ax.plot(grid, y, color=c, lw=1.8, label=f"{cand} vs {ref}: {POWER_LAW.plural}")
+            if m.band is not None:
+                lo, hi = m.band
+                ax.fill_between(grid, np.where(np.isfinite(lo) & (lo > 0), lo, np.nan),
+                                np.where(np.isfinite(hi) & (hi > 0), hi, np.nan), color=c, alpha=0.18, lw=0,
+                                label=f"{cand}: {ci * 100:g}% bootstrap band")
+        for law, other in eff.multipliers.items():
+            if law is not POWER_LAW:
+                ys = np.where(np.isfinite(other.on_grid) & (other.on_grid > 0), other.on_grid, np.nan)
+                ax.plot(grid, ys, color=c, lw=1.2, ls="--",
+                        label=f"{cand} vs {ref}: {law.plural} (∞ where unreachable)")
+        cross = eff.crossovers[POWER_LAW].to_json() if POWER_LAW in eff.crossovers else {}
         if cross.get("status") == "crossover":
             ax.axvline(cross["compute"], color=c, lw=1.2, ls="-.")
             iv = cross.get("interval") or [math.nan, math.nan]
@@ -266,10 +276,8 @@ def plot_multiplier(an: Analysis) -> bytes | None:
             hi_c = iv[1] if math.isfinite(iv[1]) else float(grid[-1])
             ax.hlines(1.0, lo_c, hi_c, color=c, lw=4, alpha=0.5, zorder=4)
         else:
-            budget = an.result["comparisons"][cand]["crossover"].get("budget")
-            if budget:
-                ax.annotate(f"{cand}: no crossover below {budget:.0e} FLOPs", (0.02, 0.04), xycoords="axes fraction",
-                            fontsize=7, color=c)
+            ax.annotate(f"{cand}: no crossover below {eff.budget:.0e} FLOPs", (0.02, 0.04), xycoords="axes fraction",
+                        fontsize=7, color=c)
     ax.set_xscale("log")
     ax.set_yscale("log")
     vals = np.concatenate([np.ravel(v) for v in finite_vals]) if finite_vals else np.array([1.0])
@@ -292,7 +300,7 @@ def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
              ("flop_multiplier.png", "FLOP multiplier and crossover", lambda: plot_multiplier(an)),
              ("loss_vs_params.png", "Final loss vs parameters", lambda: plot_loss_vs(an, "params")),
              ("loss_vs_tokens.png", "Final loss vs tokens", lambda: plot_loss_vs(an, "tokens"))]
-    for axis in an.x_cols:
+    for axis in an.axes:
         if axis not in ("flops", "params", "tokens"):
             specs.append((f"loss_vs_{axis}.png", f"Final loss vs {AXIS_UNITS.get(axis, axis)}",
                           lambda axis=axis: plot_loss_vs(an, axis)))

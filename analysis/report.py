@@ -5,60 +5,32 @@ references). Every file is written atomically (harness/run_dir.atomic_write_*).
 The report is built once as a list of blocks (heading, paragraph, list, table, image,
 preformatted text) and rendered to both Markdown and HTML.
 
-fits.json: everything analyze() computed, JSON-safe: NaN becomes null and +/-infinity the
-strings "inf" / "-inf" (an infinite crossover bound: no crossing below the budget).
+fits.json: the Analysis's ``result``, JSON-safe (contract/formatting.jsonable): NaN becomes
+null and +/-infinity the strings "inf" / "-inf" (an infinite crossover bound: no crossing
+below the budget).
+
+Each fit law has its table (laws/law.py ``rows``): the compared ones (loss against FLOPs)
+with the loss plots, the others with the compute-optimal approaches; every compared law
+gets a column of the FLOP multiplier and a row of the crossovers.
 """
 from __future__ import annotations
 
 import base64
 import html
-import math
+import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from ebt_scaling.harness.contract.formatting import jsonable, pct
 from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ebt_scaling.harness.evaluation.report import plot_thinking, table3
 
+from .axes import AXIS_UNITS
+from .laws.law import FitLaw
+from .laws.power import POWER_LAW
+from .numbers import fmt_interval, fmt_num
+from .paper import PAPER_ADVANTAGE, PAPER_HEADLINES
 from .plots import all_plots
-from .scaling_fits import AXIS_UNITS, PAPER_ADVANTAGE, Analysis, fmt_interval, fmt_num
-
-# The paper's headline numbers (notes/ebt.md, arXiv 2507.02092 v1) shown beside ours.
-PAPER_HEADLINES = [
-    "Scaling-rate advantage of EBT over Transformer++ (log-log slope ratio - 1), v1: data 35.98%, batch size "
-    "28.46%, depth 5.29%, parameters 2.91%, FLOPs 2.92%, embedding dim 0.02%; a later revision: 8.97% for FLOPs "
-    "and parameters. Single seed, no error bars, 4-5 points per axis.",
-    "At every measured FLOP budget EBT's perplexity was worse (about 10x more FLOPs for equal perplexity); only its "
-    "slope was steeper. Whether there is a crossover budget was left open.",
-    "EBT / Transformer++ FLOPs per training step measured with FlopCounterMode on the reference code: 5.29 (xxs), "
-    "6.55 (small); the paper's approximation 6.66 at K = 2.",
-    "Table 3 perplexity, Transformer++ vs EBT: pretraining 31.36 vs 33.43; GSM8K 49.6 vs 43.3; SQuAD 52.3 vs 53.1; "
-    "BIG-bench Elementary Math QA 79.8 vs 72.6; BIG-bench Dyck languages 131.5 vs 125.3.",
-]
-EVALUATION_HOOK = "ebt_scaling.harness.evaluation.report (table3, format_table3, plot_thinking)"
-
-
-# ---------------------------------------------------------------------------- JSON
-
-def jsonable(obj):
-    """Plain-JSON copy: numpy scalars/arrays to Python, NaN -> None, +/-inf -> "inf" / "-inf"."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    return obj
+from .result import Analysis
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -143,17 +115,8 @@ class Doc:
 
 # ---------------------------------------------------------------------------- content
 
-def _pct(v) -> str:
-    return "n/a" if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v * 100:+.3g}%"
-
-
-def _iv(entry: dict, key: str, digits: int = 3, pct: bool = False) -> str:
-    return fmt_interval((entry.get("intervals") or {}).get(key), digits, pct)
-
-
-def _num_iv(entry: dict, key: str, digits: int = 4) -> str:
-    v = entry.get(key)
-    return f"{fmt_num(v, digits)} {_iv(entry, key, digits)}".strip()
+def _iv(entry: dict, key: str, digits: int = 3, percent: bool = False) -> str:
+    return fmt_interval((entry.get("intervals") or {}).get(key), digits, percent)
 
 
 def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
@@ -193,7 +156,7 @@ def _paper_table(doc: Doc, an: Analysis) -> None:
     for cand, comp in r.get("comparisons", {}).items():
         for axis, e in comp["axes"].items():
             name, v1, later = PAPER_ADVANTAGE.get(axis, (axis, None, None))
-            ours = f"{_pct(e.get('advantage'))} {_iv(e, 'advantage', 3, pct=True)}" if e.get("status") == "ok" else \
+            ours = f"{pct(e.get('advantage'))} {_iv(e, 'advantage', 3, percent=True)}" if e.get("status") == "ok" else \
                 f"skipped: {e.get('reason')}"
             rows.append([cand, name, ours, f"+{v1}%" if v1 is not None else "-",
                          f"+{later}%" if later is not None else "-"])
@@ -203,20 +166,13 @@ def _paper_table(doc: Doc, an: Analysis) -> None:
     doc.ul(PAPER_HEADLINES)
 
 
-def _power_tables(doc: Doc, an: Analysis) -> None:
+def _law_table(doc: Doc, an: Analysis, law: FitLaw) -> None:
+    doc.h(3, law.title)
+    doc.table(["label", *law.headers], [row for lb, fit in an.laws[law].items() for row in law.rows(lb, fit)])
+
+
+def _scaling_rates(doc: Doc, an: Analysis) -> None:
     r = an.result
-    rows = []
-    for lb, axes in r.get("power_laws", {}).items():
-        for axis, e in axes.items():
-            if e.get("status") != "ok":
-                rows.append([lb, AXIS_UNITS.get(axis, axis), e.get("n"), "-", "-", "-", f"skipped: {e['reason']}"])
-                continue
-            note = e.get("warning", "")
-            if e.get("n_failed"):
-                note = (note + "; " if note else "") + f"{e['n_failed']} degenerate resamples ignored"
-            rows.append([lb, AXIS_UNITS.get(axis, axis), e["n"], _num_iv(e, "slope"), _num_iv(e, "prefactor"),
-                         f"{e['r2']:.4f}", note])
-    doc.table(["label", "axis X", "runs", "slope b", "prefactor exp(a)", "R² (log)", "note"], rows)
     rows = []
     for cand, comp in r.get("comparisons", {}).items():
         for axis, e in comp["axes"].items():
@@ -225,30 +181,16 @@ def _power_tables(doc: Doc, an: Analysis) -> None:
             rows.append([f"{cand} vs {comp['reference']}", AXIS_UNITS.get(axis, axis),
                          f"{fmt_num(e['slope_diff'], 4)} {_iv(e, 'slope_diff', 4)}",
                          f"{fmt_num(e['slope_ratio'], 4)} {_iv(e, 'slope_ratio', 4)}",
-                         f"{_pct(e['advantage'])} {_iv(e, 'advantage', 3, pct=True)}", e.get("warning", "")])
+                         f"{pct(e['advantage'])} {_iv(e, 'advantage', 3, percent=True)}", e.get("warning", "")])
     if rows:
         doc.p("Scaling-rate comparison (slopes of the per-axis power laws; advantage > 0: the candidate's loss "
               "falls faster):")
         doc.table(["comparison", "axis", "slope difference b_cand - b_ref", "slope ratio", "advantage", "note"], rows)
 
 
-def _saturating_table(doc: Doc, an: Analysis) -> None:
-    rows = []
-    for lb, e in an.result.get("saturating", {}).items():
-        if e.get("status") != "ok":
-            rows.append([lb, "-", "-", "-", "-", f"skipped: {e['reason']}"])
-            continue
-        note = e.get("warning", "")
-        if e.get("e_at_zero"):
-            note = (note + "; " if note else "") + "E at its bound 0 (no curvature: a pure power law)"
-        if e.get("n_failed"):
-            note = (note + "; " if note else "") + f"{e['n_failed']} resamples failed"
-        rows.append([lb, _num_iv(e, "E"), _num_iv(e, "A"), _num_iv(e, "alpha"), f"{e['rmse_log']:.3g}", note])
-    doc.table(["label", "E (irreducible loss)", "A", "alpha", "rmse (log)", "note"], rows)
-
-
 def _efficiency(doc: Doc, an: Analysis) -> None:
     r = an.result
+    compared = [law for law in an.laws if law.compared]
     for cand, comp in r.get("comparisons", {}).items():
         mult = comp.get("multiplier")
         cross = comp.get("crossover", {})
@@ -258,20 +200,19 @@ def _efficiency(doc: Doc, an: Analysis) -> None:
         rows = []
         for row in mult:
             rows.append([f"{row['compute']:.3g}" + (" (largest reference run)" if row["largest_reference_run"] else ""),
-                         f"{fmt_num(row['power_law'])} {fmt_interval(row.get('power_law_interval'))}",
-                         f"{fmt_num(row.get('saturating'))} {fmt_interval(row.get('saturating_interval'))}"
-                         if "saturating" in row else "-"])
+                         *(f"{fmt_num(row[law.name])} {fmt_interval(row.get(f'{law.name}_interval'))}"
+                           if law.name in row else "-" for law in compared)])
         doc.p(f"{cand}: compute it needs to reach {comp['reference']}'s loss, as a multiple of {comp['reference']}'s "
               "compute (> 1: more; ∞: the fitted curve never reaches that loss):")
-        doc.table(["compute C (FLOPs)", "multiplier (power laws)", "multiplier (saturating laws)"], rows)
+        doc.table(["compute C (FLOPs)", *(f"multiplier ({law.plural})" for law in compared)], rows)
         crows = []
-        for kind in ("power_law", "saturating"):
-            c = cross.get(kind)
+        for law in compared:
+            c = cross.get(law.name)
             if not c:
                 continue
             where = f"{c['compute']:.3g}" if c.get("compute") else f"none below {cross['budget']:.3g}"
             frac = c.get("fraction_crossing")
-            crows.append([kind.replace("_", " "), where, fmt_interval(c.get("interval")),
+            crows.append([law.name.replace("_", " "), where, fmt_interval(c.get("interval")),
                           "-" if frac is None else f"{frac * 100:.0f}%", c.get("message", "")])
         if crows:
             doc.table(["fitted curves", "crossover compute (FLOPs)", "interval", "resamples with a crossing",
@@ -291,8 +232,8 @@ def _approaches(doc: Doc, an: Analysis) -> None:
         rows.append([lb, e["n_runs"], f"{fmt_num(e['slope'], 4)} {_iv(e, 'slope', 4)}", nopt,
                      f"{len(e['runs_on_envelope'])} runs on the envelope"])
     doc.table(["label", "runs", "envelope slope (L ∝ C^b)", "N_opt exponent (N on the envelope ∝ C^a)", "note"], rows)
-    doc.ul([f"{c} vs {comp['reference']}: envelope-slope advantage {_pct(comp['envelope']['advantage'])} "
-            f"{_iv(comp['envelope'], 'advantage', 3, pct=True)}"
+    doc.ul([f"{c} vs {comp['reference']}: envelope-slope advantage {pct(comp['envelope']['advantage'])} "
+            f"{_iv(comp['envelope'], 'advantage', 3, percent=True)}"
             for c, comp in r.get("comparisons", {}).items() if "envelope" in comp])
     doc.h(3, "Approach 2: isoFLOP minima")
     rows = []
@@ -323,15 +264,6 @@ def _approaches(doc: Doc, an: Analysis) -> None:
             else:
                 items.append(f"{lb}: {e.get('exponent_note')}")
     doc.ul(items)
-    doc.h(3, "Approach 3: L(N, D) = E + A/N^α + B/D^β")
-    rows = []
-    for lb, e in r.get("approach3", {}).items():
-        if e.get("status") != "ok":
-            rows.append([lb] + ["-"] * 6 + [f"skipped: {e['reason']}"])
-            continue
-        rows.append([lb] + [_num_iv(e, k) for k in ("E", "A", "B", "alpha", "beta", "a")] +
-                    [f"{e['n_points']} runs; {e['bootstrap']}"])
-    doc.table(["label", "E", "A", "B", "α", "β", "a = β/(α+β) (N_opt ∝ C^a)", "note"], rows)
 
 
 def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> None:
@@ -339,11 +271,6 @@ def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> N
     evals = an.data.evaluations
     if not evals:
         doc.p("No run has evaluations in result.json (run `ebt-scaling eval SWEEP_DIR`); nothing to show.")
-        return
-    try:
-        from ebt_scaling.harness.evaluation.report import plot_thinking, table3
-    except ImportError as exc:
-        doc.p(f"Hook: runs carry evaluations, but {EVALUATION_HOOK} is not importable ({exc}).")
         return
     runs = an.data.runs
     ref = an.reference
@@ -368,13 +295,11 @@ def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> N
             doc.table(["task", f"{ref} ppl", f"{cand} ppl", f"{cand} vs {ref}", f"{cand} + thinking", "paper T++",
                        "paper EBT"],
                       [[x["row"], fmt_num(x.get("tpp_ppl"), 4), fmt_num(x.get("ebt_ppl"), 4),
-                        _pct(x.get("ebt_vs_tpp")), fmt_num(x.get("ebt_thinking_ppl"), 4),
+                        pct(x.get("ebt_vs_tpp")), fmt_num(x.get("ebt_thinking_ppl"), 4),
                         fmt_num(x.get("paper_tpp"), 4), fmt_num(x.get("paper_ebt"), 4)] for x in rows])
         except Exception as exc:  # the table builder belongs to another module: report, do not fail
             doc.p(f"Table 3 could not be built: {type(exc).__name__}: {exc}")
         try:
-            import tempfile
-
             with tempfile.TemporaryDirectory() as tmp:
                 png = Path(plot_thinking(tpp, ebt, Path(tmp) / "thinking.png")).read_bytes()
             name = f"thinking_{_slug(cand)}.png"
@@ -454,21 +379,26 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
 
     doc.h(2, "Loss against compute, parameters and tokens")
     show("loss_vs_flops.png")
-    doc.h(3, "Per-axis power laws log L = a + b log X")
-    _power_tables(doc, an)
-    show("loss_vs_params.png")
-    show("loss_vs_tokens.png")
-    for fname in by_name:
-        if fname.startswith("loss_vs_") and fname not in ("loss_vs_flops.png", "loss_vs_params.png",
-                                                           "loss_vs_tokens.png"):
-            show(fname)
-    doc.h(3, "Saturating law L(C) = E + A·C^-α")
-    _saturating_table(doc, an)
+    for law in an.laws:
+        if not law.compared:
+            continue
+        _law_table(doc, an, law)
+        if law is POWER_LAW:   # its slopes are the scaling rates, and it is the one law fitted on every axis
+            _scaling_rates(doc, an)
+            show("loss_vs_params.png")
+            show("loss_vs_tokens.png")
+            for fname in by_name:
+                if fname.startswith("loss_vs_") and fname not in ("loss_vs_flops.png", "loss_vs_params.png",
+                                                                   "loss_vs_tokens.png"):
+                    show(fname)
     doc.h(2, "Efficiency: FLOP multiplier and crossover")
     show("flop_multiplier.png")
     _efficiency(doc, an)
     doc.h(2, "Compute-optimal scaling (Chinchilla Approaches 1-3)")
     _approaches(doc, an)
+    for law in an.laws:
+        if not law.compared:
+            _law_table(doc, an, law)
     show("envelope.png")
     show("isoflop.png")
     _evaluations(doc, an, out_dir, written)

@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A usage error of a command's flags: printed as one line, exit status 2 (as are the
+    contract's ConfigError and DispatchError, which every layer raises)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
+    from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+
     try:
         return int(module.run(args) or 0)
-    except CliError as exc:
+    except (CliError, ConfigError, DispatchError) as exc:
         print(f"ebt-scaling {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
 

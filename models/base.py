@@ -1,4 +1,4 @@
-"""The interface both architectures share, so the trainer, FLOP accounting and
+"""The interface every architecture shares, so the trainer, FLOP accounting and
 benchmarks never branch on the model type."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
 
 IGNORE_INDEX = -100  # target value of pad positions: excluded from every loss
 

@@ -1,4 +1,4 @@
-"""Energy-Based Transformer for autoregressive text (Gladstone et al. 2025, notes/ebt.md).
+"""Energy-Based Transformer for autoregressive text (Gladstone et al. 2025, docs/ebt.md).
 
 Prediction is optimisation. For every position i the model holds a candidate
 distribution over the next token, starts it from random logits and takes K gradient
@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebt_scaling.harness.contract.model_config import ModelConfig
+
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
-from .config import ModelConfig
 from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
@@ -67,10 +68,10 @@ class EBT(LanguageModel):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        c, e = config, config.ebt
+        c, e = config, config.options
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.candidate_proj = nn.Linear(c.vocab_size, c.d_model, bias=False)  # W_v2e
-        self.step_emb = nn.Embedding(e.steps, c.d_model) if e.variant == "time_embed" else None
+        self.step_emb = nn.Embedding(e.refine_steps, c.d_model) if e.variant == "time_embed" else None
         self.rotary = Rotary(c.head_dim, c.context + 2, c.rope_theta)
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model)
@@ -120,7 +121,7 @@ class EBT(LanguageModel):
 
     def _initial_candidates(self, batch: int, seq: int, ref: torch.Tensor) -> torch.Tensor:
         y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=self._candidate_dtype)
-        e = self.config.ebt
+        e = self.config.options
         if self.training and e.replay_buffer_size and self.replay_count >= e.replay_buffer_size:
             n = int(batch * e.replay_fraction)
             pick = torch.randint(0, e.replay_buffer_size, (n,), device=ref.device)
@@ -129,13 +130,13 @@ class EBT(LanguageModel):
 
     @torch.no_grad()
     def _remember(self, y: torch.Tensor) -> None:
-        size = self.config.ebt.replay_buffer_size
+        size = self.config.options.replay_buffer_size
         rows = (torch.arange(y.shape[0], device=y.device) + self.replay_count) % size
         self.replay[rows, : y.shape[1]] = y.detach().to(self.replay.dtype)
         self.replay_count += y.shape[0]
 
     def _alpha(self, like: torch.Tensor, random_scale: float) -> torch.Tensor:
-        alpha = self.alpha.clamp(min=self.config.ebt.alpha_min)
+        alpha = self.alpha.clamp(min=self.config.options.alpha_min)
         if random_scale > 1:
             lo, hi = 1.0 / random_scale, random_scale
             alpha = alpha * (lo + (hi - lo) * torch.rand(*like.shape[:-1], 1, device=like.device))
@@ -156,10 +157,10 @@ class EBT(LanguageModel):
 
     # ------------------------------------------------------------------ training
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
-        e = self.config.ebt
+        e = self.config.options
         batch, seq = inputs.shape
         token_emb = self.tok_emb(inputs)
-        n_steps = e.steps
+        n_steps = e.refine_steps
         if self.training and e.random_extra_steps[1] > 0:
             lo, hi = e.random_extra_steps
             n_steps += int(torch.randint(lo, hi + 1, ()))
@@ -200,7 +201,7 @@ class EBT(LanguageModel):
         skipped and `energy` holds the `steps` energies before each step."""
         if samples > 1 and not final_energy:
             raise ValueError("think: best-of-N (samples > 1) needs final_energy=True to choose")
-        steps = steps or self.config.ebt.steps
+        steps = steps or self.config.options.refine_steps
         best: ThinkResult | None = None
         with torch.no_grad():
             token_emb = self.tok_emb(inputs)
@@ -209,7 +210,7 @@ class EBT(LanguageModel):
             y = torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device, dtype=self._candidate_dtype)
             nll, energy = [], []
             for k in range(steps):
-                key = min(k, self.config.ebt.steps - 1) if self.step_emb is not None else 0
+                key = min(k, self.config.options.refine_steps - 1) if self.step_emb is not None else 0
                 if key not in kvs_by_step:
                     with torch.no_grad():
                         kvs_by_step[key] = self.real_stream(token_emb, key)
@@ -229,7 +230,7 @@ class EBT(LanguageModel):
         return self.think(inputs, targets, final_energy=False).nll[-1]
 
     def process_state(self) -> dict[str, torch.Tensor]:
-        if not self.config.ebt.replay_buffer_size:
+        if not self.config.options.replay_buffer_size:
             return {}
         return {"replay": self.replay.cpu(), "replay_count": torch.tensor(self.replay_count)}
 
@@ -247,7 +248,7 @@ class EBT(LanguageModel):
         groups = super().optimizer_groups(weight_decay, decay_norms_and_embeddings, lr_scale)
         if self.alpha.requires_grad:
             groups.append({"params": [self.alpha], "weight_decay": 0.0, "name": "alpha",
-                           "lr_scale": lr_scale * self.config.ebt.alpha_lr_multiplier})
+                           "lr_scale": lr_scale * self.config.options.alpha_lr_multiplier})
         return groups
 
 

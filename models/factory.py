@@ -1,11 +1,10 @@
-"""Build a model from its config: the one place that maps `arch` to a class."""
+"""Build a model from its config through the architecture registry."""
 from __future__ import annotations
 
+from ebt_scaling.harness.contract.model_config import ModelConfig
+
 from .base import LanguageModel
-from .config import ModelConfig
-from .ebt import EBT
-from .transformer import TransformerPP
 
 
 def build_model(config: ModelConfig) -> LanguageModel:
-    return {"transformer": TransformerPP, "ebt": EBT}[config.arch](config)
+    return config.architecture.build(config)

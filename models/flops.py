@@ -1,6 +1,6 @@
 """Analytic parameter counts and FLOPs of one training step, for both architectures.
 
-Two conventions (notes/scaling.md: pick one as primary, report the others, apply the same
+Two conventions (docs/flops.md: pick one as primary, report the others, apply the same
 one to both models):
 
 ``paper``
@@ -57,11 +57,8 @@ K = 2; its predicted stream uses plain matmuls, so only the real stream is affec
 """
 from __future__ import annotations
 
-import torch
-
-from .config import ModelConfig
-
-CONVENTIONS = ("paper", "full")
+from ebt_scaling.harness.contract.architecture import FLOP_CONVENTIONS as CONVENTIONS
+from ebt_scaling.harness.contract.model_config import ModelConfig
 
 # ------------------------------------------------------------------ parameters
 
@@ -72,23 +69,30 @@ def block_params(config: ModelConfig) -> int:
     return 4 * d * d + 3 * d * h + 2 * d
 
 
-def param_counts(config: ModelConfig) -> dict[str, int]:
+def transformer_param_counts(config: ModelConfig) -> dict[str, int]:
     """{"total", "non_embedding"} exactly as the built model's ``param_counts()`` reports.
+    Embedding (excluded from non_embedding): the token table and the output head.
+    Non-embedding: the blocks and the final norm."""
+    backbone = config.n_layers * block_params(config) + config.d_model  # blocks + final RMSNorm
+    embedding = 2 * config.vocab_size * config.d_model  # tok_emb + lm_head
+    return {"total": embedding + backbone, "non_embedding": backbone}
 
-    Embedding (excluded from non_embedding): Transformer++ token table and output head;
-    EBT token table, V -> d candidate projection and (time_embed) the K x d step table.
-    Non-embedding: the blocks, the final norm, and for EBT the d -> 1 energy head and alpha.
-    """
-    d, v = config.d_model, config.vocab_size
-    backbone = config.n_layers * block_params(config) + d  # blocks + final RMSNorm
-    if config.arch == "transformer":
-        embedding = 2 * v * d  # tok_emb + lm_head
-        non_embedding = backbone
-    else:
-        step_table = config.ebt.steps * d if config.ebt.variant == "time_embed" else 0
-        embedding = 2 * v * d + step_table  # tok_emb + candidate_proj (+ step_emb)
-        non_embedding = backbone + d + 1  # + energy_head + alpha
+
+def ebt_param_counts(config: ModelConfig) -> dict[str, int]:
+    """As ``transformer_param_counts``. Embedding: the token table, the V -> d candidate
+    projection and (time_embed) the K x d step table. Non-embedding: the blocks, the final
+    norm, the d -> 1 energy head and alpha."""
+    d, v, o = config.d_model, config.vocab_size, config.options
+    backbone = config.n_layers * block_params(config) + d
+    step_table = o.refine_steps * d if o.variant == "time_embed" else 0
+    embedding = 2 * v * d + step_table
+    non_embedding = backbone + d + 1
     return {"total": embedding + non_embedding, "non_embedding": non_embedding}
+
+
+def param_counts(config: ModelConfig) -> dict[str, int]:
+    """{"total", "non_embedding"} of any registered architecture, analytic (no model built)."""
+    return config.architecture.param_counts(config)
 
 
 # ------------------------------------------------------------------ forward matmul pieces
@@ -148,7 +152,7 @@ def transformer_step_flops(config: ModelConfig, batch: int, seq: int) -> int:
 def ebt_real_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
     """One run of the real stream: S tokens (+1 step token for time_embed); L-1 full
     blocks with causal attention, then the last layer's keys and values only."""
-    t = seq + (1 if config.ebt.variant == "time_embed" else 0)
+    t = seq + (1 if config.options.variant == "time_embed" else 0)
     full_blocks = config.n_layers - 1
     per_token = full_blocks * projection_flops_per_token(config) + kv_projection_flops_per_token(config)
     per_sequence = full_blocks * attention_flops(config, t, t)
@@ -159,7 +163,7 @@ def ebt_predicted_stream_forward_flops(config: ModelConfig, batch: int, seq: int
     """One energy evaluation of S candidates: the V -> d candidate projection, L blocks
     whose attention is S queries x (S [+1 step token]) context keys (the self score is an
     elementwise product, 0), and the d -> 1 energy head."""
-    context = seq + (1 if config.ebt.variant == "time_embed" else 0)
+    context = seq + (1 if config.options.variant == "time_embed" else 0)
     per_token = (vocab_matmul_flops_per_token(config) + config.n_layers * projection_flops_per_token(config)
                  + energy_head_flops_per_token(config))
     per_sequence = config.n_layers * attention_flops(config, seq, context)
@@ -168,13 +172,13 @@ def ebt_predicted_stream_forward_flops(config: ModelConfig, batch: int, seq: int
 
 def ebt_expected_steps(config: ModelConfig) -> float:
     """K plus the mean of random_extra_steps U{lo..hi} (0 when off)."""
-    lo, hi = config.ebt.random_extra_steps
-    return config.ebt.steps + (lo + hi) / 2
+    lo, hi = config.options.random_extra_steps
+    return config.options.refine_steps + (lo + hi) / 2
 
 
 def ebt_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
     """Expected FLOPs of one EBT training step (see the module docstring)."""
-    e = config.ebt
+    e = config.options
     n_steps = ebt_expected_steps(config)
     n_trained = 1.0 if e.truncate_unroll else n_steps
     n_untrained = n_steps - n_trained
@@ -198,25 +202,25 @@ def ebt_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
 # ------------------------------------------------------------------ public entry points
 
 
-def _paper_flops_per_token(config: ModelConfig) -> float:
-    n = param_counts(config)["non_embedding"]
-    if config.arch == "transformer":
-        return 6.0 * n
-    return 20.0 * ebt_expected_steps(config) * n  # 3.33.. x 6 N per refinement step
+def transformer_paper_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
+    """6 N per token, N = non-embedding parameters."""
+    return 6.0 * transformer_param_counts(config)["non_embedding"] * batch * seq
+
+
+def ebt_paper_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
+    """20 K N per token: about 3.33 x a Transformer's 6 N per refinement step."""
+    return 20.0 * ebt_expected_steps(config) * ebt_param_counts(config)["non_embedding"] * batch * seq
 
 
 def training_step_flops(config: ModelConfig, batch: int, seq: int | None = None, convention: str = "full") -> float:
-    """FLOPs of one training step on a batch x seq batch (seq defaults to config.context)."""
+    """FLOPs of one training step on a batch x seq batch (seq defaults to config.context),
+    in any convention, for any registered architecture."""
     seq = config.context if seq is None else seq
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if batch < 1 or seq < 1:
         raise ValueError(f"batch and seq must be >= 1, got {batch} and {seq}")
-    if convention == "paper":
-        return _paper_flops_per_token(config) * batch * seq
-    if config.arch == "transformer":
-        return float(transformer_step_flops(config, batch, seq))
-    return float(ebt_step_flops(config, batch, seq))
+    return float(config.architecture.step_flops[convention](config, batch, seq))
 
 
 def flops_per_token(config: ModelConfig, convention: str = "full", seq_len: int | None = None) -> float:
@@ -228,7 +232,7 @@ def flops_per_token(config: ModelConfig, convention: str = "full", seq_len: int 
 # ------------------------------------------------------------------ measurement
 
 
-def count_training_step_flops(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+def count_training_step_flops(model, inputs, targets) -> int:
     """Run one real training step (model.step(...).loss.backward()) under FlopCounterMode
     and return the total FLOPs it counted. Gradients are accumulated into the model's
     parameters as in training; the caller owns zeroing them.
@@ -238,7 +242,7 @@ def count_training_step_flops(model: torch.nn.Module, inputs: torch.Tensor, targ
     counts. On GPU the flash/efficient backward formula adds a recomputed score matmul (5
     bmms instead of 4): see the module docstring for the size of that difference.
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # measuring needs torch; counting does not
 
     was_training = model.training
     model.train()

@@ -1,4 +1,4 @@
-"""The paper's named model ladder (notes/ebt.md, reference code) and its suggested LRs."""
+"""The paper's named model ladder (docs/ebt.md, reference code) and its suggested LRs."""
 from __future__ import annotations
 
 from dataclasses import dataclass

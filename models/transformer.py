@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ebt_scaling.harness.contract.model_config import ModelConfig
+
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
-from .config import ModelConfig
 from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
 
 

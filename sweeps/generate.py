@@ -9,7 +9,7 @@ budget / its own FLOPs per step, rounded to whole steps, so EBT gets fewer token
 
 Tokens are always a whole number of optimizer steps (batch x context each). The FLOPs a
 pair shares are the reference architecture's at the point's tokens (or the axis budget).
-The pair id is a hash of the shared parts (spec without model.arch, model.ebt and tags;
+The pair id is a hash of the shared parts (spec without model.arch, model.options and tags;
 under flops pairing without train.tokens / warmup_fraction but with the budget).
 
 Nothing here builds a model: parameter counts and FLOPs per token are analytic
@@ -23,15 +23,15 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import RunSpec, spec_hash
 from ebt_scaling.harness.contract.typed_config import to_dict
-from ebt_scaling.models.config import ConfigError, ModelConfig
 from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 
 from . import rules
 from .shapes import Shape, ShapeSolver, SolvedShape, shape_name
-from .sweep_spec import (FIXED_SIZE_AXES, ExplicitSize, SweepSpec, arch_ebt_config, axis_values,
-                         base_spec, parse_size)
+from .sweep_spec import FIXED_SIZE_AXES, ExplicitSize, SweepSpec, arch_options, axis_values, base_spec, parse_size
 
 
 @dataclass
@@ -100,8 +100,7 @@ class Planner:
         self.base = base_spec(sweep)
         self.templates: list[ModelConfig] = []
         for i, entry in enumerate(sweep.architectures):
-            ebt = arch_ebt_config(sweep, self.base, i) if entry.arch == "ebt" else self.base.model.ebt
-            self.templates.append(replace(self.base.model, arch=entry.arch, ebt=ebt))
+            self.templates.append(replace(self.base.model, arch=entry.arch, options=arch_options(sweep, i)))
         labels = [a.label for a in sweep.architectures]
         self.ref = labels.index(sweep.reference_label)
         self.solver = ShapeSolver(self.templates[self.ref], sweep.param_count, sweep.shape)
@@ -324,7 +323,7 @@ class Planner:
         key = ("shared-model", shape)
         hit = self._json.get(key)
         if hit is None:
-            model = {k: v for k, v in to_dict(self.config(self.ref, shape)).items() if k not in ("arch", "ebt")}
+            model = {k: v for k, v in to_dict(self.config(self.ref, shape)).items() if k not in ("arch", "options")}
             hit = self._json[key] = json.dumps(model, sort_keys=True)
         return hit
 
@@ -358,7 +357,7 @@ class Planner:
         return run_id
 
     def _pair_id(self, shape: Shape, shared_train_json: str, seed: int, budget: float | None) -> str:
-        """Hash of what the runs of a pair share: the spec without model.arch / model.ebt
+        """Hash of what the runs of a pair share: the spec without model.arch / model.options
         (and, under flops pairing, without train.tokens / warmup_fraction but with the budget)."""
         parts = {**self._rest_json, "model": self._shared_model_json(shape), "seed": str(seed),
                  "pairing": json.dumps(self.sweep.pairing), "train": shared_train_json}

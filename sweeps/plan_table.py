@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import load_spec, spec_to_yaml
-from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.models.flops import CONVENTIONS
 
 from .generate import Plan

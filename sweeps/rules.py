@@ -1,4 +1,4 @@
-"""Token, learning-rate, batch, warmup and beta2 rules (notes/scaling.md, notes/ebt.md).
+"""Token, learning-rate, batch, warmup and beta2 rules (docs/scaling.md, docs/ebt.md).
 
 N is the sweep's ``param_count`` (total by default) of the reference architecture at the
 run's shape. Every function is pure and cheap; sweeps/generate.py caches per shape.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from ebt_scaling.models.config import ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import param_counts
 from ebt_scaling.models.sizes import PAPER_SIZES
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ebt_scaling.models.config import ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import param_counts
 from ebt_scaling.models.sizes import PAPER_SIZES
 
@@ -54,10 +54,6 @@ class SolvedShape:
     target: float | None  # None for ladder names and explicit shapes given as such
     achieved: int
     warning: str | None = None
-
-    @property
-    def rel_error(self) -> float:
-        return 0.0 if self.target is None else self.achieved / self.target - 1.0
 
 
 def shape_name(n_layers: int, d_model: int) -> str:

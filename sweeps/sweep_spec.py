@@ -15,8 +15,8 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     seeds: [0]                       # every point is run once per seed (same data order in a pair)
     architectures:                   # one run per entry at every point; a "pair" = all of them
       - {label: T++, arch: transformer}
-      - {label: EBT-S1, arch: ebt}                       # base.model.ebt options (paper S1)
-      - {label: EBT-S2, arch: ebt, ebt: {langevin_sigma: 3.0, truncate_unroll: true}}
+      - {label: EBT-S1, arch: ebt}                       # the EBT's default options (paper S1)
+      - {label: EBT-S2, arch: ebt, options: {langevin_sigma: 3.0, truncate_unroll: true}}
     pairing: tokens                  # tokens: same size and tokens (the paper's protocol)
                                      # flops: same size and training FLOPs (EBT gets fewer tokens)
     param_count: total               # which count "N" means everywhere: total | non_embedding
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,9 +63,11 @@ from typing import Any, Literal
 
 import yaml
 
+from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
+from ebt_scaling.harness.contract.cli_flags import nested
+from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml, to_dict
-from ebt_scaling.models.config import ConfigError, EBTConfig
 from ebt_scaling.models.sizes import PAPER_SIZES
 
 AXES = ("parameters", "data", "width", "depth", "batch", "compute", "isoflop")
@@ -72,39 +75,41 @@ FIXED_SIZE_AXES = ("data", "width", "depth", "batch")
 BUDGET_AXES = ("compute", "isoflop")
 
 
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def _prefixed(prefix: str):
-    def require(ok: bool, key: str, message: str) -> None:
-        _require(ok, prefix + key, message)
-    return require
-
-
-def _whole(obj: Any, name: str, prefix: str = "") -> None:
+def _whole(obj: Any, name: str) -> None:
     """Turn a float count field (YAML writes 1e9 as a float or a string) into an int."""
     value = getattr(obj, name)
     if value is not None:
-        _require(math.isfinite(value) and float(value).is_integer(), prefix + name,
+        require(math.isfinite(value) and float(value).is_integer(), name,
                  f"must be a whole number, got {value!r}")
         object.__setattr__(obj, name, int(value))
 
 
 @dataclass(frozen=True)
 class ArchEntry:
-    """One architecture of every pair: a label (tag "arch_label"), the model family and,
-    for EBT, options merged over base.model.ebt (models/config.py EBTConfig fields)."""
+    """One architecture of every pair: a label (tag "arch_label"), a registered model
+    family and that family's options (its options dataclass's fields; defaults elsewhere)."""
 
     label: str
-    arch: Literal["transformer", "ebt"]
-    ebt: dict[str, Any] = field(default_factory=dict)
+    arch: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+        """Entries once held EBT options under ``ebt``; read them as ``options``."""
+        if "ebt" not in data:
+            return data
+        data = dict(data)
+        legacy = data.pop("ebt")
+        require(data.get("arch") == "ebt" or not legacy, f"{path}.ebt",
+                 f"only applies to arch 'ebt' (this entry is {data.get('arch')!r}); remove it or set arch: ebt")
+        data.setdefault("options", legacy)
+        warnings.warn(f"{path}.ebt: deprecated key; write the EBT's options as {path}.options", FutureWarning,
+                      stacklevel=2)
+        return data
 
     def __post_init__(self) -> None:
-        _require(bool(self.label.strip()), "label", "must be a non-empty string; name the architecture, e.g. EBT-S1")
-        _require(not self.ebt or self.arch == "ebt", "ebt", f"only applies to arch 'ebt' (this entry is "
-                 f"{self.arch!r}); remove it or set arch: ebt")
+        require(bool(self.label.strip()), "label", "must be a non-empty string; name the architecture, e.g. EBT-S1")
+        ARCHITECTURES.get(self.arch, "arch")
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,8 @@ class AxisSpec:
     spread: float = 2.0  # isoflop: ratio of neighbouring sizes' parameter counts
 
     def __post_init__(self) -> None:
-        _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
-        _require(self.spread > 1, "spread", f"must be > 1 (the factor between neighbouring sizes), got {self.spread}")
+        require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
+        require(self.spread > 1, "spread", f"must be > 1 (the factor between neighbouring sizes), got {self.spread}")
 
 
 @dataclass(frozen=True)
@@ -140,12 +145,12 @@ class ShapeRule:
     max_layers: int = 128
 
     def __post_init__(self) -> None:
-        _require(self.aspect > 0, "aspect", f"must be > 0 (d_model per layer), got {self.aspect}")
-        _require(self.aspect_slack >= 1, "aspect_slack", f"must be >= 1 (1 = exactly the aspect), got {self.aspect_slack}")
-        _require(self.head_dim >= 2 and self.head_dim % 2 == 0, "head_dim",
+        require(self.aspect > 0, "aspect", f"must be > 0 (d_model per layer), got {self.aspect}")
+        require(self.aspect_slack >= 1, "aspect_slack", f"must be >= 1 (1 = exactly the aspect), got {self.aspect_slack}")
+        require(self.head_dim >= 2 and self.head_dim % 2 == 0, "head_dim",
                  f"must be an even integer >= 2 (RoPE rotates pairs), got {self.head_dim}")
-        _require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}")
-        _require(self.max_layers >= 1, "max_layers", f"must be >= 1, got {self.max_layers}")
+        require(0 < self.tolerance < 1, "tolerance", f"must be in (0, 1), got {self.tolerance}")
+        require(self.max_layers >= 1, "max_layers", f"must be >= 1, got {self.max_layers}")
 
 
 @dataclass(frozen=True)
@@ -164,22 +169,19 @@ class TokenRule:
     steps: float | None = None
 
     def __post_init__(self) -> None:
-        # Messages carry the "tokens." prefix themselves: typed_config does not prefix a
-        # message that already starts with the parent key, and these fields start with it.
-        _require = _prefixed("tokens.")
-        _whole(self, "tokens", "tokens.")
-        _whole(self, "steps", "tokens.")
-        _require(self.tokens_per_param > 0, "tokens_per_param", f"must be > 0, got {self.tokens_per_param}")
-        _require(self.coefficient > 0, "coefficient", f"must be > 0, got {self.coefficient}")
-        _require(0 < self.exponent < 1, "exponent", f"must be in (0, 1), got {self.exponent}")
+        _whole(self, "tokens")
+        _whole(self, "steps")
+        require(self.tokens_per_param > 0, "tokens_per_param", f"must be > 0, got {self.tokens_per_param}")
+        require(self.coefficient > 0, "coefficient", f"must be > 0, got {self.coefficient}")
+        require(0 < self.exponent < 1, "exponent", f"must be in (0, 1), got {self.exponent}")
         if self.rule == "fixed":
-            _require(self.tokens is not None, "tokens", "is required when rule is 'fixed'; give the training tokens")
+            require(self.tokens is not None, "tokens", "is required when rule is 'fixed'; give the training tokens")
         if self.tokens is not None:
-            _require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
+            require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
         if self.rule == "steps":
-            _require(self.steps is not None, "steps", "is required when rule is 'steps'; give the optimizer steps")
+            require(self.steps is not None, "steps", "is required when rule is 'steps'; give the optimizer steps")
         if self.steps is not None:
-            _require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+            require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class LrRule:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _require(self.value is None or self.value > 0, "value", f"must be > 0, got {self.value}")
+        require(self.value is None or self.value > 0, "value", f"must be > 0, got {self.value}")
 
 
 @dataclass(frozen=True)
@@ -220,16 +222,16 @@ class BatchRule:
 
     def __post_init__(self) -> None:
         for name, value in self.table.items():
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"table.{name}",
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"table.{name}",
                      f"must be a batch size in sequences (an integer >= 1), got {value!r}")
         self._check()
 
     def _check(self) -> None:
-        _require(self.size is None or self.size >= 1, "size", f"must be >= 1, got {self.size}")
-        _require(self.reference_params > 0, "reference_params", f"must be > 0, got {self.reference_params}")
-        _require(self.reference_batch >= 1, "reference_batch", f"must be >= 1, got {self.reference_batch}")
-        _require(self.min >= 1, "min", f"must be >= 1, got {self.min}")
-        _require(self.max is None or self.max >= self.min, "max", f"must be >= min ({self.min}), got {self.max}")
+        require(self.size is None or self.size >= 1, "size", f"must be >= 1, got {self.size}")
+        require(self.reference_params > 0, "reference_params", f"must be > 0, got {self.reference_params}")
+        require(self.reference_batch >= 1, "reference_batch", f"must be >= 1, got {self.reference_batch}")
+        require(self.min >= 1, "min", f"must be >= 1, got {self.min}")
+        require(self.max is None or self.max >= self.min, "max", f"must be >= min ({self.min}), got {self.max}")
 
 
 @dataclass(frozen=True)
@@ -244,11 +246,11 @@ class WarmupRule:
 
     def __post_init__(self) -> None:
         _whole(self, "tokens")
-        _require(self.fraction is None or 0 <= self.fraction < 1, "fraction", f"must be in [0, 1), got {self.fraction}")
+        require(self.fraction is None or 0 <= self.fraction < 1, "fraction", f"must be in [0, 1), got {self.fraction}")
         if self.rule == "tokens":
-            _require(self.tokens is not None, "tokens", "is required when rule is 'tokens'; give the warmup tokens")
-        _require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
-        _require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
+            require(self.tokens is not None, "tokens", "is required when rule is 'tokens'; give the warmup tokens")
+        require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
+        require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ class Beta2Rule:
     value: float | None = None
 
     def __post_init__(self) -> None:
-        _require(self.value is None or 0 <= self.value < 1, "value", f"must be in [0, 1), got {self.value}")
+        require(self.value is None or 0 <= self.value < 1, "value", f"must be in [0, 1), got {self.value}")
 
 
 @dataclass(frozen=True)
@@ -281,8 +283,8 @@ class Throughput:
     device: str = "H100 SXM (dense bf16 peak)"
 
     def __post_init__(self) -> None:
-        _require(self.peak_tflops > 0, "peak_tflops", f"must be > 0, got {self.peak_tflops}")
-        _require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
+        require(self.peak_tflops > 0, "peak_tflops", f"must be > 0, got {self.peak_tflops}")
+        require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
 
     @property
     def flops_per_second(self) -> float:
@@ -308,29 +310,28 @@ class SweepSpec:
     source: str = field(default="", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name.strip()) and all(c.isalnum() or c in "-_." for c in self.name), "name",
+        require(bool(self.name.strip()) and all(c.isalnum() or c in "-_." for c in self.name), "name",
                  f"must be a non-empty name of letters, digits, '-', '_' or '.', got {self.name!r}")
-        _require(len(self.architectures) >= 1, "architectures",
+        require(len(self.architectures) >= 1, "architectures",
                  "must list at least one entry, e.g. [{label: T++, arch: transformer}, {label: EBT-S1, arch: ebt}]")
         labels = [a.label for a in self.architectures]
         for i, label in enumerate(labels):
-            _require(label not in labels[:i], f"architectures[{i}].label", f"duplicate label {label!r}; labels must be unique")
-        _require(len(self.seeds) >= 1, "seeds", "must list at least one seed, e.g. [0]")
+            require(label not in labels[:i], f"architectures[{i}].label", f"duplicate label {label!r}; labels must be unique")
+        require(len(self.seeds) >= 1, "seeds", "must list at least one seed, e.g. [0]")
         for i, seed in enumerate(self.seeds):
-            _require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
-            _require(seed not in self.seeds[:i], f"seeds[{i}]", f"duplicate seed {seed}; list each seed once")
+            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+            require(seed not in self.seeds[:i], f"seeds[{i}]", f"duplicate seed {seed}; list each seed once")
         ref = self.flops.reference
-        _require(ref is None or ref in labels, "flops.reference",
+        require(ref is None or ref in labels, "flops.reference",
                  f"must be one of the architecture labels {labels}, got {ref!r}")
 
     @property
     def reference_label(self) -> str:
+        """flops.reference, else the first entry of the baseline architecture, else the first."""
         if self.flops.reference is not None:
             return self.flops.reference
-        for entry in self.architectures:
-            if entry.arch == "transformer":
-                return entry.label
-        return self.architectures[0].label
+        baseline = baseline_name()
+        return next((e.label for e in self.architectures if e.arch == baseline), self.architectures[0].label)
 
 
 # --------------------------------------------------------------------------- values and sizes
@@ -347,17 +348,17 @@ class ExplicitSize:
 def log_range(value: dict, key: str) -> list[float]:
     """{start, stop, num} -> num log-spaced values from start to stop (both included)."""
     unknown = sorted(set(value) - {"start", "stop", "num"})
-    _require(not unknown, f"{key}.{unknown[0] if unknown else ''}",
+    require(not unknown, f"{key}.{unknown[0] if unknown else ''}",
              "unknown key; a range has exactly start, stop and num")
     for name in ("start", "stop", "num"):
-        _require(name in value, f"{key}.{name}", "missing required key (a range is {start, stop, num}, log-spaced)")
+        require(name in value, f"{key}.{name}", "missing required key (a range is {start, stop, num}, log-spaced)")
     start, stop, num = _number(value["start"], f"{key}.start"), _number(value["stop"], f"{key}.stop"), value["num"]
-    _require(isinstance(num, int) and not isinstance(num, bool) and num >= 1, f"{key}.num",
+    require(isinstance(num, int) and not isinstance(num, bool) and num >= 1, f"{key}.num",
              f"must be an integer >= 1, got {num!r}")
-    _require(start > 0, f"{key}.start", f"must be > 0 (the range is log-spaced), got {start}")
-    _require(stop >= start, f"{key}.stop", f"must be >= start ({start:g}), got {stop:g}")
+    require(start > 0, f"{key}.start", f"must be > 0 (the range is log-spaced), got {start}")
+    require(stop >= start, f"{key}.stop", f"must be >= start ({start:g}), got {stop:g}")
     if num == 1:
-        _require(stop == start, f"{key}.num", "must be >= 2 when stop differs from start")
+        require(stop == start, f"{key}.num", "must be >= 2 when stop differs from start")
         return [float(start)]
     ratio = math.log(stop / start) / (num - 1)
     return [float(start * math.exp(ratio * i)) for i in range(num - 1)] + [float(stop)]
@@ -387,12 +388,12 @@ def parse_size(value: Any, key: str) -> str | float | ExplicitSize:
     if isinstance(value, dict):
         size = from_dict(ExplicitSize, value, key)
         for name in ("n_layers", "d_model", "n_heads"):
-            _require(getattr(size, name) >= 1, f"{key}.{name}", f"must be a positive integer, got {getattr(size, name)}")
-        _require(size.d_model % size.n_heads == 0 and (size.d_model // size.n_heads) % 2 == 0, f"{key}.d_model",
+            require(getattr(size, name) >= 1, f"{key}.{name}", f"must be a positive integer, got {getattr(size, name)}")
+        require(size.d_model % size.n_heads == 0 and (size.d_model // size.n_heads) % 2 == 0, f"{key}.d_model",
                  f"must be n_heads ({size.n_heads}) x an even head_dim, got {size.d_model}")
         return size
     target = _number(value, key)
-    _require(target > 0, key, f"must be > 0 (a parameter count), got {value!r}")
+    require(target > 0, key, f"must be > 0 (a parameter count), got {value!r}")
     return target
 
 
@@ -401,12 +402,12 @@ def axis_values(sweep: SweepSpec) -> list:
     axis, key = sweep.axis, "axis.values"
     raw = axis.values
     if isinstance(raw, dict):
-        _require(axis.name != "parameters" or {"start", "stop", "num"} >= set(raw), key,
+        require(axis.name != "parameters" or {"start", "stop", "num"} >= set(raw), key,
                  "a parameters axis takes a list of sizes or a range {start, stop, num} of parameter counts")
         raw = log_range(raw, key)
     elif not isinstance(raw, (list, tuple)):
         raise ConfigError(f"{key}: expected a list or a range {{start, stop, num}}, got {type(raw).__name__} {raw!r}")
-    _require(len(raw) >= 1, key, f"must not be empty; give at least one {axis.name} value")
+    require(len(raw) >= 1, key, f"must not be empty; give at least one {axis.name} value")
     values: list = []
     for i, v in enumerate(raw):
         k = f"{key}[{i}]"
@@ -414,19 +415,17 @@ def axis_values(sweep: SweepSpec) -> list:
             values.append(parse_size(v, k))
             continue
         number = _number(v, k)
-        _require(number > 0, k, f"must be > 0, got {v!r}")
+        require(number > 0, k, f"must be > 0, got {v!r}")
         if axis.name in ("width", "depth", "batch"):
-            _require(float(number).is_integer(), k, f"must be an integer, got {v!r}")
+            require(float(number).is_integer(), k, f"must be an integer, got {v!r}")
             number = int(number)
         values.append(number)
     for i, v in enumerate(values):
-        _require(v not in values[:i], f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
+        require(v not in values[:i], f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
     return values
 
 
 # --------------------------------------------------------------------------- loading
-
-PRESETS = ("tiny", "paper_nlp", "isoflop", "data_scaling", "paper_width", "paper_depth", "paper_batch")
 
 
 def preset_path(name: str) -> Path:
@@ -452,8 +451,9 @@ def sweep_from_dict(data: Any, source: str = "sweep") -> SweepSpec:
     return sweep
 
 
-def load_sweep(path_or_preset: str | Path) -> SweepSpec:
-    """A sweep from a YAML file or a shipped preset name (tiny, paper_nlp, isoflop, ...)."""
+def load_sweep(path_or_preset: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """A sweep from a YAML file or a shipped preset name (tiny, paper_nlp, isoflop, ...),
+    with ``--set``-style overrides ({"base.train.lr": 3e-4}) applied before validation."""
     text = str(path_or_preset)
     path = Path(text)
     if not path.exists() and "/" not in text and not text.endswith((".yaml", ".yml")):
@@ -462,22 +462,27 @@ def load_sweep(path_or_preset: str | Path) -> SweepSpec:
             raise ConfigError(f"{text}: no such file or preset; give a sweep YAML path or one of the presets "
                               f"{', '.join(names)}")
         path = preset_path(text)
-    return sweep_from_dict(load_yaml(path), str(path))
+    data = load_yaml(path)
+    if overrides:
+        data = nested(overrides, data if isinstance(data, dict) else {})
+    return sweep_from_dict(data, str(path))
 
 
 def base_spec(sweep: SweepSpec) -> RunSpec:
     return from_dict(RunSpec, dict(sweep.base), "base")
 
 
-def arch_ebt_config(sweep: SweepSpec, base: RunSpec, index: int) -> EBTConfig:
+def arch_options(sweep: SweepSpec, index: int) -> Any:
+    """The typed options of architecture entry `index` (its family's defaults + the entry's)."""
     entry = sweep.architectures[index]
-    merged = {**to_dict(base.model.ebt), **entry.ebt}
-    return from_dict(EBTConfig, merged, f"architectures[{index}].ebt")
+    return from_dict(ARCHITECTURES.get(entry.arch).options, entry.options, f"architectures[{index}].options")
 
 
 # base keys the sweep sets itself, and which sweep key to use instead
 _OWNED_BASE_KEYS = {
     ("model", "arch"): "architectures[].arch",
+    ("model", "options"): "architectures[].options (options belong to one architecture)",
+    ("model", "ebt"): "architectures[].options (options belong to one architecture)",
     ("model", "n_layers"): "the axis sizes / shape rule",
     ("model", "d_model"): "the axis sizes / shape rule",
     ("model", "n_heads"): "the axis sizes / shape rule",
@@ -492,19 +497,19 @@ def validate(sweep: SweepSpec) -> None:
         node: Any = sweep.base
         for k in keys:
             node = node.get(k, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
-        _require(node is dataclasses.MISSING, "base." + ".".join(keys),
+        require(node is dataclasses.MISSING, "base." + ".".join(keys),
                  f"is set by the sweep ({instead}); remove it from base")
-    base = base_spec(sweep)
+    base_spec(sweep)  # the base must be a valid partial run spec
     for i in range(len(sweep.architectures)):
-        arch_ebt_config(sweep, base, i)
+        arch_options(sweep, i)
     axis_values(sweep)
     axis = sweep.axis
     if axis.name in FIXED_SIZE_AXES:
-        _require(axis.size is not None, "axis.size", f"is required for a {axis.name} sweep; give the fixed size "
+        require(axis.size is not None, "axis.size", f"is required for a {axis.name} sweep; give the fixed size "
                  f"(a ladder name such as xxs, a parameter count or {{n_layers, d_model, n_heads}})")
         parse_size(axis.size, "axis.size")
     else:
-        _require(axis.size is None, "axis.size", f"is only used by {', '.join(FIXED_SIZE_AXES)} sweeps; remove it "
+        require(axis.size is None, "axis.size", f"is only used by {', '.join(FIXED_SIZE_AXES)} sweeps; remove it "
                  f"(a {axis.name} sweep derives its sizes from axis.values)")
     if sweep.tokens.rule in ("fixed", "steps") and axis.name in BUDGET_AXES:
         raise ConfigError(f"tokens.rule: {sweep.tokens.rule!r} cannot place a size on a {axis.name} axis (the budget "

@@ -1,14 +1,21 @@
 """Shared fixtures: one data cache per test session (the Shakespeare download and BPE
-training happen once), and tiny run specs that train in seconds on 2 CPU cores."""
+training happen once), tiny run specs that train in seconds on 2 CPU cores, and synthetic
+sweep directories whose final losses follow known laws (the analysis tests)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
+from ebt_scaling.models.flops import param_counts, training_step_flops
 
 
 @pytest.fixture(autouse=True)
@@ -65,3 +72,133 @@ def make_sweep(root: Path, specs) -> dict[str, Path]:
 def comparable(rows: list[dict]) -> list[dict]:
     """metrics.jsonl rows without their timing fields (which differ between two runs)."""
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
+# ---------------------------------------------------------------------------- synthetic sweeps
+
+# Shapes of the synthetic sweeps: (name, n_layers, d_model, n_heads); vocabulary 256.
+SIZES = [("s32", 2, 32, 2), ("s48", 2, 48, 2), ("s64", 2, 64, 2), ("s96", 2, 96, 2), ("s128", 2, 128, 2),
+         ("s192", 2, 192, 2), ("s256", 2, 256, 2)]
+VOCAB, CONTEXT, BATCH = 256, 16, 4
+
+
+def power_law(A: float, b: float):
+    """L = A * C^-b (final loss as a function of training FLOPs only)."""
+    return lambda C, N, D: A * C ** (-b)
+
+
+def chinchilla_law(E: float, A: float, B: float, alpha: float, beta: float):
+    """L = E + A / N^alpha + B / D^beta."""
+    return lambda C, N, D: E + A / N ** alpha + B / D ** beta
+
+
+def chinchilla_n_opt(law_params: dict, C) -> np.ndarray:
+    """The true compute-optimal N of chinchilla_law under C = 6 N D."""
+    E, A, B, al, be = (law_params[k] for k in ("E", "A", "B", "alpha", "beta"))
+    G = (al * A / (be * B)) ** (1.0 / (al + be))
+    return G * (np.asarray(C, dtype=float) / 6.0) ** (be / (al + be))
+
+
+def _model(a: dict, size: tuple) -> dict:
+    model = {"arch": a["arch"], "n_layers": size[1], "d_model": size[2], "n_heads": size[3], "vocab_size": VOCAB,
+             "context": CONTEXT}
+    if a.get("options"):
+        model["options"] = dict(a["options"])
+    return model
+
+
+def _spec(model: dict, seed: int, tokens: int, tags: dict):
+    return spec_from_dict({
+        "model": model,
+        "train": {"tokens": int(tokens), "batch_size": BATCH, "lr": 1e-3},
+        "eval": {"points": 4},
+        "device": "cpu", "seed": seed,
+        "tags": {k: str(v) for k, v in tags.items()},
+    })
+
+
+def write_synthetic_sweep(root, *, archs: dict, sizes=SIZES[:4], seeds=(0,), mode: str = "parameters",
+                          tokens: int = 65536, budgets=None, noise: float = 0.0, eval_points: int = 6,
+                          rng_seed: int = 0, special: dict | None = None, name: str = "synthetic") -> Path:
+    """Write ROOT/runs/<run_id>/{spec.yaml, metrics.jsonl, result.json} and ROOT/sweep.yaml.
+
+    archs: label -> {"arch": "transformer" | "ebt", "law": f(C, N, D) -> final loss, "options": {EBT options}}
+    (labels of the same architecture need different options: the run id ignores labels).
+    mode "parameters": every size trained on `tokens` tokens; FLOPs (both conventions) are
+    the analytic ones of the model. mode "isoflop": every (budget, size) trained for
+    D = budget / (6 N) tokens, FLOPs = 6 N D (both conventions), budget tags set.
+    The final val loss is law(C_full, N, D) times exp(noise * z); the curve's eval points
+    are at log-spaced fractions of training, with the law at (f C, N, f D) in isoflop mode
+    and L_final * f^-0.08 in parameters mode.
+    special: {(label, size_name, seed[, budget]): "diverged" | "partial" | "pending" | "failed"}.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(rng_seed)
+    special = special or {}
+    points = [(None, s) for s in sizes] if mode == "parameters" else [(b, s) for b in budgets for s in sizes]
+    first_arch = next(iter(archs.values()))["arch"]
+    atomic_write_text(root / "sweep.yaml", json.dumps({
+        "name": name, "param_count": "total", "pairing": "tokens" if mode == "parameters" else "flops",
+        "axis": {"name": "parameters" if mode == "parameters" else "isoflop"}, "flops": {"convention": "full"},
+        "seeds": list(seeds), "architectures": [{"label": lb, "arch": a["arch"]} for lb, a in archs.items()],
+        "first": first_arch}))
+    for budget, size in points:
+        for seed in seeds:
+            key = f"{size[0]}|{seed}|{budget}"
+            pair_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+            z = rng.normal()
+            for label, a in archs.items():
+                tags = {"sweep": name, "pair_id": pair_id, "arch_label": label, "size": size[0],
+                        "axis": "parameters" if mode == "parameters" else "isoflop",
+                        "axis_value": size[0] if budget is None else f"{budget:.4g}",
+                        "pairing": "tokens" if mode == "parameters" else "flops"}
+                if budget is not None:
+                    tags["budget"] = f"{budget:.6g}"
+                model = _model(a, size)
+                cfg = spec_from_dict({"model": model}).model
+                N = param_counts(cfg)["total"]
+                if budget is None:
+                    D = tokens
+                    steps = max(1, D // (BATCH * CONTEXT))
+                    per = {c: training_step_flops(cfg, BATCH, CONTEXT, c) for c in ("full", "paper")}
+                    C = {c: per[c] * steps for c in per}
+                else:
+                    D = budget / (6.0 * N)
+                    steps = max(1, int(round(D / (BATCH * CONTEXT))))
+                    C = {"full": 6.0 * N * D, "paper": 6.0 * N * D}
+                spec = _spec(model, seed, max(1, int(round(D))), tags)
+                run = root / "runs" / spec.run_id
+                assert not run.exists(), f"{label} {size[0]} seed {seed}: the run of another label (add ebt options)"
+                atomic_write_text(run / "spec.yaml", spec_to_yaml(spec))
+                status = special.get((label, size[0], seed, budget)) or special.get((label, size[0], seed))
+                if status == "pending":
+                    continue
+                fracs = np.geomspace(1.0 / 32, 1.0, eval_points)
+                factor = math.exp(noise * (z + 0.5 * rng.normal()))
+                final = a["law"](C["full"], N, D) * factor
+                rows = []
+                for f in fracs:
+                    if budget is None:
+                        loss = final * f ** -0.08
+                    else:
+                        loss = a["law"](f * C["full"], N, f * D) * factor
+                    step = max(1, int(round(f * steps)))
+                    rows.append({"step": step, "tokens": f * D, "flops_full": f * C["full"],
+                                 "flops_paper": f * C["paper"], "train_loss": loss * 1.01, "lr": 1e-3,
+                                 "grad_norm": 1.0, "val_loss": loss, "val_ppl": math.exp(loss)})
+                if status in ("diverged", "partial"):
+                    rows = rows[: max(1, len(rows) // 2)]
+                run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+                if status == "partial":
+                    continue
+                if status == "failed":
+                    atomic_write_json(run / "failed.json", {"error": "RuntimeError: CUDA out of memory"})
+                    continue
+                result = {"status": "diverged" if status == "diverged" else "done", "run_id": spec.run_id,
+                          "arch": a["arch"], "step": rows[-1]["step"], "total_steps": spec.total_steps,
+                          "final": rows[-1], "val_loss": rows[-1]["val_loss"], "val_ppl": rows[-1]["val_ppl"],
+                          "params": param_counts(cfg),
+                          "note": f"non-finite loss or gradient in step {rows[-1]['step'] + 1}; weights of step "
+                                  f"{rows[-1]['step']} kept" if status == "diverged" else ""}
+                atomic_write_json(run / "result.json", result)
+    return root

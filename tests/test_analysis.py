@@ -1,14 +1,9 @@
 """The sweep analysis (`ebt-scaling analyze`): loading, fits, intervals, crossover,
 isoFLOP minima, the report and the command, on synthetic sweep directories whose losses
-follow known laws.
-
-``write_synthetic_sweep`` writes a sweep directory the way the trainer would (spec.yaml
-from real RunSpecs with the sweep generator's tags, metrics.jsonl, result.json); it is
-also what the 500-run timing script imports.
+follow known laws (conftest.write_synthetic_sweep).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -18,144 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
-from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
+from conftest import SIZES, VOCAB, chinchilla_law, chinchilla_n_opt, power_law, write_synthetic_sweep
+
+from ebt_scaling.harness.contract.run_dir import atomic_write_json
+from ebt_scaling.harness.contract.spec import load_spec, spec_from_dict
 from ebt_scaling.models.flops import param_counts, training_step_flops
-
-# ---------------------------------------------------------------------------- synthetic sweeps
-
-# Shapes of the synthetic sweeps: (name, n_layers, d_model, n_heads); vocabulary 256.
-SIZES = [("s32", 2, 32, 2), ("s48", 2, 48, 2), ("s64", 2, 64, 2), ("s96", 2, 96, 2), ("s128", 2, 128, 2),
-         ("s192", 2, 192, 2), ("s256", 2, 256, 2)]
-VOCAB, CONTEXT, BATCH = 256, 16, 4
-
-
-def power_law(A: float, b: float):
-    """L = A * C^-b (final loss as a function of training FLOPs only)."""
-    return lambda C, N, D: A * C ** (-b)
-
-
-def chinchilla_law(E: float, A: float, B: float, alpha: float, beta: float):
-    """L = E + A / N^alpha + B / D^beta."""
-    return lambda C, N, D: E + A / N ** alpha + B / D ** beta
-
-
-def chinchilla_n_opt(law_params: dict, C) -> np.ndarray:
-    """The true compute-optimal N of chinchilla_law under C = 6 N D."""
-    E, A, B, al, be = (law_params[k] for k in ("E", "A", "B", "alpha", "beta"))
-    G = (al * A / (be * B)) ** (1.0 / (al + be))
-    return G * (np.asarray(C, dtype=float) / 6.0) ** (be / (al + be))
-
-
-def _model(a: dict, size: tuple) -> dict:
-    model = {"arch": a["arch"], "n_layers": size[1], "d_model": size[2], "n_heads": size[3], "vocab_size": VOCAB,
-             "context": CONTEXT}
-    if a.get("ebt"):
-        model["ebt"] = dict(a["ebt"])
-    return model
-
-
-def _spec(model: dict, seed: int, tokens: int, tags: dict):
-    return spec_from_dict({
-        "model": model,
-        "train": {"tokens": int(tokens), "batch_size": BATCH, "lr": 1e-3},
-        "eval": {"points": 4},
-        "device": "cpu", "seed": seed,
-        "tags": {k: str(v) for k, v in tags.items()},
-    })
-
-
-def write_synthetic_sweep(root, *, archs: dict, sizes=SIZES[:4], seeds=(0,), mode: str = "parameters",
-                          tokens: int = 65536, budgets=None, noise: float = 0.0, eval_points: int = 6,
-                          rng_seed: int = 0, special: dict | None = None, name: str = "synthetic") -> Path:
-    """Write ROOT/runs/<run_id>/{spec.yaml, metrics.jsonl, result.json} and ROOT/sweep.yaml.
-
-    archs: label -> {"arch": "transformer" | "ebt", "law": f(C, N, D) -> final loss, "ebt": {EBT options}}
-    (labels of the same architecture need different options: the run id ignores labels).
-    mode "parameters": every size trained on `tokens` tokens; FLOPs (both conventions) are
-    the analytic ones of the model. mode "isoflop": every (budget, size) trained for
-    D = budget / (6 N) tokens, FLOPs = 6 N D (both conventions), budget tags set.
-    The final val loss is law(C_full, N, D) times exp(noise * z); the curve's eval points
-    are at log-spaced fractions of training, with the law at (f C, N, f D) in isoflop mode
-    and L_final * f^-0.08 in parameters mode.
-    special: {(label, size_name, seed[, budget]): "diverged" | "partial" | "pending" | "failed"}.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(rng_seed)
-    special = special or {}
-    points = [(None, s) for s in sizes] if mode == "parameters" else [(b, s) for b in budgets for s in sizes]
-    first_arch = next(iter(archs.values()))["arch"]
-    atomic_write_text(root / "sweep.yaml", json.dumps({
-        "name": name, "param_count": "total", "pairing": "tokens" if mode == "parameters" else "flops",
-        "axis": {"name": "parameters" if mode == "parameters" else "isoflop"}, "flops": {"convention": "full"},
-        "seeds": list(seeds), "architectures": [{"label": lb, "arch": a["arch"]} for lb, a in archs.items()],
-        "first": first_arch}))
-    for budget, size in points:
-        for seed in seeds:
-            key = f"{size[0]}|{seed}|{budget}"
-            pair_id = hashlib.sha256(key.encode()).hexdigest()[:12]
-            z = rng.normal()
-            for label, a in archs.items():
-                tags = {"sweep": name, "pair_id": pair_id, "arch_label": label, "size": size[0],
-                        "axis": "parameters" if mode == "parameters" else "isoflop",
-                        "axis_value": size[0] if budget is None else f"{budget:.4g}",
-                        "pairing": "tokens" if mode == "parameters" else "flops"}
-                if budget is not None:
-                    tags["budget"] = f"{budget:.6g}"
-                model = _model(a, size)
-                cfg = spec_from_dict({"model": model}).model
-                N = param_counts(cfg)["total"]
-                if budget is None:
-                    D = tokens
-                    steps = max(1, D // (BATCH * CONTEXT))
-                    per = {c: training_step_flops(cfg, BATCH, CONTEXT, c) for c in ("full", "paper")}
-                    C = {c: per[c] * steps for c in per}
-                else:
-                    D = budget / (6.0 * N)
-                    steps = max(1, int(round(D / (BATCH * CONTEXT))))
-                    C = {"full": 6.0 * N * D, "paper": 6.0 * N * D}
-                spec = _spec(model, seed, max(1, int(round(D))), tags)
-                run = root / "runs" / spec.run_id
-                assert not run.exists(), f"{label} {size[0]} seed {seed}: the run of another label (add ebt options)"
-                atomic_write_text(run / "spec.yaml", spec_to_yaml(spec))
-                status = special.get((label, size[0], seed, budget)) or special.get((label, size[0], seed))
-                if status == "pending":
-                    continue
-                fracs = np.geomspace(1.0 / 32, 1.0, eval_points)
-                factor = math.exp(noise * (z + 0.5 * rng.normal()))
-                final = a["law"](C["full"], N, D) * factor
-                rows = []
-                for f in fracs:
-                    if budget is None:
-                        loss = final * f ** -0.08
-                    else:
-                        loss = a["law"](f * C["full"], N, f * D) * factor
-                    step = max(1, int(round(f * steps)))
-                    rows.append({"step": step, "tokens": f * D, "flops_full": f * C["full"],
-                                 "flops_paper": f * C["paper"], "train_loss": loss * 1.01, "lr": 1e-3,
-                                 "grad_norm": 1.0, "val_loss": loss, "val_ppl": math.exp(loss)})
-                if status in ("diverged", "partial"):
-                    rows = rows[: max(1, len(rows) // 2)]
-                run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-                if status == "partial":
-                    continue
-                if status == "failed":
-                    atomic_write_json(run / "failed.json", {"error": "RuntimeError: CUDA out of memory"})
-                    continue
-                result = {"status": "diverged" if status == "diverged" else "done", "run_id": spec.run_id,
-                          "arch": a["arch"], "step": rows[-1]["step"], "total_steps": spec.total_steps,
-                          "final": rows[-1], "val_loss": rows[-1]["val_loss"], "val_ppl": rows[-1]["val_ppl"],
-                          "params": param_counts(cfg),
-                          "note": f"non-finite loss or gradient in step {rows[-1]['step'] + 1}; weights of step "
-                                  f"{rows[-1]['step']} kept" if status == "diverged" else ""}
-                atomic_write_json(run / "result.json", result)
-    return root
-
 
 # ---------------------------------------------------------------------------- helpers of the tests
 
-from ebt_scaling.analysis.load import load_sweep  # noqa: E402
-from ebt_scaling.analysis.scaling_fits import AnalysisConfig, analyze  # noqa: E402
+from ebt_scaling.analysis.config import AnalysisConfig  # noqa: E402
+from ebt_scaling.analysis.load import load_runs  # noqa: E402
+from ebt_scaling.analysis.pipeline import analyze  # noqa: E402
 from ebt_scaling.harness.cli import main  # noqa: E402
 
 T_A, T_B = 30.0, 0.05                      # Transformer++: L = 30 C^-0.05
@@ -165,7 +33,7 @@ E2_A, E2_B = 45.0, 0.045                   # EBT-S2: worse and shallower: never 
 THREE_ARCHS = {"T++": {"arch": "transformer", "law": power_law(T_A, T_B)},
                "EBT-S1": {"arch": "ebt", "law": power_law(E1_A, E1_B)},
                "EBT-S2": {"arch": "ebt", "law": power_law(E2_A, E2_B),
-                          "ebt": {"langevin_sigma": 3.0, "truncate_unroll": True}}}
+                          "options": {"langevin_sigma": 3.0, "truncate_unroll": True}}}
 SPECIAL = {("EBT-S1", "s32", 1): "diverged", ("T++", "s48", 1): "partial", ("EBT-S2", "s64", 1): "pending",
            ("EBT-S2", "s96", 1): "failed"}
 
@@ -176,7 +44,7 @@ def _analyze_cli(sweep: Path, out: Path, *extra: str) -> dict:
 
 
 def _run_id(sweep: Path, label: str, size: str, seed: int) -> str:
-    runs = load_sweep(sweep).runs
+    runs = load_runs(sweep).runs
     row = runs[(runs["arch_label"] == label) & (runs["size"] == size) & (runs["seed"] == seed)]
     assert len(row) == 1
     return row["run_id"].iloc[0]
@@ -198,7 +66,7 @@ def main_sweep(tmp_path_factory):
 
 def test_load_keeps_every_run_with_its_status(main_sweep):
     root = main_sweep[0]
-    data = load_sweep(root)
+    data = load_runs(root)
     assert len(data.runs) == 6 * 2 * 3
     status = {(r.arch_label, r.size, r.seed): r.status for r in data.runs.itertuples()}
     assert status[("EBT-S1", "s32", 1)] == "diverged"
@@ -222,8 +90,45 @@ def test_load_lists_runs_of_plan_json_without_directory(tmp_path):
     atomic_write_json(tmp_path / "plan.json", {"runs": [{"run_id": "feedfeedfeed", "arch_label": "T++",
                                                          "arch": "transformer", "pair_id": "p", "seed": 0,
                                                          "tags": {}}]})
-    runs = load_sweep(tmp_path).runs
+    runs = load_runs(tmp_path).runs
     assert runs.set_index("run_id").loc["feedfeedfeed", "status"] == "missing"
+
+
+def _rewrite_metrics(run: Path, change) -> None:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(change(r)) + "\n" for r in rows))
+
+
+def test_a_convention_a_run_did_not_record_is_computed_from_its_spec(tmp_path):
+    """A run from before the paper convention existed (metrics without flops_paper) gets it as
+    step x FLOPs per step, the trainer's own formula, and enters a paper-convention fit."""
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:4])
+    old = _run_id(tmp_path, "EBT-S1", "s64", 0)
+    _rewrite_metrics(tmp_path / "runs" / old, lambda r: {k: v for k, v in r.items() if k != "flops_paper"})
+    data = load_runs(tmp_path)
+    assert data.flop_warnings == []
+    run = data.runs.set_index("run_id").loc[old]
+    spec = load_spec(tmp_path / "runs" / old / "spec.yaml")
+    per_step = training_step_flops(spec.model, spec.train.batch_size, spec.model.context, "paper")
+    assert run["flops_paper"] == run["step"] * per_step > 0
+    curve = data.curves[data.curves["run_id"] == old]
+    assert (curve["flops_paper"] == curve["step"] * per_step).all()
+    fits = _analyze_cli(tmp_path, tmp_path / "out", "--convention", "paper", "--bootstrap", "20")
+    assert old not in {e["run_id"] for e in fits["runs"]["excluded"]}
+    assert fits["labels"]["EBT-S1"]["n_points"] == 4
+
+
+def test_recorded_flops_that_disagree_with_the_spec_are_a_warning(tmp_path, capsys):
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:4])
+    tampered = _run_id(tmp_path, "T++", "s48", 0)
+    _rewrite_metrics(tmp_path / "runs" / tampered, lambda r: {**r, "flops_full": r["flops_full"] * 1.01})
+    (warning,) = load_runs(tmp_path).flop_warnings
+    assert warning.startswith("flops_full: 1 run(s) recorded FLOPs that differ") and tampered in warning
+    assert "by up to 0.01 relative" in warning
+    fits = _analyze_cli(tmp_path, tmp_path / "out", "--bootstrap", "20")
+    assert warning in fits["warnings"]
+    assert f"warning: {warning}" in (tmp_path / "out" / "report.md").read_text()
+    assert f"warning: {warning}" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- fits
@@ -270,7 +175,7 @@ def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
     from ebt_scaling.analysis.bootstrap import paired_power_law_bootstrap
 
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
-    data = load_sweep(tmp_path)
+    data = load_runs(tmp_path)
     an = analyze(data, AnalysisConfig(n_boot=300, seed=5, workers=1))
     pts = an.points
     r, c = pts[pts["arch_label"] == "T++"], pts[pts["arch_label"] == "EBT-S1"]
@@ -292,7 +197,7 @@ def test_comparison_fits_both_labels_on_shared_units_only(tmp_path):
 
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.01,
                           special={("EBT-S1", "s96", 0): "diverged"})
-    an = analyze(load_sweep(tmp_path), AnalysisConfig(n_boot=100, seed=1, workers=1))
+    an = analyze(load_runs(tmp_path), AnalysisConfig(n_boot=100, seed=1, workers=1))
     res, pts = an.result, an.points
     partner = _run_id(tmp_path, "T++", "s96", 0)
     t_all = pts[pts["arch_label"] == "T++"]
@@ -327,7 +232,7 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
                                 grid[np.argmin(abs(np.log(n_opt / Ns[4])))], 4))
     write_synthetic_sweep(tmp_path, mode="isoflop", budgets=budgets, sizes=sizes,
                           archs={"T++": {"arch": "transformer", "law": chinchilla_law(**law)}})
-    an = analyze(load_sweep(tmp_path), AnalysisConfig(n_boot=50, workers=1))
+    an = analyze(load_runs(tmp_path), AnalysisConfig(n_boot=50, workers=1))
     a2 = an.result["approach2"]["T++"]
     assert a2["status"] == "ok" and a2["mode"].startswith("isoflop runs")
     truth = law["beta"] / (law["alpha"] + law["beta"])
@@ -423,7 +328,7 @@ def test_rerun_gives_identical_fits_json(main_sweep, tmp_path):
 
 def test_serial_and_parallel_refits_agree(tmp_path):
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
-    data = load_sweep(tmp_path)
+    data = load_runs(tmp_path)
     one = analyze(data, AnalysisConfig(n_boot=60, workers=1)).result
     two = analyze(data, AnalysisConfig(n_boot=60, workers=2)).result
     assert json.dumps(one["saturating"], sort_keys=True) == json.dumps(two["saturating"], sort_keys=True)
@@ -437,7 +342,7 @@ def test_paper_convention_without_bootstrap(main_sweep, tmp_path, capsys):
     assert main(["analyze", str(root), "--out", str(out), "--convention", "paper", "--bootstrap", "0"]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     fits = json.loads((out / "fits.json").read_text())
-    data = load_sweep(root).done
+    data = load_runs(root).done
     t = data[data["arch_label"] == "T++"]
     assert fits["config"]["flops_column"] == "flops_paper"
     assert fits["labels"]["T++"]["flops_range"] == pytest.approx([t["flops_paper"].min(), t["flops_paper"].max()])
@@ -467,11 +372,6 @@ def test_evaluations_appear_in_the_report(tmp_path):
     _analyze_cli(tmp_path, out, "--bootstrap", "20")
     md = (out / "report.md").read_text()
     section = md.split("## Downstream evaluations")[1].split("\n## ")[0]
-    try:
-        import ebt_scaling.harness.evaluation.report  # noqa: F401
-    except ImportError:
-        assert "Hook" in section
-        return
     assert "| Pretraining (held-out) | 30 | 33 | +10% |" in section and "| 31.36 | 33.43 |" in section
     assert "(thinking_EBT_S1.png)" in section and (out / "thinking_EBT_S1.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 4
@@ -485,3 +385,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such directory" in err
+
+
+def test_config_errors_name_the_flag(tmp_path, capsys):
+    write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:2])
+    for flags, expected in ((["--bootstrap", "-1"], "--bootstrap: must be >= 0 (got -1)"),
+                            (["--ci", "1.5"], "--ci: must be in (0, 1) (got 1.5)"),
+                            (["--convention", "nominal"], "--convention: must be one of paper, full (got 'nominal')"),
+                            (["--params", "all"], "--params: must be one of 'total', 'non_embedding'"),
+                            (["--reference", "GPT"], "--reference: label 'GPT' is not in the sweep; choose one of "
+                                                     "EBT-S1, T++")):
+        assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err

@@ -15,13 +15,20 @@ import pytest
 from conftest import make_sweep
 
 from ebt_scaling.harness.cli import main
-from ebt_scaling.harness.dispatch import lease as leases
-from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.profiles import builtin_profiles, load_profile, profile_from_dict
-from ebt_scaling.harness.dispatch.status import derive_state, sweep_status, totals
-from ebt_scaling.harness.dispatch.submit import _slurm_parameters
-from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
+from ebt_scaling.harness.contract.run_state import LEASE, run_state
+from ebt_scaling.harness.dispatch import lease as leases
+from ebt_scaling.harness.dispatch.backends import slurm as slurm_backend
+from ebt_scaling.harness.dispatch.backends.local import LocalBackend
+from ebt_scaling.harness.dispatch.backends.slurm import executor_parameters
+from ebt_scaling.harness.dispatch.job import TrainingJob
+from ebt_scaling.harness.dispatch.liveness import is_dead, probe
+from ebt_scaling.harness.dispatch.markers import failure
+from ebt_scaling.harness.dispatch.processes import hostname, pid_alive, proc_start
+from ebt_scaling.harness.dispatch.profiles import builtin_profiles, load_profile, profile_from_dict
+from ebt_scaling.harness.dispatch.sweep_status import sweep_status, totals
+from ebt_scaling.harness.dispatch.temporaries import remove_stale_temporaries
 
 LOCAL_TEST_PROFILE = """
 name: test-local
@@ -90,12 +97,12 @@ def test_resource_classes_select_runs_by_tags_and_map_to_sbatch():
     assert profile.class_for({"resource_class": "multinode"}) == "multinode"
     with pytest.raises(ConfigError, match="names no class"):
         profile.class_for({"resource_class": "nope"})
-    big = _slurm_parameters(profile.resources("node"), profile, "x")
+    big = executor_parameters(profile.resources("node"), profile, "x")
     assert big["gpus_per_node"] == 8 and big["tasks_per_node"] == 8 and big["slurm_partition"] == "gpu"
     assert big["slurm_account"] == "my-project" and big["slurm_qos"] == "normal" and big["slurm_constraint"] == "h100"
     assert big["slurm_array_parallelism"] == 4 and big["timeout_min"] == 2880
     assert big["slurm_setup"][0].startswith("module load") and big["slurm_additional_parameters"] == {"requeue": True}
-    cpu = _slurm_parameters(load_profile("slurm-local").resources(), load_profile("slurm-local"), "x")
+    cpu = executor_parameters(load_profile("slurm-local").resources(), load_profile("slurm-local"), "x")
     assert "gpus_per_node" not in cpu and cpu["cpus_per_task"] == 1  # no --gpus-per-node=0 on GPU-less clusters
     # submitit accepts every key
     import submitit
@@ -104,14 +111,14 @@ def test_resource_classes_select_runs_by_tags_and_map_to_sbatch():
     executor.update_parameters(**big)
 
 
-# ---- leases ----------------------------------------------------------------------------------
+# ---- leases, liveness, run states -------------------------------------------------------------
 def test_lease_is_exclusive_and_only_a_dead_holder_loses_it(tmp_path):
     me = os.getpid()
-    first = leases.new_lease("debug", job_id="debug-1", job_pid=me, job_pid_start=leases.proc_start(me),
-                             job_host=leases.hostname())
-    assert leases.take_lease(tmp_path, first, leases.is_dead) == (True, first)
+    first = leases.new_lease("debug", job_id="debug-1", job_pid=me, job_pid_start=proc_start(me),
+                             job_host=hostname())
+    assert leases.take_lease(tmp_path, first, is_dead) == (True, first)
     second = leases.new_lease("debug")
-    taken, holder = leases.take_lease(tmp_path, second, leases.is_dead)
+    taken, holder = leases.take_lease(tmp_path, second, is_dead)
     assert not taken and holder["token"] == first["token"]  # this process is alive
     # a wrong token can neither update nor release it
     assert leases.update_lease(tmp_path, second["token"], state="running") is None
@@ -121,43 +128,88 @@ def test_lease_is_exclusive_and_only_a_dead_holder_loses_it(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     leases.update_lease(tmp_path, first["token"], job_pid=dead.pid, job_pid_start=None)
-    assert leases.is_dead(leases.read_lease(tmp_path))
-    assert leases.take_lease(tmp_path, second, leases.is_dead)[0]
+    assert is_dead(leases.read_lease(tmp_path))
+    assert leases.take_lease(tmp_path, second, is_dead)[0]
     assert leases.release_lease(tmp_path, second["token"], "done") and leases.read_lease(tmp_path) is None
     assert leases.last_job(tmp_path)["outcome"] == "done"
     # a garbled lease file names no job: it counts as dead
-    (tmp_path / leases.LEASE).write_text("{not json")
-    assert leases.take_lease(tmp_path, leases.new_lease("debug"), leases.is_dead)[0]
+    (tmp_path / LEASE).write_text("{not json")
+    assert leases.take_lease(tmp_path, leases.new_lease("debug"), is_dead)[0]
+
+
+def test_leases_work_unlocked_with_one_warning_where_flock_is_refused(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def refused(fd, operation):  # an NFS mount without lockd
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    (tmp_path / "b").mkdir()
+    with pytest.warns(RuntimeWarning, match="flock") as caught:
+        mine = leases.new_lease("debug", job_id="debug-1", job_pid=os.getpid(),
+                                job_pid_start=proc_start(os.getpid()), job_host=hostname())
+        assert leases.take_lease(tmp_path, mine, is_dead) == (True, mine)
+        assert not leases.take_lease(tmp_path, leases.new_lease("debug"), is_dead)[0]  # still exclusive
+        assert leases.update_lease(tmp_path, mine["token"], state="running")["state"] == "running"
+        assert leases.release_lease(tmp_path, mine["token"], "done")
+        assert leases.take_lease(tmp_path / "b", leases.new_lease("debug"), is_dead)[0]
+    assert len([w for w in caught if "flock" in str(w.message)]) == 1
+    assert leases.read_lease(tmp_path) is None and leases.last_job(tmp_path)["outcome"] == "done"
+
+
+def slurm_job(monkeypatch, state: str, lease_state: str = "queued", age_s: float = 600.0):
+    """What probing a SLURM lease whose job is in `state` gives."""
+    monkeypatch.setattr(slurm_backend, "slurm_states", lambda ids: {i: state for i in ids})
+    lease = dict(leases.new_lease("slurm"), job_id="5_0", state=lease_state, submitted_at=time.time() - age_s)
+    return probe([lease])[0]
 
 
 def test_slurm_lease_liveness_follows_the_job_state(monkeypatch):
     states = {"11_0": "RUNNING", "11_1": "PENDING", "11_2": "COMPLETED", "11_3": "CANCELLED", "11_4": "UNKNOWN"}
-    monkeypatch.setattr(leases, "slurm_states", lambda ids: {i: states[i] for i in ids})
+    monkeypatch.setattr(slurm_backend, "slurm_states", lambda ids: {i: states[i] for i in ids})
     now = time.time()
     made = [dict(leases.new_lease("slurm"), job_id=j, submitted_at=now - 600) for j in states]
     made.append(dict(leases.new_lease("slurm"), job_id="11_4", submitted_at=now))  # just submitted
-    probed = leases.probe(made)
+    probed = probe(made)
     assert [p.alive for p in probed] == [True, True, False, False, False, True]
     assert probed[0].running and not probed[1].running
 
 
-def test_derive_state_covers_every_state():
-    alive = leases.JobState(True, "RUNNING")
-    pending = leases.JobState(True, "PENDING")
-    gone = leases.JobState(False, "GONE")
-    slurm = {"cluster": "slurm", "job_id": "5_0", "state": "queued"}
-    assert derive_state({"status": "done"}, None, None, None, None, True)[0] == "done"
-    assert derive_state({"status": "diverged"}, None, None, None, None, True)[0] == "diverged"
-    assert derive_state(None, slurm, alive, None, None, False)[0] == "running"
-    assert derive_state(None, slurm, pending, None, None, False)[0] == "pending"
-    assert derive_state(None, dict(slurm, state="running"), pending, None, None, True)[0] == "preempted"
-    assert derive_state(None, None, None, {"error": "boom"}, None, True) == ("failed", "boom")
-    assert derive_state(None, slurm, leases.JobState(False, "OUT_OF_MEMORY"), None, None, True)[0] == "failed"
-    assert derive_state(None, slurm, leases.JobState(False, "CANCELLED"), None, None, True)[0] == "cancelled"
-    assert derive_state(None, None, None, None, {"job_id": "5_0"}, True)[0] == "cancelled"
-    assert derive_state(None, slurm, gone, None, None, True)[0] == "preempted"
-    assert derive_state(None, None, None, None, None, True)[0] == "preempted"
-    assert derive_state(None, None, None, None, None, False)[0] == "pending"
+def make_run_dir(root: Path, result=None, failed=None, cancelled=None, checkpoint=False) -> Path:
+    path = root / f"run{len(list(root.iterdir()))}"
+    path.mkdir()
+    for name, content in (("result.json", result), ("failed.json", failed), ("cancelled.json", cancelled)):
+        if content is not None:
+            atomic_write_json(path / name, content)
+    if checkpoint:
+        (path / "checkpoints").mkdir()
+        (path / "checkpoints" / "step_00000003.pt").write_bytes(b"")
+    return path
+
+
+def test_run_state_covers_every_state(tmp_path, monkeypatch):
+    def state(job=None, **files):
+        return run_state(make_run_dir(tmp_path, **files), job)
+
+    assert state(result={"status": "done"}, checkpoint=True)[0] == "done"
+    assert state(result={"status": "diverged"}, checkpoint=True)[0] == "diverged"
+    assert state(result={"status": "weird"}) == ("failed", "result.json says status 'weird'")
+    assert state(slurm_job(monkeypatch, "RUNNING"))[0] == "running"
+    assert state(slurm_job(monkeypatch, "PENDING")) == ("pending", "queued")
+    assert state(slurm_job(monkeypatch, "PENDING", lease_state="running"), checkpoint=True)[0] == "preempted"
+    assert state(slurm_job(monkeypatch, "REQUEUED"))[0] == "preempted"
+    assert state(failed={"error": "boom"}, checkpoint=True) == ("failed", "boom")
+    assert state(slurm_job(monkeypatch, "OUT_OF_MEMORY"), checkpoint=True)[0] == "failed"
+    assert state(slurm_job(monkeypatch, "CANCELLED"), checkpoint=True)[0] == "cancelled"
+    assert state(cancelled={"job_id": "5_0"}, checkpoint=True) == ("cancelled", "cancelled (job 5_0)")
+    assert state(slurm_job(monkeypatch, "UNKNOWN"), checkpoint=True)[0] == "preempted"  # gone, resumable
+    assert state(checkpoint=True)[0] == "preempted"
+    assert state() == ("pending", "")
+    unreadable = make_run_dir(tmp_path)
+    (unreadable / "failed.json").write_text("{torn")
+    assert run_state(unreadable) == ("failed", "unreadable failed.json")
+    assert RunDir(unreadable).status() == "failed"  # the run directory tells the same story
 
 
 # ---- the job ------------------------------------------------------------------------------
@@ -199,7 +251,7 @@ def test_failed_run_is_reported_and_rerun_only_with_retry_failed(tiny_spec, tmp_
     (run_path,) = make_sweep(tmp_path / "sweep", [bad]).values()
     code, _, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", capsys=capsys)
     assert code == 1
-    failed = leases.failure(run_path)
+    failed = failure(run_path)
     assert "vocab_size" in failed["error"] and "\n" not in failed["error"] and leases.read_lease(run_path) is None
     (row,) = sweep_status(tmp_path / "sweep")
     assert row.state == "failed" and "vocab_size" in row.detail
@@ -207,7 +259,7 @@ def test_failed_run_is_reported_and_rerun_only_with_retry_failed(tiny_spec, tmp_
     assert code == 0 and "skipped 1 failed (resubmit with --retry-failed)" in out
     first_failure = failed["time"]
     code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "debug", "--retry-failed", capsys=capsys)
-    assert code == 1 and "submitted 1 run(s)" in out and leases.failure(run_path)["time"] > first_failure
+    assert code == 1 and "submitted 1 run(s)" in out and failure(run_path)["time"] > first_failure
 
 
 def test_status_shows_progress_and_eta_of_a_running_run(tiny_spec, tmp_path, capsys):
@@ -222,8 +274,8 @@ def test_status_shows_progress_and_eta_of_a_running_run(tiny_spec, tmp_path, cap
         run.append_metrics(row)
     pid = os.getpid()
     lease = leases.new_lease("local", job_id=str(pid), state="running", job_pid=pid,
-                             job_pid_start=leases.proc_start(pid), job_host=leases.hostname())
-    assert leases.take_lease(path, lease, leases.is_dead)[0]
+                             job_pid_start=proc_start(pid), job_host=hostname())
+    assert leases.take_lease(path, lease, is_dead)[0]
     (row,) = sweep_status(tmp_path / "sweep")
     assert row.state == "running" and row.job_id == str(pid) and row.val_loss == 4.5
     assert row.tokens_done == 6 * per_step and row.tokens_total == spec.total_steps * per_step
@@ -236,7 +288,7 @@ def test_status_shows_progress_and_eta_of_a_running_run(tiny_spec, tmp_path, cap
 
 
 def test_local_submit_resumes_a_partial_run_and_waits(tiny_spec, tmp_path, capsys):
-    from ebt_scaling.harness.train import train_run
+    from ebt_scaling.harness.training.trainer import train_run
 
     spec, other = tiny_spec("transformer"), tiny_spec("transformer", seed=1)
     runs = make_sweep(tmp_path / "sweep", [spec, other])
@@ -274,9 +326,9 @@ def test_cancel_stops_a_local_job_and_status_reports_it(tiny_spec, tmp_path, cap
     code, out, _ = cli("cancel", tmp_path / "sweep", capsys=capsys)
     assert code == 0 and f"stopped local job {pid}" in out
     deadline = time.time() + 30
-    while time.time() < deadline and leases.pid_alive(pid):
+    while time.time() < deadline and pid_alive(pid):
         time.sleep(0.1)
-    assert not leases.pid_alive(pid)
+    assert not pid_alive(pid)
     (row,) = sweep_status(tmp_path / "sweep")
     assert row.state == "cancelled" and row.step < spec.total_steps
     code, out, _ = cli("submit", tmp_path / "sweep", "--cluster", "local", "--profile", profile, capsys=capsys)
@@ -332,17 +384,15 @@ def test_racing_submitters_never_start_two_jobs_for_one_run(tiny_spec, tmp_path,
     started: list[str] = []
     lock = threading.Lock()
 
-    def fake_local(sweep_dir, taken, classes, profile, report):  # a "job" per run that stays alive
-        for r, lease in taken:
-            leases.update_lease(r.path, lease["token"], job_id=f"fake-{r.run_id}", state="queued",
-                                job_pid=os.getpid(), job_pid_start=leases.proc_start(os.getpid()),
-                                job_host=leases.hostname())
-            report.submitted[r.run_id] = f"fake-{r.run_id}"
+    def fake_local(self, submission):  # a "job" per run that stays alive: this process
+        for member in submission.runs:
+            submission.record_job(f"fake-{member.run_id}", [member], job_pid=os.getpid(),
+                                  job_pid_start=proc_start(os.getpid()), job_host=hostname())
             with lock:
-                started.append(r.run_id)
+                started.append(member.run_id)
         time.sleep(0.05)
 
-    monkeypatch.setattr(submit_module, "_submit_local", fake_local)
+    monkeypatch.setattr(LocalBackend, "submit", fake_local)
     profile = load_profile("local", "local")
     reports = []
     threads = [threading.Thread(target=lambda: reports.append(
@@ -460,7 +510,7 @@ def test_stale_temporaries_are_removed_under_the_lock_and_young_unknown_ones_kep
     os.utime(old, (time.time() - 600, time.time() - 600))
     removed: list = []
     with leases.run_lock(tmp_path):  # a lease writer is mid-write: the cleaner must wait for it
-        cleaner = threading.Thread(target=lambda: removed.extend(leases.remove_stale_temporaries(tmp_path)))
+        cleaner = threading.Thread(target=lambda: removed.extend(remove_stale_temporaries(tmp_path)))
         cleaner.start()
         cleaner.join(0.3)
         assert cleaner.is_alive() and lease_tmp.exists()
@@ -471,51 +521,69 @@ def test_stale_temporaries_are_removed_under_the_lock_and_young_unknown_ones_kep
 
 @pytest.mark.parametrize("failure", ["exit", "timeout"])
 def test_a_failed_slurm_query_keeps_the_job_alive(tmp_path, monkeypatch, failure):
-    monkeypatch.setattr(leases.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_backend.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def broken(cmd, **kwargs):
         if failure == "timeout":
             raise subprocess.TimeoutExpired(cmd, 60)
         return subprocess.CompletedProcess(cmd, 1, "", "slurm_load_jobs error: Unable to contact slurm controller")
 
-    monkeypatch.setattr(leases.subprocess, "run", broken)
-    assert leases.slurm_states(["77_1"]) == {"77_1": leases.UNREACHABLE}
+    monkeypatch.setattr(slurm_backend.subprocess, "run", broken)
+    assert slurm_backend.slurm_states(["77_1"]) == {"77_1": slurm_backend.UNREACHABLE}
     old = dict(leases.new_lease("slurm"), job_id="77_1", submitted_at=time.time() - 3600)
-    assert leases.probe([old])[0].alive and not leases.is_dead(old)
-    assert leases.take_lease(tmp_path, old, leases.is_dead)[0]
-    assert not leases.take_lease(tmp_path, leases.new_lease("slurm"), leases.is_dead)[0]  # no second job
-    assert derive_state(None, old, leases.JobState(True, leases.UNREACHABLE), None, None, True)[0] == "pending"
+    assert probe([old])[0].alive and not is_dead(old)
+    assert leases.take_lease(tmp_path, old, is_dead)[0]
+    assert not leases.take_lease(tmp_path, leases.new_lease("slurm"), is_dead)[0]  # no second job
+    assert run_state(tmp_path, probe([old])[0])[0] == "pending"
 
 
 def test_a_job_slurmctld_forgot_is_asked_of_sacct_and_then_dead(monkeypatch):
-    monkeypatch.setattr(leases.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(slurm_backend.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     def forgetful(cmd, **kwargs):
         if cmd[0] == "squeue":
             return subprocess.CompletedProcess(cmd, 1, "", "slurm_load_jobs error: Invalid job id specified")
         return subprocess.CompletedProcess(cmd, 0, "JobID|State|NodeList\n", "")
 
-    monkeypatch.setattr(leases.subprocess, "run", forgetful)
-    assert leases.slurm_states(["78_1"]) == {"78_1": "UNKNOWN"}
+    monkeypatch.setattr(slurm_backend.subprocess, "run", forgetful)
+    assert slurm_backend.slurm_states(["78_1"]) == {"78_1": "UNKNOWN"}
     old = dict(leases.new_lease("slurm"), job_id="78_1", submitted_at=time.time() - 3600)
-    assert leases.is_dead(old)
+    assert is_dead(old)
+
+
+def test_sacct_answers_array_tasks_ranges_and_requeued_jobs(monkeypatch):
+    monkeypatch.setattr(slurm_backend.shutil, "which", lambda name: f"/usr/bin/{name}")
+    sacct = "80_0|COMPLETED\n80_0.batch|FAILED\n80_1|CANCELLED by 0\n80_[2-3,5%2]|PENDING\n81|RUNNING\n"
+    calls = []
+
+    def forgotten_by_squeue(cmd, **kwargs):
+        calls.append(cmd)
+        if cmd[0] == "squeue":
+            return subprocess.CompletedProcess(cmd, 1, "", "slurm_load_jobs error: Invalid job id specified")
+        return subprocess.CompletedProcess(cmd, 0, sacct, "")
+
+    monkeypatch.setattr(slurm_backend.subprocess, "run", forgotten_by_squeue)
+    states = slurm_backend.slurm_states(["80_0", "80_1", "80_3", "80_4", "81"])
+    assert states == {"80_0": "COMPLETED", "80_1": "CANCELLED", "80_3": "PENDING", "80_4": "UNKNOWN", "81": "RUNNING"}
+    assert len(calls) == 2  # one squeue, one sacct for every job
 
 
 def test_preempted_timeout_and_node_fail_with_checkpoints_are_resumable(tiny_spec, tmp_path, monkeypatch):
-    from ebt_scaling.harness.dispatch.status import discover
+    from ebt_scaling.harness.dispatch.discovery import discover
     from ebt_scaling.harness.dispatch.submit import plan_submission
 
-    slurm = {"cluster": "slurm", "job_id": "5_0", "state": "running"}
     for state in ("PREEMPTED", "TIMEOUT", "NODE_FAIL"):
-        assert derive_state(None, slurm, leases.JobState(False, state), None, None, True)[0] == "preempted"
-    assert derive_state(None, slurm, leases.JobState(False, "TIMEOUT"), None, None, False)[0] == "failed"
-    monkeypatch.setattr(leases, "slurm_states", lambda ids: {i: "PREEMPTED" for i in ids})
+        job = slurm_job(monkeypatch, state, lease_state="running")
+        assert run_state(make_run_dir(tmp_path, checkpoint=True), job)[0] == "preempted"
+    assert run_state(make_run_dir(tmp_path), slurm_job(monkeypatch, "TIMEOUT"))[0] == "failed"
+    assert run_state(make_run_dir(tmp_path), slurm_job(monkeypatch, "PREEMPTED"))[0] == "pending"
+    monkeypatch.setattr(slurm_backend, "slurm_states", lambda ids: {i: "PREEMPTED" for i in ids})
     runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(2)])
     for i, path in enumerate(runs.values()):
         (path / "checkpoints").mkdir()
         (path / "checkpoints" / "step_00000003.pt").write_bytes(b"")
         leases.take_lease(path, dict(leases.new_lease("slurm"), job_id=f"9_{i}", submitted_at=time.time()),
-                          leases.is_dead)
+                          is_dead)
     rows = sweep_status(tmp_path / "sweep")
     assert all(r.state == "preempted" and not r.job_alive for r in rows)  # not "requeued" forever
     todo, skipped, _ = plan_submission(discover(tmp_path / "sweep"), retry_failed=False)

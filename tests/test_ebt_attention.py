@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ebt_scaling.models.base import IGNORE_INDEX
-from ebt_scaling.models.config import EBTConfig, ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
 
 VARIANTS = ("time_embed", "default")
@@ -87,10 +88,10 @@ def reference_energy(model, inputs: torch.Tensor, probs: torch.Tensor, step: int
     cfg = model.config
     b, s = inputs.shape
     h, dh, d = cfg.n_heads, cfg.head_dim, cfg.d_model
-    step_token = cfg.ebt.variant == "time_embed"
+    step_token = cfg.options.variant == "time_embed"
     parts = []
     if step_token:
-        idx = min(step, cfg.ebt.steps - 1)
+        idx = min(step, cfg.options.refine_steps - 1)
         parts.append(model.step_emb.weight[idx].expand(b, 1, d))
     parts.append(model.tok_emb.weight[inputs])
     parts.append(probs @ model.candidate_proj.weight.T)
@@ -122,9 +123,9 @@ def reference_energy(model, inputs: torch.Tensor, probs: torch.Tensor, step: int
 def reference_loss(model, inputs, targets, y0, last_only: bool = False) -> torch.Tensor:
     """The S1 training loss: K detached steps in probability space, mean CE after each step
     (or, for truncated unrolling, the CE after the last step only)."""
-    alpha = model.alpha.clamp(min=model.config.ebt.alpha_min)
+    alpha = model.alpha.clamp(min=model.config.options.alpha_min)
     y, losses = y0, []
-    for k in range(model.config.ebt.steps):
+    for k in range(model.config.options.refine_steps):
         p = torch.softmax(y.detach(), dim=-1).requires_grad_(True)
         energy = reference_energy(model, inputs, p, k)
         (g,) = torch.autograd.grad(energy.sum(), p, create_graph=True)
@@ -141,9 +142,9 @@ def tiny_ebt(variant: str, *, vocab=13, d_model=16, heads=2, layers=2, context=8
              init_std=0.3, seed=0, **ebt_options):
     """A float64 EBT with sharp (non-uniform) attention: large init, random norm gains."""
     torch.manual_seed(seed)
-    ebt = EBTConfig(variant=variant, steps=steps, alpha_init=alpha, **ebt_options)
+    ebt = EBTOptions(variant=variant, refine_steps=steps, alpha_init=alpha, **ebt_options)
     cfg = ModelConfig(arch="ebt", n_layers=layers, d_model=d_model, n_heads=heads, vocab_size=vocab,
-                      context=context, init_std=init_std, ebt=ebt)
+                      context=context, init_std=init_std, options=ebt)
     model = build_model(cfg).double()
     with torch.no_grad():
         for p in model.parameters():
@@ -187,7 +188,7 @@ def test_energy_and_gradients_match_dense_reference(variant):
     inputs, _ = _batch(v, b, s)
     torch.manual_seed(2)
     probs = torch.softmax(3 * torch.randn(b, s, v, dtype=torch.float64), -1)
-    for step in range(model.config.ebt.steps):
+    for step in range(model.config.options.refine_steps):
         p_model = probs.clone().requires_grad_(True)
         kvs = model.real_stream(model.tok_emb(inputs), step)
         e_model = model.energy(p_model, kvs)

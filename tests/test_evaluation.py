@@ -23,9 +23,11 @@ from ebt_scaling.harness.evaluation.report import PAPER_TABLE3, format_table3, p
 from ebt_scaling.harness.evaluation.thinking import auroc, flat_reference, think_task
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import EvalSpec, spec_from_dict
-from ebt_scaling.harness.train import train_run
+from ebt_scaling.harness.training.trainer import train_run
 from ebt_scaling.models.base import IGNORE_INDEX
-from ebt_scaling.models.config import ConfigError, EBTConfig, ModelConfig
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
 
 TEXT = ("Question: What is the answer? Answer: the answer is forty two. " * 20 +
@@ -40,7 +42,7 @@ def tokenizer():
 def tiny_model(arch: str, vocab: int = 300, context: int = 32, seed: int = 0):
     torch.manual_seed(seed)
     return build_model(ModelConfig(arch=arch, n_layers=1, d_model=32, n_heads=2, vocab_size=vocab, context=context,
-                                   ebt=EBTConfig(steps=2)))
+                                   options=EBTOptions(refine_steps=2) if arch == "ebt" else None))
 
 
 # --------------------------------------------------------------------------- perplexity

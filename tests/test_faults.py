@@ -24,7 +24,9 @@ from conftest import comparable
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.status import sweep_status
+from ebt_scaling.harness.dispatch.liveness import is_dead
+from ebt_scaling.harness.dispatch.processes import hostname, proc_start
+from ebt_scaling.harness.dispatch.sweep_status import sweep_status
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 
@@ -48,7 +50,7 @@ def job(path: Path) -> TrainingJob:
 def forkserver():
     ctx = mp.get_context("forkserver")
     # torch._dynamo is what the first optimizer construction imports (~1-2 s): import it once
-    ctx.set_forkserver_preload(["ebt_scaling.harness.train", "ebt_scaling.harness.dispatch.job", "torch._dynamo"])
+    ctx.set_forkserver_preload(["ebt_scaling.harness.training.trainer", "ebt_scaling.harness.dispatch.job", "torch._dynamo"])
     return ctx
 
 
@@ -129,9 +131,9 @@ def test_32_concurrent_runs_write_into_one_sweep_directory(tiny_spec, tmp_path, 
     contested = make_run(tmp_path / "contested", specs[0])
     with forkserver.Pool(32) as pool:
         # 32 processes race for one run's lease: exactly one wins
-        me = {"job_pid": os.getpid(), "job_pid_start": leases.proc_start(os.getpid()), "job_host": leases.hostname()}
+        me = {"job_pid": os.getpid(), "job_pid_start": proc_start(os.getpid()), "job_host": hostname()}
         bids = [leases.new_lease("debug", job_id=f"bid-{i}", **me) for i in range(32)]  # live holders
-        outcomes = pool.starmap(leases.take_lease, [(contested, b, leases.is_dead) for b in bids])
+        outcomes = pool.starmap(leases.take_lease, [(contested, b, is_dead) for b in bids])
         # 32 runs train at once into one sweep directory (leases, metrics, checkpoints, results, logs)
         results = pool.map(operator.call, [job(p) for p in paths])
     winners = [b for b, (taken, _) in zip(bids, outcomes) if taken]
@@ -152,7 +154,7 @@ def test_32_concurrent_runs_write_into_one_sweep_directory(tiny_spec, tmp_path, 
 
 
 def test_corrupt_latest_checkpoint_resumes_from_the_previous_one_through_local_jobs(tiny_spec, tmp_path, capsys):
-    from ebt_scaling.harness.train import train_run
+    from ebt_scaling.harness.training.trainer import train_run
 
     spec = tiny_spec("transformer")
     reference = make_run(tmp_path / "reference", spec)

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from ebt_scaling.harness.cli import main
-from ebt_scaling.models.config import EBTConfig, ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
 from ebt_scaling.models.flops import (CONVENTIONS, count_training_step_flops, flops_per_token, param_counts,
                                       training_step_flops)
@@ -34,7 +35,7 @@ SHAPES = [
 def _config(arch: str, shape, **ebt) -> ModelConfig:
     layers, d, heads, vocab, hidden = shape
     return ModelConfig(arch=arch, n_layers=layers, d_model=d, n_heads=heads, vocab_size=vocab, context=16,
-                       ffn_hidden=hidden, ebt=EBTConfig(**ebt))
+                       ffn_hidden=hidden, options=EBTOptions(**ebt) if arch == "ebt" else None)
 
 
 def _measure(config: ModelConfig, batch: int, seq: int) -> int:
@@ -67,7 +68,7 @@ EBT_CASES = [(variant, steps, SHAPES[i % len(SHAPES)])
 
 @pytest.mark.parametrize("variant,steps,shape", EBT_CASES)
 def test_ebt_full_matches_flop_counter(variant, steps, shape):
-    config = _config("ebt", shape, variant=variant, steps=steps)
+    config = _config("ebt", shape, variant=variant, refine_steps=steps)
     batch, seq = 2, 7
     counted = _measure(config, batch, seq)
     assert _rel(training_step_flops(config, batch, seq, "full"), counted) < TOLERANCE
@@ -78,7 +79,7 @@ def test_ebt_full_matches_flop_counter(variant, steps, shape):
 def test_ebt_full_system2_options_match_flop_counter(variant):
     """Truncated unrolling (untrained steps: forward + dE/dp only) and a fixed number of
     extra steps; the other System 2 options add no matmul."""
-    config = _config("ebt", SHAPES[0], variant=variant, steps=2, truncate_unroll=True, random_extra_steps=(1, 1),
+    config = _config("ebt", SHAPES[0], variant=variant, refine_steps=2, truncate_unroll=True, random_extra_steps=(1, 1),
                      langevin_sigma=3.0, alpha_random_scale=2.0)
     counted = _measure(config, 2, 6)
     assert _rel(training_step_flops(config, 2, 6, "full"), counted) < TOLERANCE
@@ -86,8 +87,8 @@ def test_ebt_full_system2_options_match_flop_counter(variant):
 
 def test_ebt_random_extra_steps_is_the_expected_count():
     """U{0..2} extra steps: the analytic figure is the mean of the three possible steps."""
-    outcomes = [_measure(_config("ebt", SHAPES[0], steps=1, random_extra_steps=(n, n)), 1, 5) for n in (0, 1, 2)]
-    expected = training_step_flops(_config("ebt", SHAPES[0], steps=1, random_extra_steps=(0, 2)), 1, 5, "full")
+    outcomes = [_measure(_config("ebt", SHAPES[0], refine_steps=1, random_extra_steps=(n, n)), 1, 5) for n in (0, 1, 2)]
+    expected = training_step_flops(_config("ebt", SHAPES[0], refine_steps=1, random_extra_steps=(0, 2)), 1, 5, "full")
     assert _rel(expected, sum(outcomes) / 3) < TOLERANCE
 
 
@@ -95,7 +96,7 @@ def test_ebt_random_extra_steps_is_the_expected_count():
 def test_full_is_exact_on_the_math_backend(arch, variant):
     """Stronger than 2%: with SDPA on its math backend every matmul is accounted for, down
     to the d-sized energy head (a 2% check could not see those terms)."""
-    config = _config(arch, SHAPES[1], variant=variant, steps=2)
+    config = _config(arch, SHAPES[1], variant=variant, refine_steps=2)
     assert training_step_flops(config, 3, 5, "full") == _measure(config, 3, 5)
 
 
@@ -113,12 +114,12 @@ def test_flops_per_token_does_not_depend_on_batch():
     ("ebt", "time_embed", 2, SHAPES[1]), ("ebt", "time_embed", 3, SHAPES[2]), ("ebt", "default", 2, SHAPES[0]),
 ])
 def test_param_counts_match_the_models(arch, variant, steps, shape):
-    config = _config(arch, shape, variant=variant, steps=steps)
+    config = _config(arch, shape, variant=variant, refine_steps=steps)
     assert param_counts(config) == build_model(config).param_counts()
 
 
 def test_paper_xxs_parameter_counts():
-    """notes/ebt.md: with V = 50,277 xxs has 44.8M total parameters; Table D.1 gives 6.18M
+    """docs/ebt.md: with V = 50,277 xxs has 44.8M total parameters; Table D.1 gives 6.18M
     non-embedding (the paper rounds; ours includes the norms)."""
     config = ModelConfig(arch="transformer", n_layers=6, n_heads=6, d_model=384, vocab_size=50277)
     counts = param_counts(config)
@@ -132,10 +133,10 @@ def test_paper_convention():
     n = build_model(tpp).param_counts()["non_embedding"]
     assert flops_per_token(tpp, "paper") == 6 * n
     for variant in ("time_embed", "default"):
-        ebt = ModelConfig(arch="ebt", ebt=EBTConfig(variant=variant, steps=2), **shape)
+        ebt = ModelConfig(arch="ebt", options=EBTOptions(variant=variant, refine_steps=2), **shape)
         ratio = flops_per_token(ebt, "paper") / flops_per_token(tpp, "paper")
         assert ratio == pytest.approx(20 / 3, rel=1e-3)  # 6.66.. at K = 2
-        ebt_k3 = ModelConfig(arch="ebt", ebt=EBTConfig(variant=variant, steps=3), **shape)
+        ebt_k3 = ModelConfig(arch="ebt", options=EBTOptions(variant=variant, refine_steps=3), **shape)
         assert flops_per_token(ebt_k3, "paper") / flops_per_token(tpp, "paper") == pytest.approx(10, rel=1e-3)
 
 
@@ -176,18 +177,18 @@ def test_cli_measure_agrees_with_analytic():
 def test_cli_table_lists_both_models_and_the_ratio():
     rc, out, _ = _cli("--layers", "2", "--d-model", "32", "--heads", "2", "--vocab", "100", "--ctx", "8")
     assert rc == 0
-    assert "Transformer++" in out and "EBT" in out and "EBT/T++" in out
+    assert "Transformer++" in out and "EBT" in out and "EBT/Transformer++" in out
     assert "FLOPs/token paper" in out and "FLOPs/token full" in out
 
 
-@pytest.mark.parametrize("argv,flag", [
-    (["--layers", "2", "--d-model", "30", "--heads", "4"], "--d-model"),
-    (["--layers", "2"], "--d-model"),
-    (["--size", "xxs", "--steps", "0"], "--steps"),
-    (["--size", "xxs", "--vocab", "1"], "--vocab"),
+@pytest.mark.parametrize("argv,start", [
+    (["--layers", "2", "--d-model", "30", "--heads", "4"], "--d-model: must be a multiple of n_heads (4)"),
+    (["--layers", "2"], "--d-model, --n-heads: required unless --size is given"),
+    (["--size", "xxs", "--steps", "0"], "--ebt.refine-steps: must be an integer >= 1, got 0"),
+    (["--size", "xxs", "--vocab", "1"], "--vocab-size: must be >= 2"),
 ])
-def test_cli_invalid_input_is_one_line_naming_the_flag(argv, flag):
+def test_cli_invalid_input_is_one_line_naming_the_flag(argv, start):
     rc, out, err = _cli(*argv)
     assert rc == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("ebt-scaling flops: error: ") and flag in err
+    assert err.startswith("ebt-scaling flops: error: " + start), err

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from ebt_scaling.models.base import IGNORE_INDEX
-from ebt_scaling.models.config import ConfigError, EBTConfig, ModelConfig
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
 
 V, S, B = 64, 16, 8  # overfitting problem: vocab, context, batch
@@ -23,7 +25,7 @@ V, S, B = 64, 16, 8  # overfitting problem: vocab, context, batch
 def make_model(arch: str, seed: int = 0, *, vocab=V, context=S, d_model=32, n_heads=2, n_layers=2, **ebt):
     torch.manual_seed(seed)
     cfg = ModelConfig(arch=arch, n_layers=n_layers, d_model=d_model, n_heads=n_heads, vocab_size=vocab,
-                      context=context, ebt=EBTConfig(**ebt))
+                      context=context, options=EBTOptions(**ebt) if arch == "ebt" else None)
     return build_model(cfg)
 
 
@@ -78,7 +80,7 @@ def test_ebt_overfits_one_batch_and_thinks():
     losses = train(model, inputs, targets, steps=120, lr=5e-3, cosine=True)
     assert losses[0] > math.log(V)  # starts far above the uniform guess (alpha = 500)
     model.eval()
-    k = model.config.ebt.steps
+    k = model.config.options.refine_steps
     torch.manual_seed(5)
     result = model.think(inputs, targets, steps=2 * k)
     assert result.nll.shape == (2 * k, B, S) and result.energy.shape == (2 * k + 1, B, S)
@@ -118,15 +120,17 @@ def test_same_seed_is_bitwise_deterministic(arch):
     (lambda: ModelConfig(d_model=6, n_heads=2), "head_dim"),  # head_dim 3 is odd: no RoPE pairs
     (lambda: ModelConfig(arch="rnn"), "arch"),
     (lambda: ModelConfig(n_layers=0), "n_layers"),
-    (lambda: EBTConfig(steps=0), "steps"),
-    (lambda: EBTConfig(langevin_sigma=-1.0), "langevin_sigma"),
-    (lambda: EBTConfig(variant="bad"), "variant"),
-    (lambda: EBTConfig(random_extra_steps=(3, 1)), "random_extra_steps"),
-    (lambda: EBTConfig(random_extra_steps=(-1, 2)), "random_extra_steps"),
-    (lambda: EBTConfig(random_extra_steps=(1,)), "random_extra_steps"),
-    (lambda: EBTConfig(alpha_random_scale=0.5), "alpha_random_scale"),
-    (lambda: EBTConfig(replay_fraction=1.0), "replay_fraction"),
-    (lambda: ModelConfig(arch="ebt", ebt={"steps": 0}), r"ebt\.steps"),
+    (lambda: EBTOptions(refine_steps=0), "refine_steps"),
+    (lambda: EBTOptions(langevin_sigma=-1.0), "langevin_sigma"),
+    (lambda: EBTOptions(variant="bad"), "variant"),
+    (lambda: EBTOptions(random_extra_steps=(3, 1)), "random_extra_steps"),
+    (lambda: EBTOptions(random_extra_steps=(-1, 2)), "random_extra_steps"),
+    (lambda: EBTOptions(random_extra_steps=(1,)), "random_extra_steps"),
+    (lambda: EBTOptions(alpha_random_scale=0.5), "alpha_random_scale"),
+    (lambda: EBTOptions(replay_fraction=1.0), "replay_fraction"),
+    (lambda: ModelConfig(arch="ebt", options={"refine_steps": 0}), r"^options\.refine_steps: must be"),
+    (lambda: ModelConfig(arch="rnn"), r"^arch: unknown architecture 'rnn'; registered: transformer, ebt"),
+    (lambda: ModelConfig(arch="transformer", options={"refine_steps": 2}), r"^options\.refine_steps: unknown key"),
 ])
 def test_invalid_config_names_the_field(build, field):
     with pytest.raises(ConfigError, match=field):
@@ -135,7 +139,7 @@ def test_invalid_config_names_the_field(build, field):
 
 def test_unknown_ebt_option_is_rejected():
     with pytest.raises(TypeError):
-        EBTConfig(stepz=2)
+        EBTOptions(stepz=2)
 
 
 # --------------------------------------------------------------------------- System 2

@@ -1,7 +1,7 @@
 """Integration tests on a real SLURM cluster (`ebt-scaling slurm-local start`, as .ci/run does).
 
-A tiny paired sweep runs as one job array; preempted tasks (USR2 through submitit's
-job._interrupt(), and `scontrol requeue`) are requeued and end with the metrics of an
+A tiny paired sweep runs as one job array; preempted tasks (SIGTERM then USR2 from
+scancel, as SLURM preempts, and `scontrol requeue`) are requeued and end with the metrics of an
 uninterrupted run; a cancelled run is reported; a resubmission skips finished runs.
 
 Without a reachable cluster these tests skip; with EBT_SCALING_REQUIRE_SLURM=1 they fail.
@@ -21,8 +21,10 @@ from conftest import comparable, make_sweep as write_sweep
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.dispatch import lease as leases
-from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.status import sweep_status, wait_for
+from ebt_scaling.harness.dispatch.backends.slurm import slurm_states
+from ebt_scaling.harness.dispatch.job import TrainingJob, preempt_signal
+from ebt_scaling.harness.dispatch.sweep_status import sweep_status
+from ebt_scaling.harness.dispatch.wait import wait_for
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 
@@ -111,8 +113,6 @@ def test_paired_sweep_runs_as_one_job_array_and_resubmission_skips_it(slurm, tin
 
 
 def test_preempted_tasks_are_requeued_and_resume_exactly(slurm, tiny_spec, tmp_path):
-    from submitit.slurm.slurm import SlurmJob
-
     spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 400}, checkpoint_every=20, log_every=5,
                      eval={"points": 4})
     graceful = make_sweep(tmp_path / "usr2", [spec])[spec.run_id]  # USR2: stop at a step boundary, requeue
@@ -121,7 +121,8 @@ def test_preempted_tasks_are_requeued_and_resume_exactly(slurm, tiny_spec, tmp_p
     for path in (graceful, killed):
         wait_until(lambda p=path: (rows := RunDir(p).metrics()) and rows[-1]["step"] >= 25, 90, "training to start")
     lease_a, lease_b = leases.read_lease(graceful), leases.read_lease(killed)
-    SlurmJob(lease_a["folder"], lease_a["job_id"])._interrupt()
+    for signal_name in ("SIGTERM", preempt_signal().name):  # what SLURM sends a job it preempts
+        subprocess.run(["scancel", "--signal", signal_name, lease_a["job_id"]], check=True, timeout=30)
     subprocess.run(["scontrol", "requeue", lease_b["job_id"]], check=True, timeout=30)
     wait_until(lambda: sweep_status(tmp_path / "usr2")[0].state == "preempted", 30, "the USR2 task to be requeued")
 
@@ -159,7 +160,7 @@ def test_cancelled_run_is_reported_and_left_alone_by_resubmission(slurm, tiny_sp
     assert f"scancel {job_id}" in capsys.readouterr().out
     (row,) = sweep_status(tmp_path / "sweep")
     assert row.state == "cancelled" and row.job_id == job_id
-    wait_until(lambda: leases.slurm_states([job_id])[job_id] == "CANCELLED", 30, "sacct to report CANCELLED")
+    wait_until(lambda: slurm_states([job_id])[job_id] == "CANCELLED", 30, "sacct to report CANCELLED")
     code, out = submit(tmp_path / "sweep")
     assert code == 0 and "skipped 1 cancelled (resubmit with --retry-failed)" in out
     assert main(["status", str(tmp_path / "sweep")]) == 0

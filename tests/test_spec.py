@@ -9,7 +9,7 @@ from ebt_scaling.harness.contract.errors import ConfigError
 
 
 def test_yaml_round_trip_and_stable_run_id(tmp_path):
-    spec = spec_from_dict({"model": {"arch": "ebt", "ebt": {"steps": 3, "random_extra_steps": [1, 2]}},
+    spec = spec_from_dict({"model": {"arch": "ebt", "options": {"refine_steps": 3, "random_extra_steps": [1, 2]}},
                            "train": {"tokens": 12345}, "tags": {"pair_id": "p"}})
     path = tmp_path / "spec.yaml"
     path.write_text(spec_to_yaml(spec))
@@ -37,8 +37,8 @@ def test_yaml_scientific_integers_are_accepted():
     ({"model": {"d_modle": 3}}, "model.d_modle: unknown key"),
     ({"model": {"d_model": "wide"}}, "model.d_model: expected an integer"),
     ({"model": {"d_model": 100, "n_heads": 3}}, "model.d_model: must be a multiple of n_heads"),
-    ({"model": {"ebt": {"variant": "fancy"}}}, "model.ebt.variant: must be one of"),
-    ({"model": {"ebt": {"steps": 0}}}, "model.ebt.steps: must be an integer >= 1"),
+    ({"model": {"arch": "ebt", "options": {"variant": "fancy"}}}, "model.options.variant: must be one of"),
+    ({"model": {"arch": "ebt", "options": {"refine_steps": 0}}}, "model.options.refine_steps: must be an integer >= 1"),
     ({"train": {"lr": -1}}, "train.lr: must be > 0"),
     ({"train": {"betas": [0.9]}}, "train.betas: expected a list of 2 items"),
     ({"train": {"tokens": 1.5}}, "train.tokens: expected an integer"),

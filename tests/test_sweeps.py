@@ -13,7 +13,7 @@ import yaml
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.spec import load_spec, spec_hash
-from ebt_scaling.models.config import ModelConfig
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
 from ebt_scaling.models.sizes import PAPER_SIZES
 from ebt_scaling.sweeps import expand, load_sweep, make_plan, preset_names, sweep_from_dict
@@ -96,7 +96,7 @@ def test_chinchilla_20_tokens_per_param():
     runs = plan_of(data).runs
     assert len({r.tokens for r in runs}) == 2  # one per size, shared by the pair
     for r in runs:
-        n_ref = param_counts(dataclasses.replace(r.spec.model, arch="transformer"))["total"]  # N of the reference
+        n_ref = param_counts(dataclasses.replace(r.spec.model, arch="transformer", options=None))["total"]  # N of the reference
         assert abs(r.tokens - 20 * n_ref) <= r.batch * r.spec.model.context / 2
 
 
@@ -285,11 +285,11 @@ def test_tags_label_every_run():
 
 def test_system2_options_reach_the_ebt_config():
     data = sweep(architectures=[{"label": "T++", "arch": "transformer"}, {"label": "S1", "arch": "ebt"},
-                                {"label": "S2", "arch": "ebt", "ebt": {"langevin_sigma": 3.0, "truncate_unroll": True,
+                                {"label": "S2", "arch": "ebt", "options": {"langevin_sigma": 3.0, "truncate_unroll": True,
                                                                        "random_extra_steps": [2, 2]}}])
     runs = plan_of(data).runs
     s2 = [r for r in runs if r.arch_label == "S2"]
-    assert s2 and all(r.spec.model.ebt.is_system2 and r.spec.model.ebt.langevin_sigma == 3.0 for r in s2)
+    assert s2 and all(r.spec.model.options.is_system2 and r.spec.model.options.langevin_sigma == 3.0 for r in s2)
     assert all(len(m) == 3 for m in groups(runs).values())
 
 

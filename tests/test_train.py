@@ -17,9 +17,9 @@ import torch
 import torch.multiprocessing as mp
 
 from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.schedule import lr_at
+from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_to_yaml
-from ebt_scaling.harness.train import eval_steps, train_run
+from ebt_scaling.harness.training.trainer import eval_steps, train_run
 
 
 def stop_after(steps: int):
@@ -180,7 +180,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_spec, tmp_path)
 def test_ebt_trains_data_parallel_with_distinct_noise_per_process(tiny_spec, tmp_path):
     """EBT candidates are random, and each process draws its own, so two processes cannot
     equal one bit for bit; they must still train to a comparable loss."""
-    spec = tiny_spec("ebt", model={"ebt": {"alpha_init": 5.0}})
+    spec = tiny_spec("ebt", model={"options": {"alpha_init": 5.0}})
     single = train_run(spec, tmp_path / "one", quiet=True)
     double = _train_two_processes(spec, tmp_path / "two")
     assert double["status"] == "done"
@@ -205,7 +205,7 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_spec, tmp_path):
 def test_replay_buffer_survives_resume_exactly(tiny_spec, tmp_path):
     """System 2's replay buffer is per-process state: a preempted and resumed run must
     restore it, or the candidates it starts from (and the metrics) change."""
-    spec = tiny_spec("ebt", model={"ebt": {"replay_buffer_size": 16}})
+    spec = tiny_spec("ebt", model={"options": {"replay_buffer_size": 16}})
     reference = train_run(spec, tmp_path / "ref", quiet=True)
     assert train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after(7))["status"] == "preempted"
     resumed = train_run(spec, tmp_path / "run", quiet=True)

@@ -2,7 +2,7 @@
 
 Prints, per model, the median step time, tokens/s, peak memory, FLOPs of one training step
 counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
-notes/perf-anchors.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
+docs/performance.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
 V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). The timing logic lives in
 harness/bench.py.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ebt_scaling.harness.cli import CliError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default=None,
                         help="torch.set_float32_matmul_precision for fp32 runs (the anchors use 'medium'; default: "
                              "torch's, 'highest')")
-    parser.add_argument("--arch", choices=["both", "transformer", "ebt"], default="both",
-                        help="which model(s) to time (default: both)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--iters", type=int, default=15, help="timed steps; the median is reported (default: 15)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the training step (falls back to eager, with a note, where it fails)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: cuda if "
+                                                         "available, else cpu)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak TFLOP/s for MFU (default: dense bf16 peak of known GPUs; CPU: MFU n/a)")
     parser.add_argument("--threads", type=int, default=None,
@@ -44,47 +43,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ebt_scaling.harness import bench
     from ebt_scaling.harness.commands.flops import build_configs
+    from ebt_scaling.harness.training import bench
+    from ebt_scaling.harness.training.trainer import resolve_device
 
-    if args.size is None and args.layers is None and args.d_model is None and args.heads is None:
+    if args.size is None and args.n_layers is None and args.d_model is None and args.n_heads is None:
         args.size = "xxs"
-    for flag, value, low in (("--ctx", args.ctx, 1), ("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
+    for flag, value, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
         if value < low:
-            raise CliError(f"{flag}: must be >= {low}, got {value}")
+            raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
-        raise CliError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
-    configs = build_configs(args)  # validates the shape; CliError names the flag
+        raise ConfigError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
+    configs = build_configs(args)  # validates the shape; errors name the flag
     try:
-        device = bench.resolve_device(args.device)
-    except (bench.BenchError, RuntimeError) as exc:
-        raise CliError(f"--device: {exc}") from None
+        device = resolve_device(args.device)
+    except (ConfigError, RuntimeError) as exc:
+        raise ConfigError(f"--device: {str(exc).removeprefix('device: ')}") from None
     if args.threads is not None:
         if args.threads < 1:
-            raise CliError(f"--threads: must be >= 1, got {args.threads}")
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.matmul_precision:
         torch.set_float32_matmul_precision(args.matmul_precision)
-    archs = ["transformer", "ebt"] if args.arch == "both" else [args.arch]
+    c = next(iter(configs.values()))
     size_label = args.size or ""
-    if args.layers or args.d_model or args.heads:
-        c = configs["transformer"]
+    if args.n_layers or args.d_model or args.n_heads:
         size_label = f"{c.n_layers}L, {c.d_model}" + (f" ({args.size}-based)" if args.size else "")
     elif args.size:
-        c = configs["transformer"]
         size_label = f"{args.size} ({c.n_layers}L, {c.d_model})"
     results = []
-    for arch in archs:
+    for config in configs.values():
         try:
             results.append(bench.bench_model(
-                configs[arch], batch=args.batch, ctx=args.ctx, device=device, precision=args.precision,
+                config, batch=args.batch, ctx=config.context, device=device, precision=args.precision,
                 warmup=args.warmup, iters=args.iters, compile=args.compile, peak_tflops=args.peak_tflops,
                 size_label=size_label, seed=args.seed))
         except bench.BenchError as exc:
-            raise CliError(str(exc)) from None
+            raise ConfigError(str(exc)) from None
         except torch.cuda.OutOfMemoryError:
-            raise CliError(f"{bench.ARCH_LABELS[arch]}: out of memory on {device} at batch {args.batch} x "
-                           f"ctx {args.ctx}; lower --batch") from None
+            raise ConfigError(f"{config.architecture.label}: out of memory on {device} at batch {args.batch} x "
+                              f"ctx {config.context}; lower --batch") from None
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         print(json.dumps({"settings": settings, "results": [r.as_dict() for r in results]}))

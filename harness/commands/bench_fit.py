@@ -82,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from ebt_scaling.analysis.approach3 import fit_approach3
     from ebt_scaling.analysis.bootstrap import paired_bootstrap, paired_power_law_bootstrap
     from ebt_scaling.analysis.fits import fit_power_law
-    from ebt_scaling.harness.cli import CliError
+    from ebt_scaling.harness.contract.errors import ConfigError
 
     for flag, value, low in (("--points", args.points, 5), ("--runs", args.runs, 4), ("--seeds", args.seeds, 1),
                              ("--resamples", args.resamples, 1), ("--repeats", args.repeats, 1),
                              ("--top-k", args.top_k, 1)):
         if value < low:
-            raise CliError(f"{flag} must be >= {low} (got {value})")
+            raise ConfigError(f"{flag} must be >= {low} (got {value})")
 
     out: dict = {"repeats": args.repeats}
     N, D, L = synthetic_approach3(args.points, args.seed)

@@ -12,7 +12,7 @@ import math
 import statistics
 import time
 
-from ebt_scaling.harness.cli import CliError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 ARCHS = 2
 POINTS = 5
@@ -51,9 +51,9 @@ def run(args) -> int:
     from ebt_scaling.sweeps.plan_table import header_lines, table_lines, totals
 
     if args.runs < 1:
-        raise CliError(f"--runs: must be >= 1, got {args.runs}")
+        raise ConfigError(f"--runs: must be >= 1, got {args.runs}")
     if args.repeat < 1:
-        raise CliError(f"--repeat: must be >= 1, got {args.repeat}")
+        raise ConfigError(f"--repeat: must be >= 1, got {args.repeat}")
     data = generated_sweep(args.runs)
     times, n_runs = [], 0
     for _ in range(args.repeat):

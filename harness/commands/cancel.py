@@ -1,11 +1,10 @@
 """`ebt-scaling cancel SWEEP_DIR [RUN...]`: cancel runs (all unfinished ones by default).
 
 Each run is marked cancelled in its directory (status reports it; `submit` leaves it
-alone unless --retry-failed), then its SLURM job is scancelled, or its local job stopped.
+alone unless --retry-failed), then its job is stopped by its backend (scancel on SLURM,
+SIGINT to a local worker whose runs are all cancelled).
 """
 from __future__ import annotations
-
-from ..cli import CliError
 
 
 def add_arguments(parser) -> None:
@@ -14,12 +13,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..dispatch.status import DispatchError, cancel_runs
+    from ..dispatch.cancel import cancel_runs
 
-    try:
-        actions = cancel_runs(args.sweep_dir, args.runs or None)
-    except DispatchError as exc:
-        raise CliError(str(exc)) from None
-    for run_id, action in actions:
+    for run_id, action in cancel_runs(args.sweep_dir, args.runs or None):  # DispatchError: one line, from the CLI
         print(f"{run_id}: {action}")
     return 0

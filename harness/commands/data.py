@@ -10,8 +10,6 @@ import argparse
 import json
 from dataclasses import replace
 
-from ebt_scaling.harness.cli import CliError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["prepare"], help="prepare: download / tokenise / cache")
@@ -23,26 +21,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ebt_scaling.harness.contract.errors import ConfigError
+    from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 
     from ..data.common import cache_root
     from ..data.pipeline import prepare
-    from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 
-    try:
-        spec = load_spec(args.spec) if args.spec else RunSpec()
-        if args.vocab is not None:
-            spec = replace(spec, model=replace(spec.model, vocab_size=args.vocab))
-        if args.cache_dir is not None:
-            spec = replace(spec, data=replace(spec.data, cache_dir=args.cache_dir))
-        log = (lambda _: None) if args.json else (lambda line: print(f"  {line}", flush=True))
-        if not args.json:
-            where = cache_root(spec.data.cache_dir) if spec.data.source != "hf" else "(streamed, not cached)"
-            print(f"preparing {spec.data.source} data (vocab {spec.model.vocab_size}, val_fraction "
-                  f"{spec.data.val_fraction}) in {where}", flush=True)
-        report = prepare(spec, log=log)
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    spec = load_spec(args.spec) if args.spec else RunSpec()
+    if args.vocab is not None:
+        spec = replace(spec, model=replace(spec.model, vocab_size=args.vocab))
+    if args.cache_dir is not None:
+        spec = replace(spec, data=replace(spec.data, cache_dir=args.cache_dir))
+    log = (lambda _: None) if args.json else (lambda line: print(f"  {line}", flush=True))
+    if not args.json:
+        where = cache_root(spec.data.cache_dir) if spec.data.source != "hf" else "(streamed, not cached)"
+        print(f"preparing {spec.data.source} data (vocab {spec.model.vocab_size}, val_fraction "
+              f"{spec.data.val_fraction}) in {where}", flush=True)
+    report = prepare(spec, log=log)
     if args.json:
         print(json.dumps(report.__dict__))
         return 0

@@ -3,7 +3,7 @@ evaluate finished runs after the fact.
 
 Loads each run's spec.yaml and latest checkpoint, runs the tasks (default: the spec's
 eval.tasks, else "pretrain dyck arithmetic thinking"; grammar in
-harness/evaluation/grammar.py), merges the results into result.json["evaluations"]
+harness/contract/eval_tasks.py), merges the results into result.json["evaluations"]
 (atomically; earlier results of other tasks are kept) and prints a table, or with
 --json one JSON object {RUN_DIR: evaluations}.
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 
 from ebt_scaling.harness.contract.errors import ConfigError
-
-from ..cli import CliError
 
 DEFAULT_TASKS = ("pretrain", "dyck", "arithmetic", "thinking")
 
@@ -30,31 +28,31 @@ def add_arguments(parser) -> None:
 
 def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str | None = None) -> dict:
     """Evaluate one finished run and merge the results into its result.json; returns them."""
-    from ebt_scaling.models.factory import build_model
-
-    from ..checkpoint import load_latest_checkpoint
     from ebt_scaling.harness.contract.eval_tasks import parse_tasks
-    from ..evaluation.run_evals import merge_evaluations, run_evals
     from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
     from ebt_scaling.harness.contract.spec import load_spec
-    from ..train import resolve_device
+    from ebt_scaling.harness.training.checkpoint import load_latest_checkpoint
+    from ebt_scaling.harness.training.trainer import resolve_device
+    from ebt_scaling.models.factory import build_model
+
+    from ..evaluation.run_evals import merge_evaluations, run_evals
 
     run = RunDir(run_dir)
     if not run.spec_path.exists():
-        raise CliError(f"{run_dir}: no spec.yaml; give a run directory")
+        raise ConfigError(f"{run_dir}: no spec.yaml; give a run directory")
     result = run.result()
     if result is None or result.get("status") != "done":
         state = "unfinished" if result is None else f"status {result.get('status')!r}"
-        raise CliError(f"{run_dir}: the run is {state}; only finished runs (status 'done') are evaluated")
+        raise ConfigError(f"{run_dir}: the run is {state}; only finished runs (status 'done') are evaluated")
     spec = load_spec(run.spec_path)
     tasks = list(tasks or spec.eval.tasks or DEFAULT_TASKS)
     parse_tasks(tasks)  # fail before loading anything
     if examples is not None and examples < 1:
-        raise CliError(f"--examples: must be >= 1, got {examples}")
+        raise ConfigError(f"--examples: must be >= 1, got {examples}")
     torch_device = resolve_device(device or spec.device)
     state = load_latest_checkpoint(run, map_location=torch_device)
     if state is None:
-        raise CliError(f"{run_dir}: no readable checkpoint to evaluate")
+        raise ConfigError(f"{run_dir}: no readable checkpoint to evaluate")
     model = build_model(spec.model).to(torch_device)
     model.load_state_dict(state["model"])
     evaluations = run_evals(model, spec, tasks=tasks, examples=examples, log=run.log)
@@ -70,10 +68,7 @@ def run(args) -> int:
 
     out = {}
     for run_dir in args.run_dirs:
-        try:
-            out[run_dir] = evaluate_run(run_dir, args.tasks, args.examples, args.device)
-        except ConfigError as exc:
-            raise CliError(str(exc)) from None
+        out[run_dir] = evaluate_run(run_dir, args.tasks, args.examples, args.device)
         if not args.json:
             print(f"== {run_dir}")
             print(format_evaluations(out[run_dir]))

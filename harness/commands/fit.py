@@ -12,7 +12,8 @@ import math
 import os
 import sys
 
-from ebt_scaling.harness.cli import CliError
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.formatting import jsonable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _column(frame, flag: str, name: str, path: str):
     if name not in frame.columns:
         available = ", ".join(repr(c) for c in frame.columns)
-        raise CliError(f"{flag}: no column {name!r} in {path}; available: {available}")
+        raise ConfigError(f"{flag}: no column {name!r} in {path}; available: {available}")
     return frame[name]
 
 
@@ -57,25 +58,25 @@ def _positive_numbers(series, flag: str):
     bad = not_numeric | not_positive
     if bad.any():
         first = int(bad.to_numpy().nonzero()[0][0])
-        raise CliError(f"{flag} {series.name!r}: {int(bad.sum())} value(s) are not positive finite numbers "
+        raise ConfigError(f"{flag} {series.name!r}: {int(bad.sum())} value(s) are not positive finite numbers "
                        f"(first at data row {first + 1}: {series.iloc[first]!r}); fix or remove those rows")
     return values
 
 
 def load_points(args) -> tuple:
-    """(N, D, L, info) from the CSV and flags; raises CliError on user errors."""
+    """(N, D, L, info) from the CSV and flags; raises ConfigError on user errors."""
     import numpy as np
     import pandas as pd
 
     path = args.csv
     if not os.path.isfile(path):
-        raise CliError(f"CSV not found: {path}")
+        raise ConfigError(f"CSV not found: {path}")
     try:
         frame = pd.read_csv(path)
     except Exception as exc:  # pandas raises several types for unreadable files
-        raise CliError(f"cannot read {path} as CSV: {exc}") from None
+        raise ConfigError(f"cannot read {path} as CSV: {exc}") from None
     if args.tokens_col is None and args.flops_col is None:
-        raise CliError("give --tokens-col T, or --flops-col C to use tokens D = C / (6 N)")
+        raise ConfigError("give --tokens-col T, or --flops-col C to use tokens D = C / (6 N)")
     n_col = _positive_numbers(_column(frame, "--params-col", args.params_col, path), "--params-col")
     l_col = _positive_numbers(_column(frame, "--loss-col", args.loss_col, path), "--loss-col")
     if args.tokens_col is not None:
@@ -84,20 +85,20 @@ def load_points(args) -> tuple:
     else:
         c_col = _positive_numbers(_column(frame, "--flops-col", args.flops_col, path), "--flops-col")
         if not args.flop_factor > 0:
-            raise CliError(f"--flop-factor must be > 0 (got {args.flop_factor})")
+            raise ConfigError(f"--flop-factor must be > 0 (got {args.flop_factor})")
         d_col = c_col / (args.flop_factor * n_col)
         tokens_from = f"{args.flops_col} / ({args.flop_factor:g} * {args.params_col})"
     table = pd.DataFrame({"N": n_col, "D": d_col, "L": l_col})
     missing = int(table.isna().any(axis=1).sum())
     table = table.dropna()
     if args.drop_highest_loss < 0:
-        raise CliError(f"--drop-highest-loss must be >= 0 (got {args.drop_highest_loss})")
+        raise ConfigError(f"--drop-highest-loss must be >= 0 (got {args.drop_highest_loss})")
     if args.drop_highest_loss:
         if args.drop_highest_loss > len(table) - 5:
-            raise CliError(f"--drop-highest-loss {args.drop_highest_loss} leaves fewer than 5 of {len(table)} rows")
+            raise ConfigError(f"--drop-highest-loss {args.drop_highest_loss} leaves fewer than 5 of {len(table)} rows")
         table = table.sort_values("L", kind="stable").iloc[: len(table) - args.drop_highest_loss]
     if len(table) < 5:
-        raise CliError(f"Approach 3 fits 5 parameters: need at least 5 complete rows, {path} has {len(table)}")
+        raise ConfigError(f"Approach 3 fits 5 parameters: need at least 5 complete rows, {path} has {len(table)}")
     info = {"rows_used": int(len(table)), "rows_missing": missing, "dropped_highest_loss": args.drop_highest_loss,
             "tokens": tokens_from}
     return (np.asarray(table["N"], float), np.asarray(table["D"], float), np.asarray(table["L"], float), info)
@@ -108,13 +109,13 @@ def run(args: argparse.Namespace) -> int:
     from ebt_scaling.analysis.bootstrap import bootstrap_approach3
 
     if args.bootstrap < 0:
-        raise CliError(f"--bootstrap must be >= 0 (got {args.bootstrap})")
+        raise ConfigError(f"--bootstrap must be >= 0 (got {args.bootstrap})")
     if not 0 < args.ci < 1:
-        raise CliError(f"--ci must be in (0, 1) (got {args.ci})")
+        raise ConfigError(f"--ci must be in (0, 1) (got {args.ci})")
     if not args.delta > 0:
-        raise CliError(f"--delta must be > 0 (got {args.delta})")
+        raise ConfigError(f"--delta must be > 0 (got {args.delta})")
     if args.top_k < 0:
-        raise CliError(f"--top-k must be >= 0 (got {args.top_k})")
+        raise ConfigError(f"--top-k must be >= 0 (got {args.top_k})")
     N, D, L, info = load_points(args)
     objective = args.objective.replace("-", "_")
     fit = fit_approach3(N, D, L, delta=args.delta, objective=objective, top_k=args.top_k or None)
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                             "ci": boot.ci}
     failed = not all(math.isfinite(v) for v in (fit.loss_value, *fit.params().values(), fit.a_exponent))
     if args.json:
-        print(json.dumps(_finite_or_null(out), allow_nan=False))
+        print(json.dumps(jsonable(out, infinity_as_string=False), allow_nan=False))
         if failed:
             print(f"error: the Approach 3 fit of {args.csv} failed (non-finite objective or parameters)",
                   file=sys.stderr)
@@ -161,13 +162,3 @@ def run(args: argparse.Namespace) -> int:
         return 1
     return 0
 
-
-def _finite_or_null(obj):
-    """obj with every non-finite float as None (JSON null): strict JSON, no NaN / Infinity."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

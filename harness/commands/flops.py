@@ -1,48 +1,47 @@
-"""`ebt-scaling flops`: parameter counts and training FLOPs per token of both models.
+"""`ebt-scaling flops`: parameter counts and training FLOPs per token of every architecture.
 
-Analytic figures come from models/flops.py in every convention; --measure also runs one
-real training step of each model on this machine under torch's FlopCounterMode and
-prints the counted FLOPs per token beside them.
+Analytic figures come from each registered architecture's FLOP functions, in every
+convention; --measure also runs one real training step of each model on this machine
+under torch's FlopCounterMode and prints the counted FLOPs per token beside them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from ebt_scaling.harness.cli import CliError
+from ebt_scaling.harness.contract.architecture import ARCHITECTURES, FLOP_CONVENTIONS, baseline_name
+from ebt_scaling.harness.contract.cli_flags import add_dataclass_flags, flag_error, given_flags, nested
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.formatting import si
+from ebt_scaling.harness.contract.model_config import ModelConfig
 
-ARCHS = ("transformer", "ebt")
-ARCH_LABELS = {"transformer": "Transformer++", "ebt": "EBT"}
-
-# Config field -> the flag that sets it, so config errors name what the user typed.
-FIELD_FLAGS = {
-    "n_layers": "--layers",
-    "d_model": "--d-model",
-    "n_heads": "--heads",
-    "vocab_size": "--vocab",
-    "context": "--ctx",
-    "ffn_hidden": "--ffn-hidden",
-    "steps": "--steps",  # EBTConfig (named "ebt.steps" when nested)
-    "variant": "--variant",
-}
+# Shorter spellings that earlier command lines (and the README's figures) use.
+SHAPE_ALIASES = {"n_layers": ["--layers"], "n_heads": ["--heads"], "vocab_size": ["--vocab"], "context": ["--ctx"],
+                 "ebt.refine_steps": ["--steps"], "ebt.variant": ["--variant"]}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
-    """Shape, vocabulary, context and EBT flags shared by `flops` and `bench`
-    (build_configs turns them into ModelConfigs)."""
+    """Shape, vocabulary and context flags (ModelConfig's fields) and every registered
+    architecture's option flags (--ARCH.FIELD), shared by `flops` and `bench`."""
     from ebt_scaling.models.sizes import PAPER_SIZES
 
-    shape = parser.add_argument_group("model shape (--size, or all of --layers/--d-model/--heads)")
+    shape = parser.add_argument_group("model shape (--size, or all of --n-layers/--d-model/--n-heads)")
     shape.add_argument("--size", choices=list(PAPER_SIZES), help=size_help)
-    shape.add_argument("--layers", type=int, help="number of blocks")
-    shape.add_argument("--d-model", type=int, help="model width")
-    shape.add_argument("--heads", type=int, help="attention heads (must divide --d-model)")
-    shape.add_argument("--ffn-hidden", type=int, help="SwiGLU hidden width (default: d_model, as in the paper)")
-    parser.add_argument("--vocab", type=int, default=50277, help="vocabulary size (default: 50277, GPT-NeoX-20B)")
-    parser.add_argument("--ctx", type=int, default=256, help="sequence length in tokens (default: 256)")
-    parser.add_argument("--steps", type=int, default=2, help="EBT refinement steps K (default: 2)")
-    parser.add_argument("--variant", choices=["time_embed", "default"], default="time_embed",
-                        help="EBT variant (default: time_embed, the paper's S1)")
+    add_dataclass_flags(shape, ModelConfig, aliases=SHAPE_ALIASES, skip=("arch", "options"))
+    parser.set_defaults(vocab_size="50277", context="256")  # GPT-NeoX-20B's vocabulary, the paper's context
+    for arch in ARCHITECTURES.entries():
+        group = parser.add_argument_group(f"{arch.label} options")
+        add_dataclass_flags(group, arch.options, prefix=f"{arch.name}.", aliases=SHAPE_ALIASES)
+    parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES.names(), default=list(ARCHITECTURES.names()),
+                        help="architectures to report (default: every registered one)")
+
+
+def _model_flag_paths() -> list[str]:
+    paths = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("arch", "options")]
+    for arch in ARCHITECTURES.entries():
+        paths += [f"{arch.name}.{f.name}" for f in dataclasses.fields(arch.options)]
+    return paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,45 +53,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1, help="sequences in the --measure step (default: 1)")
 
 
-def _flag_message(message: str) -> str:
-    """ConfigError text with field names replaced by flags: 'd_model: must be a multiple of
-    n_heads (6) ...' -> '--d-model: must be a multiple of --heads (6) ...'."""
-    field_name, sep, rest = message.partition(": ")
-    field_name = field_name.removeprefix("ebt.")
-    if not sep or field_name not in FIELD_FLAGS:
-        return message
-    for name in ("n_layers", "d_model", "n_heads", "vocab_size", "ffn_hidden"):  # unambiguous in prose
-        rest = rest.replace(name, FIELD_FLAGS[name])
-    return f"{FIELD_FLAGS[field_name]}: {rest}"
-
-
-def build_configs(args: argparse.Namespace):
-    """The two ModelConfigs the flags describe; CliError (naming the flag) if invalid."""
-    from ebt_scaling.models.config import ConfigError, EBTConfig, ModelConfig
+def build_configs(args: argparse.Namespace) -> dict[str, ModelConfig]:
+    """One ModelConfig per requested architecture, from the flags; ConfigError naming the flag."""
+    from ebt_scaling.harness.contract.typed_config import from_dict
     from ebt_scaling.models.sizes import PAPER_SIZES
 
-    layers, heads, d_model = args.layers, args.heads, args.d_model
+    paths = _model_flag_paths()
+    flags = nested(given_flags(args, paths))
     if args.size is not None:
         named = PAPER_SIZES[args.size]
-        layers = named.n_layers if layers is None else layers
-        heads = named.n_heads if heads is None else heads
-        d_model = named.d_model if d_model is None else d_model
-    missing = [flag for flag, value in (("--layers", layers), ("--d-model", d_model), ("--heads", heads))
-               if value is None]
+        for key, value in (("n_layers", named.n_layers), ("n_heads", named.n_heads), ("d_model", named.d_model)):
+            flags.setdefault(key, value)
+    missing = [f"--{k.replace('_', '-')}" for k in ("n_layers", "d_model", "n_heads") if k not in flags]
     if missing:
-        raise CliError(f"{', '.join(missing)} required unless --size is given")
+        raise ConfigError(f"{', '.join(missing)}: required unless --size is given")
     if args.batch < 1:
-        raise CliError(f"--batch: must be a positive integer, got {args.batch}")
-    try:
-        ebt = EBTConfig(variant=args.variant, steps=args.steps)
-        shape = dict(n_layers=layers, d_model=d_model, n_heads=heads, vocab_size=args.vocab, context=args.ctx,
-                     ffn_hidden=args.ffn_hidden, ebt=ebt)
-        return {arch: ModelConfig(arch=arch, **shape) for arch in ARCHS}
-    except ConfigError as exc:
-        raise CliError(_flag_message(str(exc))) from None
+        raise ConfigError(f"--batch: must be a positive integer, got {args.batch}")
+    shape = {k: v for k, v in flags.items() if k not in ARCHITECTURES.names()}
+    configs = {}
+    for name in args.arch:
+        try:
+            configs[name] = from_dict(ModelConfig, {**shape, "arch": name, "options": flags.get(name, {})})
+        except ConfigError as exc:  # "options.x: ..." is the flag --NAME.x
+            message = str(exc)
+            if message.startswith("options."):
+                message = name + message[len("options"):]
+            raise flag_error(ConfigError(message), paths) from None
+    return configs
 
 
-def measure_flops_per_token(config, batch: int, seq: int) -> float:
+def measure_flops_per_token(config: ModelConfig, batch: int, seq: int) -> float:
     """FLOPs per token that FlopCounterMode counts over one real training step."""
     import torch
 
@@ -108,53 +98,50 @@ def measure_flops_per_token(config, batch: int, seq: int) -> float:
 
 
 def collect(args: argparse.Namespace) -> dict:
-    from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
+    from ebt_scaling.models.flops import flops_per_token, param_counts
 
-    configs = build_configs(args)
     report = {}
-    for arch, config in configs.items():
+    for name, config in build_configs(args).items():
         counts = param_counts(config)
         entry = {"params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
-                 "flops_per_token": {c: flops_per_token(config, c, args.ctx) for c in CONVENTIONS}}
+                 "flops_per_token": {c: flops_per_token(config, c) for c in FLOP_CONVENTIONS}}
         if args.measure:
-            entry["measured_flops_per_token"] = measure_flops_per_token(config, args.batch, args.ctx)
-        report[arch] = entry
+            entry["measured_flops_per_token"] = measure_flops_per_token(config, args.batch, config.context)
+        report[name] = entry
     return report
-
-
-def _si(value: float) -> str:
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.4g}{suffix}"
-    return f"{value:.4g}"
 
 
 def format_table(args: argparse.Namespace, report: dict) -> str:
     configs = build_configs(args)
-    c = configs["ebt"]
+    c = next(iter(configs.values()))
     lines = [f"shape: layers={c.n_layers} heads={c.n_heads} d_model={c.d_model} ffn_hidden={c.hidden} "
-             f"vocab={c.vocab_size} ctx={args.ctx}" + (f" (size {args.size})" if args.size else ""),
-             f"EBT: variant={c.ebt.variant} steps={c.ebt.steps}", ""]
-    t, e = report["transformer"], report["ebt"]
-    rows = [("params total", t["params_total"], e["params_total"], "{:,}"),
-            ("params non-embedding", t["params_non_embedding"], e["params_non_embedding"], "{:,}")]
-    for convention in t["flops_per_token"]:
-        rows.append((f"FLOPs/token {convention}", t["flops_per_token"][convention],
-                     e["flops_per_token"][convention], None))
-    if "measured_flops_per_token" in t:
-        rows.append(("FLOPs/token measured", t["measured_flops_per_token"], e["measured_flops_per_token"], None))
-    header = f"{'':<22}{ARCH_LABELS['transformer']:>16}{ARCH_LABELS['ebt']:>16}{'EBT/T++':>10}"
-    lines.append(header)
-    for label, tv, ev, fmt in rows:
-        show = (lambda v: fmt.format(v)) if fmt else _si
-        lines.append(f"{label:<22}{show(tv):>16}{show(ev):>16}{ev / tv:>10.3f}")
-    if "measured_flops_per_token" in t:
-        batch = args.batch
-        lines.append("")
-        lines.append(f"measured: one training step of {batch} x {args.ctx} tokens under FlopCounterMode (SDPA math "
-                     f"backend); measured/full: T++ "
-                     f"{t['measured_flops_per_token'] / t['flops_per_token']['full']:.4f}, EBT "
-                     f"{e['measured_flops_per_token'] / e['flops_per_token']['full']:.4f}")
+             f"vocab={c.vocab_size} ctx={c.context}" + (f" (size {args.size})" if args.size else "")]
+    for name, config in configs.items():
+        options = ", ".join(f"{k}={v}" for k, v in vars(config.options).items())
+        if options:
+            lines.append(f"{ARCHITECTURES.get(name).label}: {options}")
+    names = list(report)
+    base = baseline_name() if baseline_name() in names else names[0]
+    others = [n for n in names if n != base]
+    rows = [("params total", "params_total", lambda v: f"{v:,}"),
+            ("params non-embedding", "params_non_embedding", lambda v: f"{v:,}")]
+    value = {n: {"params_total": report[n]["params_total"], "params_non_embedding": report[n]["params_non_embedding"],
+                 **{f"FLOPs/token {k}": v for k, v in report[n]["flops_per_token"].items()},
+                 **({"FLOPs/token measured": report[n]["measured_flops_per_token"]}
+                    if "measured_flops_per_token" in report[n] else {})} for n in names}
+    rows += [(key, key, lambda v: si(v, 4)) for key in value[base] if key.startswith("FLOPs")]
+    labels = {n: ARCHITECTURES.get(n).label for n in names}
+    headers = [labels[n] for n in names] + [f"{labels[n]}/{labels[base]}" for n in others]
+    width = max(16, *(len(h) + 2 for h in headers))
+    lines += ["", f"{'':<22}" + "".join(f"{h:>{width}}" for h in headers)]
+    for title, key, show in rows:
+        lines.append(f"{title:<22}" + "".join(f"{show(value[n][key]):>{width}}" for n in names)
+                     + "".join(f"{value[n][key] / value[base][key]:>{width}.3f}" for n in others))
+    if args.measure:
+        ratios = ", ".join(f"{labels[n]} {report[n]['measured_flops_per_token'] / report[n]['flops_per_token']['full']:.4f}"
+                           for n in names)
+        lines += ["", f"measured: one training step of {args.batch} x {c.context} tokens under FlopCounterMode "
+                      f"(SDPA math backend); measured/full: {ratios}"]
     lines.append("paper: T++ 6N, EBT 20KN per token (N = non-embedding params); full: every matmul of forward, "
                  "backward and EBT's double backward, vocabulary-sized ones and attention included")
     return "\n".join(lines)
@@ -162,8 +149,5 @@ def format_table(args: argparse.Namespace, report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     report = collect(args)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(format_table(args, report))
+    print(json.dumps(report) if args.json else format_table(args, report))
     return 0

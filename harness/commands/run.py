@@ -9,51 +9,42 @@ from __future__ import annotations
 import argparse
 import time
 
-from ebt_scaling.harness.contract.errors import ConfigError
-
-from ..cli import CliError
+from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..dispatch.backend import BACKENDS
+
     parser.add_argument("sweep", nargs="?", default="tiny",
                         help="sweep file or preset (default: tiny, the CPU embedded default)")
     parser.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
-    parser.add_argument("--cluster", choices=["local", "slurm", "debug"], default="local",
+    parser.add_argument("--cluster", choices=BACKENDS.names(), default="local",
                         help="where runs train (default: local: this machine's GPUs, else its CPU)")
-    parser.add_argument("--profile", help="cluster profile (default: cpu for local runs without a GPU, "
-                                          "else the cluster's)")
+    parser.add_argument("--profile", help="cluster profile (default: the backend's; local: one job per GPU, "
+                                          "else two CPU workers)")
+    add_set_argument(parser, "sweep file")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the analysis")
 
 
-def _default_profile(cluster: str) -> str | None:
-    if cluster != "local":
-        return None
-    import torch
-
-    return None if torch.cuda.is_available() else "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
+    """ConfigError and DispatchError reach the CLI, which prints them as one line."""
     from ebt_scaling.sweeps import load_sweep
 
     from ..dispatch.profiles import load_profile
-    from ..dispatch.status import DispatchError
     from ..dispatch.submit import submit_sweep
     from . import analyze
     from .submit import resolve_sweep_dir
 
     start = time.time()
-    try:
-        sweep = load_sweep(args.sweep)
-        out = args.out or f"runs/{sweep.name}"
-        print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
-        sweep_dir = resolve_sweep_dir(args.sweep, out)
-        profile = load_profile(args.profile or _default_profile(args.cluster), args.cluster)
-        print(f"[2/3] training on {args.cluster} (profile {profile.name}); finished runs are skipped", flush=True)
-        report = submit_sweep(sweep_dir, args.cluster, profile, wait=True, poll_s=2.0, progress=True,
-                              echo=lambda m: print(m, flush=True))
-    except (ConfigError, DispatchError) as exc:
-        raise CliError(str(exc)) from None
+    overrides = parse_overrides(args.overrides)
+    sweep = load_sweep(args.sweep, overrides)
+    out = args.out or f"runs/{sweep.name}"
+    print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
+    sweep_dir = resolve_sweep_dir(args.sweep, out, overrides)
+    profile = load_profile(args.profile, args.cluster)
+    print(f"[2/3] training on {args.cluster} (profile {profile.name}); finished runs are skipped", flush=True)
+    report = submit_sweep(sweep_dir, args.cluster, profile, wait=True, poll_s=2.0, progress=True,
+                          echo=lambda m: print(m, flush=True))
     print(f"      {report.summary()}", flush=True)
     print("[3/3] analyzing", flush=True)
     parser = argparse.ArgumentParser()

@@ -7,7 +7,7 @@ import os
 import subprocess
 from importlib import resources
 
-from ..cli import CliError
+from ebt_scaling.harness.contract.errors import ConfigError
 
 
 def script_path() -> str:
@@ -28,11 +28,11 @@ def run(args) -> int:
         print(path)
         return 0
     if not os.path.isfile(path):
-        raise CliError(f"{path}: the packaged SLURM script is missing; reinstall ebt-scaling")
+        raise ConfigError(f"{path}: the packaged SLURM script is missing; reinstall ebt-scaling")
     env = dict(os.environ, SLURM_WAIT_S=str(args.wait))
     if args.no_accounting:
         env["SLURM_ACCOUNTING"] = "0"
     try:
         return subprocess.run(["bash", path, args.action], env=env).returncode
     except OSError as exc:
-        raise CliError(f"cannot run bash {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot run bash {path}: {exc.strerror}") from None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from ..cli import CliError
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("sweep_dir", help="sweep directory (with runs/)")
@@ -14,12 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..dispatch.status import DispatchError, format_table, sweep_status, totals
+    from ..dispatch.sweep_status import format_table, sweep_status, totals
 
-    try:
-        rows = sweep_status(args.sweep_dir, args.runs or None)
-    except DispatchError as exc:
-        raise CliError(str(exc)) from None
+    rows = sweep_status(args.sweep_dir, args.runs or None)  # a DispatchError reaches the CLI as one line
     total = totals(rows)
     if args.json:
         print(json.dumps({"runs": [r.to_json() for r in rows], "totals": total}))

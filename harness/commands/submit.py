@@ -1,4 +1,5 @@
-"""`ebt-scaling submit SWEEP --cluster slurm|local|debug`: train a sweep's runs.
+"""`ebt-scaling submit SWEEP --cluster BACKEND`: train a sweep's runs (slurm, local, debug,
+or any backend registered through the ``ebt_scaling.backends`` entry point).
 
 SWEEP is a sweep directory (DIR/runs/<run_id>/spec.yaml, as `ebt-scaling plan SWEEP
 --write DIR` makes it), or a sweep file / preset that is planned into --out first.
@@ -10,20 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
+from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
 
-from ..cli import CliError
+from ..dispatch.backend import BACKENDS
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("sweep", help="sweep directory (with runs/), or a sweep file / preset name to plan into "
                                       "--out first (as `ebt-scaling plan SWEEP --write DIR` does)")
-    parser.add_argument("--cluster", required=True, choices=["slurm", "local", "debug"],
-                        help="slurm: one job array per resource class; local: one job per GPU (or the CPU); "
-                             "debug: in this process")
+    parser.add_argument("--cluster", required=True, choices=BACKENDS.names(),
+                        help="; ".join(f"{b.name}: {b.description}" for b in BACKENDS.entries()))
     parser.add_argument("--profile", help="cluster profile: a shipped name (local, slurm, slurm-local, "
                                           "example-cluster) or a YAML path (default: the cluster's)")
     parser.add_argument("--out", help="sweep directory to plan a sweep file / preset into (required for those)")
+    add_set_argument(parser, "sweep file (when SWEEP is a file or preset)")
     parser.add_argument("--run", action="append", dest="runs", metavar="RUN_ID",
                         help="submit only this run (id or unique prefix); repeatable")
     parser.add_argument("--retry-failed", action="store_true", help="also re-run failed and cancelled runs")
@@ -31,49 +33,42 @@ def add_arguments(parser) -> None:
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between --wait status checks (default 10)")
 
 
-def resolve_sweep_dir(sweep: str, out: str | None) -> Path:
-    """The sweep directory SWEEP names, planning a sweep file / preset into --out if needed."""
+def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None) -> Path:
+    """The sweep directory SWEEP names, planning a sweep file / preset into --out if needed
+    (with ``--set`` overrides applied to the sweep file)."""
     path = Path(sweep)
     if (path / "runs").is_dir():
         if out and Path(out).resolve() != path.resolve():
-            raise CliError(f"--out: {sweep} is already a sweep directory; drop --out")
+            raise ConfigError(f"--out: {sweep} is already a sweep directory; drop --out")
+        if overrides:
+            raise ConfigError(f"--set: {sweep} is already planned; --set applies to a sweep file or preset")
         return path
     if path.is_dir():
-        raise CliError(f"{sweep}: not a sweep directory (no runs/ inside); plan one with "
-                       "`ebt-scaling plan SWEEP --write DIR`")
-    try:
-        from ebt_scaling.sweeps import load_sweep, make_plan
-        from ebt_scaling.sweeps.plan_table import write_plan
-    except ImportError:
-        raise CliError(f"{sweep}: not a sweep directory, and this install has no sweep planner "
-                       "(ebt_scaling.sweeps)") from None
+        raise DispatchError(f"{sweep}: not a sweep directory (no runs/ inside); plan one with "
+                            "`ebt-scaling plan SWEEP --write DIR`")
+    from ebt_scaling.sweeps import load_sweep, make_plan
+    from ebt_scaling.sweeps.plan_table import write_plan
+
     if not out:
-        raise CliError(f"--out DIR is required to plan {sweep} into a sweep directory (or give a sweep directory)")
-    try:
-        sweep_spec = load_sweep(sweep)
-        target = Path(out)
-        write_plan(make_plan(sweep_spec), target)  # keeps identical specs; refuses conflicting ones
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise ConfigError(f"--out: required to plan {sweep} into a sweep directory (or give a sweep directory)")
+    target = Path(out)
+    write_plan(make_plan(load_sweep(sweep, overrides)), target)  # keeps identical specs; refuses conflicting ones
     return target
 
 
 def run(args) -> int:
+    """ConfigError and DispatchError reach the CLI, which prints them as one line."""
+    from ..dispatch.markers import describe_error
     from ..dispatch.profiles import load_profile
-    from ..dispatch.status import DispatchError
     from ..dispatch.submit import submit_sweep
 
     try:
         profile = load_profile(args.profile, args.cluster)
-        sweep_dir = resolve_sweep_dir(args.sweep, args.out)
+        sweep_dir = resolve_sweep_dir(args.sweep, args.out, parse_overrides(args.overrides))
         report = submit_sweep(sweep_dir, args.cluster, profile, retry_failed=args.retry_failed, only=args.runs,
                               wait=args.wait, poll_s=args.poll, echo=lambda m: print(m, flush=True))
-    except (ConfigError, DispatchError) as exc:
-        raise CliError(str(exc)) from None
     except OSError as exc:
-        from ..dispatch.lease import describe_error
-
-        raise CliError(describe_error(exc)) from None
+        raise DispatchError(describe_error(exc)) from None
     print(f"{report.summary()} (profile {profile.name}; sweep {sweep_dir})")
     if report.failed:
         for run_id, line in report.failed.items():

@@ -26,19 +26,20 @@ def pct(value: Any, digits: int = 3) -> str:
     return f"{value * 100:+.{digits}g}%"
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain-JSON copy: numpy scalars/arrays to Python, NaN -> None, +/-inf -> "inf" / "-inf"."""
+def jsonable(obj: Any, *, infinity_as_string: bool = True) -> Any:
+    """Plain-JSON copy: numpy scalars/arrays to Python, NaN -> None, +/-inf -> "inf" / "-inf"
+    (or None with infinity_as_string=False: for readers that expect a number or null)."""
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, infinity_as_string=infinity_as_string) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [jsonable(v, infinity_as_string=infinity_as_string) for v in obj]
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars
-        return jsonable(obj.tolist())
+        return jsonable(obj.tolist(), infinity_as_string=infinity_as_string)
     if isinstance(obj, bool):
         return obj
     if isinstance(obj, float):
         if math.isnan(obj):
             return None
         if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
+            return ("inf" if obj > 0 else "-inf") if infinity_as_string else None
     return obj

@@ -17,10 +17,9 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
-
 
 # The process umask, read once (os.umask can only be read by setting it).
 UMASK = os.umask(0o022)
@@ -113,8 +112,8 @@ class RunDir:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def status(self) -> str:
-        """done / diverged / failed (from result.json), partial (a checkpoint), or pending."""
-        result = self.result()
-        if result is not None:
-            return result.get("status", "failed")
-        return "partial" if self.checkpoints() else "pending"
+        """The run's state as its directory alone tells it (see run_state.py): done,
+        diverged, failed, cancelled, preempted (stopped part-way, resumable) or pending."""
+        from .run_state import run_state  # run_state builds on RunDir
+
+        return run_state(self.path)[0]

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
-from ebt_scaling.models.config import ConfigError, ModelConfig
-
+from .cli_flags import nested
+from .errors import ConfigError, require
+from .model_config import ModelConfig
 from .typed_config import from_dict, load_yaml, to_dict
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -41,13 +37,13 @@ class DataSpec:
     hf_text_field: str = "text"
 
     def __post_init__(self) -> None:
-        _require(0 < self.val_fraction < 0.5, "val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        require(0 < self.val_fraction < 0.5, "val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
         if self.source == "tokens":
-            _require(bool(self.tokens_path), "tokens_path", "is required when source is 'tokens'; give the token file")
-            _require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'tokens'; give its tokenizer.json")
+            require(bool(self.tokens_path), "tokens_path", "is required when source is 'tokens'; give the token file")
+            require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'tokens'; give its tokenizer.json")
         if self.source == "hf":
-            _require(bool(self.hf_dataset), "hf_dataset", "is required when source is 'hf'; give a dataset name or directory")
-            _require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'hf'; give a tokenizer name or tokenizer.json")
+            require(bool(self.hf_dataset), "hf_dataset", "is required when source is 'hf'; give a dataset name or directory")
+            require(bool(self.tokenizer_path), "tokenizer_path", "is required when source is 'hf'; give a tokenizer name or tokenizer.json")
 
 
 @dataclass(frozen=True)
@@ -69,18 +65,18 @@ class TrainSpec:
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
 
     def __post_init__(self) -> None:
-        _require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.micro_batch_size is None or self.micro_batch_size >= 1, "micro_batch_size",
+        require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.micro_batch_size is None or self.micro_batch_size >= 1, "micro_batch_size",
                  f"must be >= 1 or null, got {self.micro_batch_size}")
-        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _require(all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}")
-        _require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
-        _require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
-        _require(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
-        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        _require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(all(0 <= b < 1 for b in self.betas), "betas", f"each must be in [0, 1), got {list(self.betas)}")
+        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+        require(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
 
 
 @dataclass(frozen=True)
@@ -90,12 +86,12 @@ class EvalSpec:
     points: int = 8
     batches: int = 8  # validation batches (of eval batch_size sequences) per evaluation
     batch_size: int = 16
-    tasks: tuple[str, ...] = ()  # end-of-run evaluations (grammar: harness/evaluation/grammar.py)
+    tasks: tuple[str, ...] = ()  # end-of-run evaluations (grammar: eval_tasks.py)
 
     def __post_init__(self) -> None:
-        _require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
-        _require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
+        require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         from .eval_tasks import validate_tasks
 
         validate_tasks(self.tasks, "tasks")  # one line listing the valid names; loaders prefix "eval."
@@ -116,10 +112,10 @@ class RunSpec:
     tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id
 
     def __post_init__(self) -> None:
-        _require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        _require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
+        require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         micro = self.train.micro_batch_size
-        _require(micro is None or self.train.batch_size % micro == 0, "train.micro_batch_size",
+        require(micro is None or self.train.batch_size % micro == 0, "train.micro_batch_size",
                  f"must divide train.batch_size ({self.train.batch_size}), got {micro}")
 
     @property
@@ -133,9 +129,6 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return spec_hash(self)
-
-    def with_tags(self, **tags: str) -> "RunSpec":
-        return replace(self, tags={**self.tags, **{k: str(v) for k, v in tags.items()}})
 
 
 def spec_hash(spec: RunSpec) -> str:
@@ -154,8 +147,13 @@ def spec_from_dict(data: dict, source: str = "spec") -> RunSpec:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_spec(path: str | Path) -> RunSpec:
-    return spec_from_dict(load_yaml(Path(path)), str(path))
+def load_spec(path: str | Path, overrides: dict | None = None) -> RunSpec:
+    """The spec of a YAML file, with ``--set``-style overrides ({"train.lr": 3e-4}) applied
+    before validation, so an override is checked exactly like the file's own keys."""
+    data = load_yaml(Path(path))
+    if overrides:
+        data = nested(overrides, data if isinstance(data, dict) else {})
+    return spec_from_dict(data, str(path))
 
 
 def spec_to_yaml(spec: RunSpec) -> str:

@@ -32,30 +32,41 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.run_state import FAILED
+
 from . import lease as leases
+from .liveness import is_dead
+from .markers import clear_markers, describe_error, is_cancelled, record_failure
+from .processes import hostname, proc_start
+from .temporaries import remove_stale_temporaries
 
 
 def under_submitit() -> bool:
     return "SUBMITIT_FOLDER" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
 
 
+def preempt_signal() -> signal.Signals:
+    """The signal submitit checkpoints and requeues on (USR2 unless SUBMITIT_PREEMPT_SIGNAL
+    names another), the one SLURM sends before a time limit (--signal)."""
+    return getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+
+
 class TrainingJob(Checkpointable):
     """Train (or resume) runs; requeue itself on preemption / time limit."""
 
     def __init__(self, entries: list[tuple[str, str]], cluster: str, threads: int | None = None,
-                 preempt_grace_s: float = 60.0, raise_on_failure: bool = True):
+                 preempt_grace_s: float = 60.0):
         self.entries = [(str(path), str(token)) for path, token in entries]
         self.cluster = cluster
         self.threads = threads
         self.preempt_grace_s = float(preempt_grace_s)
-        self.raise_on_failure = raise_on_failure
         self._reset_runtime()
 
     # ---- pickling: the requeued copy starts with a clean runtime state ----------------
     def _reset_runtime(self) -> None:
         self._stop = False
         self._signum: int | None = None
-        self._submitit_handler = None
+        self._requeue_handler = None
         self._ctx = None
 
     def __getstate__(self) -> dict:
@@ -74,10 +85,10 @@ class TrainingJob(Checkpointable):
     def _install_signal_handlers(self) -> None:
         if not under_submitit():
             return
-        sig = submitit.JobEnvironment._usr_sig()
+        sig = preempt_signal()
         handler = signal.getsignal(sig)
         if callable(handler):  # submitit's checkpoint-and-requeue
-            self._submitit_handler = handler
+            self._requeue_handler = handler
             signal.signal(sig, self._on_preempt_signal)
             # submitit only logs SIGTERM; SLURM sends it before killing a job (scancel, scontrol
             # requeue, preemption with a grace time): checkpoint at the end of the step meanwhile.
@@ -96,7 +107,7 @@ class TrainingJob(Checkpointable):
         while self._signum is None and time.time() < deadline:
             time.sleep(0.1)
         if self._signum is None:
-            self._signum = submitit.JobEnvironment._usr_sig()
+            self._signum = preempt_signal()
 
     def _on_preempt_signal(self, signum, frame) -> None:
         if self._signum is not None:
@@ -118,8 +129,8 @@ class TrainingJob(Checkpointable):
     def _requeue(self) -> None:
         """Hand over to submitit: checkpoint() is pickled and the job requeued; exits on rank 0."""
         signal.alarm(0)
-        if self._submitit_handler is not None and self._signum is not None:
-            self._submitit_handler(self._signum, None)
+        if self._requeue_handler is not None and self._signum is not None:
+            self._requeue_handler(self._signum, None)
 
     # ---- distributed ---------------------------------------------------------------------
     def _environment(self) -> tuple[int, int, str]:
@@ -136,7 +147,7 @@ class TrainingJob(Checkpointable):
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         import torch
 
-        from ..distributed import DistributedContext
+        from ebt_scaling.harness.training.distributed import DistributedContext
 
         self._ctx = DistributedContext.from_env("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -145,7 +156,7 @@ class TrainingJob(Checkpointable):
         return obj if self._ctx is None else self._ctx.gather_objects(obj)[0]
 
     def _should_stop(self, run_dir: str) -> bool:
-        stop = self._stop or leases.is_cancelled(run_dir)
+        stop = self._stop or is_cancelled(run_dir)
         if self._ctx is None:
             return stop
         import torch
@@ -182,13 +193,13 @@ class TrainingJob(Checkpointable):
                 if outcome.startswith("failed"):
                     failures.append(f"{Path(run_dir).name}: {outcome}")
         finally:
-            if self._submitit_handler is not None:
+            if self._requeue_handler is not None:
                 signal.alarm(0)
             if previous_threads is not None and not under_submitit():
                 import torch
 
                 torch.set_num_threads(previous_threads)  # in-process (debug): leave the caller as it was
-        if interrupted and self._submitit_handler is not None:
+        if interrupted and self._requeue_handler is not None:
             # preempted, timed out, or terminated: requeue (submitit exits this process on rank 0)
             if self._signum is None:
                 self._await_requeue_signal()
@@ -196,7 +207,7 @@ class TrainingJob(Checkpointable):
             return {"status": "preempted", "runs": outcomes}
         if self._ctx is not None:
             self._ctx.close()
-        if failures and self.raise_on_failure:
+        if failures:
             raise RuntimeError("; ".join(failures))
         return {"status": "finished", "runs": outcomes}
 
@@ -206,25 +217,25 @@ class TrainingJob(Checkpointable):
         if result is not None:
             leases.release_lease(run.path, token)
             return result.get("status", "done")
-        if leases.is_cancelled(run.path):
+        if is_cancelled(run.path):
             leases.release_lease(run.path, token, "cancelled")
             return "cancelled"
         claim = {"state": "running", "job_id": job_id, "started_at": time.time(), "pid": os.getpid(),
-                 "pid_start": leases.proc_start(os.getpid()), "host": leases.hostname()}
+                 "pid_start": proc_start(os.getpid()), "host": hostname()}
         if leases.update_lease(run.path, token, **claim) is not None:
             return "train"
         # Our lease is gone: it was released, broken or taken over. Train only if no live job holds it.
         mine = leases.new_lease(self.cluster, token=token, submitted_at=time.time(), **claim,
-                                job_pid=os.getpid(), job_pid_start=leases.proc_start(os.getpid()),
-                                job_host=leases.hostname())
-        taken, holder = leases.take_lease(run.path, mine, leases.is_dead)
+                                job_pid=os.getpid(), job_pid_start=proc_start(os.getpid()),
+                                job_host=hostname())
+        taken, holder = leases.take_lease(run.path, mine, is_dead)
         if taken:
             return "train"
         return f"held by {holder.get('cluster')} job {holder.get('job_id')}" if holder else "held"
 
     def _run_one(self, run_dir: str, token: str, rank: int, job_id: str) -> str:
         from ebt_scaling.harness.contract.spec import load_spec
-        from ..train import train_run
+        from ebt_scaling.harness.training.trainer import train_run
 
         run = RunDir(run_dir)
         decision = self._agree(self._decide(run, token, job_id) if rank == 0 else None)
@@ -233,9 +244,9 @@ class TrainingJob(Checkpointable):
                 print(f"[ebt-scaling] {run.path.name}: not training ({decision})", file=sys.stderr, flush=True)
             return decision
         if rank == 0:
-            leases.clear_markers(run.path, leases.FAILED)
-            leases.remove_stale_temporaries(run.path)
-            run.log(f"dispatch: {self.cluster} job {job_id} on {leases.hostname()} (pid {os.getpid()})")
+            clear_markers(run.path, FAILED)
+            remove_stale_temporaries(run.path)
+            run.log(f"dispatch: {self.cluster} job {job_id} on {hostname()} (pid {os.getpid()})")
         try:
             spec = load_spec(run.spec_path)
             result = train_run(spec, run.path, quiet=True, stop_requested=lambda: self._should_stop(run_dir))
@@ -247,7 +258,7 @@ class TrainingJob(Checkpointable):
             raise
         except Exception as exc:
             if rank == 0:
-                line = leases.record_failure(run.path, exc, job_id=job_id, cluster=self.cluster)
+                line = record_failure(run.path, exc, job_id=job_id, cluster=self.cluster)
                 try:
                     run.log(f"dispatch: failed: {line}")
                 except OSError:
@@ -256,9 +267,9 @@ class TrainingJob(Checkpointable):
                 leases.release_lease(run.path, token, "failed")
             if len(self.entries) == 1:
                 raise
-            return f"failed: {leases.describe_error(exc, run.path)}"
+            return f"failed: {describe_error(exc, run.path)}"
         if result["status"] == "preempted":
-            if leases.is_cancelled(run.path):
+            if is_cancelled(run.path):
                 if rank == 0:
                     run.log(f"dispatch: cancelled at step {result.get('step')} (checkpoint saved)")
                     leases.release_lease(run.path, token, "cancelled")
@@ -272,7 +283,3 @@ class TrainingJob(Checkpointable):
             leases.release_lease(run.path, token, result["status"])
         return result["status"]
 
-
-def run_entries(entries: list[tuple[str, str]], cluster: str = "debug", **kwargs) -> dict:
-    """Train in this process (the `debug` cluster)."""
-    return TrainingJob(entries, cluster, **kwargs)()

@@ -14,25 +14,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from ebt_scaling.harness.contract.errors import ConfigError
-
+from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml
 
-CLUSTERS = ("slurm", "local", "debug")
-Cluster = Literal["slurm", "local", "debug"]
-DEFAULT_PROFILE = {"slurm": "slurm", "local": "local", "debug": "local"}
+from .backend import BACKENDS
 
 # Fields a resource class may override (None there = inherit the profile's value).
 RESOURCE_FIELDS = ("partition", "account", "qos", "constraint", "gpus_per_node", "cpus_per_task", "mem_gb",
                    "timeout_min", "nodes", "tasks_per_node", "setup", "array_parallelism",
                    "additional_parameters")
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -56,11 +47,11 @@ class ResourceClass:
     additional_parameters: dict[str, str | int | bool] | None = None
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and self.name != "default", "name",
+        require(bool(self.name) and self.name != "default", "name",
                  f"must be a non-empty name other than 'default', got {self.name!r}")
         for tag, values in self.match.items():
             ok = isinstance(values, str) or (isinstance(values, list) and all(isinstance(v, str) for v in values))
-            _require(ok, f"match.{tag}", f"must be a string or a list of strings, got {values!r}")
+            require(ok, f"match.{tag}", f"must be a string or a list of strings, got {values!r}")
         if any(isinstance(v, str) for v in self.match.values()):
             listed = {k: [v] if isinstance(v, str) else list(v) for k, v in self.match.items()}
             object.__setattr__(self, "match", listed)
@@ -132,24 +123,24 @@ class ClusterProfile:
     classes: tuple[ResourceClass, ...] = ()
 
     def __post_init__(self) -> None:
-        _require(self.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
-        _require(self.cpus_per_task is None or self.cpus_per_task >= 1, "cpus_per_task",
+        require(self.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
+        require(self.cpus_per_task is None or self.cpus_per_task >= 1, "cpus_per_task",
                  f"must be >= 1 or null, got {self.cpus_per_task}")
-        _require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", f"must be > 0 or null, got {self.mem_gb}")
-        _require(self.timeout_min >= 1, "timeout_min", f"must be >= 1 minute, got {self.timeout_min}")
-        _require(self.nodes >= 1, "nodes", f"must be >= 1, got {self.nodes}")
-        _require(self.tasks_per_node >= 1, "tasks_per_node", f"must be >= 1, got {self.tasks_per_node}")
-        _require(self.array_parallelism >= 1, "array_parallelism", f"must be >= 1, got {self.array_parallelism}")
-        _require(self.max_num_timeout >= 0, "max_num_timeout", f"must be >= 0, got {self.max_num_timeout}")
-        _require(self.signal_delay_s >= 1, "signal_delay_s", f"must be >= 1, got {self.signal_delay_s}")
-        _require(0 <= self.preempt_grace_s < self.signal_delay_s, "preempt_grace_s",
+        require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", f"must be > 0 or null, got {self.mem_gb}")
+        require(self.timeout_min >= 1, "timeout_min", f"must be >= 1 minute, got {self.timeout_min}")
+        require(self.nodes >= 1, "nodes", f"must be >= 1, got {self.nodes}")
+        require(self.tasks_per_node >= 1, "tasks_per_node", f"must be >= 1, got {self.tasks_per_node}")
+        require(self.array_parallelism >= 1, "array_parallelism", f"must be >= 1, got {self.array_parallelism}")
+        require(self.max_num_timeout >= 0, "max_num_timeout", f"must be >= 0, got {self.max_num_timeout}")
+        require(self.signal_delay_s >= 1, "signal_delay_s", f"must be >= 1, got {self.signal_delay_s}")
+        require(0 <= self.preempt_grace_s < self.signal_delay_s, "preempt_grace_s",
                  f"must be in [0, signal_delay_s={self.signal_delay_s}), got {self.preempt_grace_s}; the job "
                  "needs time to checkpoint after the grace period")
-        _require(self.local_cpu_workers >= 1, "local_cpu_workers", f"must be >= 1, got {self.local_cpu_workers}")
-        _require(bool(self.log_folder), "log_folder", "must be a non-empty path")
+        require(self.local_cpu_workers >= 1, "local_cpu_workers", f"must be >= 1, got {self.local_cpu_workers}")
+        require(bool(self.log_folder), "log_folder", "must be a non-empty path")
         names = [c.name for c in self.classes]
         dup = sorted({n for n in names if names.count(n) > 1})
-        _require(not dup, "classes", f"duplicate class name {dup[0]!r}" if dup else "")
+        require(not dup, "classes", f"duplicate class name {dup[0]!r}" if dup else "")
         self.resources()  # validates the merged values
         for c in self.classes:
             self.resources(c.name)
@@ -168,16 +159,16 @@ class ClusterProfile:
         values = {f: getattr(self, f) for f in RESOURCE_FIELDS}
         if class_name != "default":
             matches = [c for c in self.classes if c.name == class_name]
-            _require(bool(matches), "classes", f"no class named {class_name!r}")
+            require(bool(matches), "classes", f"no class named {class_name!r}")
             for f in RESOURCE_FIELDS:
                 if (v := getattr(matches[0], f)) is not None:
                     values[f] = v
         res = Resources(class_name=class_name, **values)
         where = f"classes[{class_name}]" if class_name != "default" else ""
         key = lambda k: f"{where}.{k}" if where else k  # noqa: E731
-        _require(res.nodes >= 1 and res.tasks_per_node >= 1 and res.timeout_min >= 1, key("nodes"),
+        require(res.nodes >= 1 and res.tasks_per_node >= 1 and res.timeout_min >= 1, key("nodes"),
                  "nodes, tasks_per_node and timeout_min must be >= 1")
-        _require(res.gpus_per_node == 0 or res.tasks_per_node <= res.gpus_per_node, key("tasks_per_node"),
+        require(res.gpus_per_node == 0 or res.tasks_per_node <= res.gpus_per_node, key("tasks_per_node"),
                  f"{res.tasks_per_node} tasks per node need as many GPUs, got gpus_per_node={res.gpus_per_node}; "
                  "run one task per GPU")
         return res
@@ -201,8 +192,10 @@ def profile_from_dict(data: dict, source: str = "profile") -> ClusterProfile:
 
 
 def load_profile(name_or_path: str | None, cluster: str = "slurm") -> ClusterProfile:
-    """A shipped profile by name (default: the cluster's), or a YAML file by path."""
-    name_or_path = name_or_path or DEFAULT_PROFILE.get(cluster, "local")
+    """A shipped profile by name (default: the cluster backend's), or a YAML file by path,
+    checked against what that backend can run."""
+    backend = BACKENDS.get(cluster, key="--cluster")
+    name_or_path = name_or_path or backend.default_profile
     shipped = builtin_profiles()
     if name_or_path in shipped and "/" not in name_or_path:
         path = shipped[name_or_path]
@@ -214,7 +207,8 @@ def load_profile(name_or_path: str | None, cluster: str = "slurm") -> ClusterPro
     profile = profile_from_dict(load_yaml(path), str(path))
     if not profile.name or profile.name == "custom":
         profile = dataclasses.replace(profile, name=path.stem)
-    if cluster == "local":
-        _require(profile.nodes == 1 and all((c.nodes or 1) == 1 for c in profile.classes), f"{path}: nodes",
-                 "local runs use one node; set nodes: 1 or submit with --cluster slurm")
+    try:
+        backend.check_profile(profile)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return profile

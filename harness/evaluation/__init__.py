@@ -1,8 +1,8 @@
 """End-of-run evaluations: held-out and downstream perplexity, EBT thinking, contamination.
 
-Modules (import the one you need; only ``grammar`` is torch-free):
+Modules (import the one you need; the task-name grammar of ``EvalSpec.tasks`` lives in the
+contract, harness/contract/eval_tasks.py, since a spec is validated when it loads):
 
-* ``grammar``: the task-name grammar of ``EvalSpec.tasks`` (validated when a spec loads);
 * ``tasks``: downstream sets (generated Dyck / arithmetic, GSM8K, SQuAD v1.1, BIG-bench
   task.json), the paper's "Question: {q}\\nAnswer: {a}" format, tokenising and batching;
 * ``perplexity``: exp of the token-mean NLL over a list of batches;

@@ -2,7 +2,7 @@
 
 Called by the trainer when a run ends (``result.json["evaluations"]``) and by
 ``ebt-scaling eval`` on finished runs. Which evaluations run is ``spec.eval.tasks``
-(grammar: grammar.py) unless ``tasks`` is given. The result::
+(grammar: harness/contract/eval_tasks.py) unless ``tasks`` is given. The result::
 
     {"tasks": {LABEL: {"ppl", "nll", "tokens", "examples", "seconds",
                        "contamination": {"checked", "fraction", "flagged", "examples", "ngram", ...}
@@ -29,11 +29,10 @@ import math
 import time
 from typing import Callable
 
-
-from ebt_scaling.harness.precision import autocast
+from ebt_scaling.harness.contract.eval_tasks import TaskSpec, parse_tasks
+from ebt_scaling.models.precision import autocast
 
 from .contamination import DEFAULT_NGRAM, contamination, training_index
-from ebt_scaling.harness.contract.eval_tasks import TaskSpec, parse_tasks
 from .perplexity import model_device, score_batches
 from .tasks import encode_examples, example_batches, load_task_examples
 from .thinking import flat_reference, pooled_auroc, think_task
@@ -119,18 +118,19 @@ def run_evals(model, spec, dataset=None, tasks=None, examples: int | None = None
 def _thinking(model, spec, dataset, task: TaskSpec, encoded: dict, examples: int | None) -> tuple[dict, float | None]:
     start = time.perf_counter()
     n = _task_n(task, examples, DEFAULT_THINK_EXAMPLES)
-    trained = spec.model.ebt.steps
+    thinking = spec.model.architecture.thinking
+    thinks = thinking is not None
+    trained = thinking.trained_steps(spec.model.options) if thinks else 1
     max_steps = task.get("steps", 4 * trained)
     bon = task.get("bon", 8)
-    is_ebt = spec.model.arch == "ebt"
-    sigma = task.get("sigma", (spec.model.ebt.langevin_sigma or DEFAULT_SIGMA) if is_ebt else 0.0)
+    sigma = task.get("sigma", (thinking.langevin_sigma(spec.model.options) or DEFAULT_SIGMA) if thinks else 0.0)
     sets = {"pretrain": pretrain_batches(dataset, spec.eval.batch_size, n)}
     for label, (t, items) in encoded.items():
         sets[label] = example_batches(items[:n], spec.model.context, dataset.pad_id, spec.eval.batch_size,
                                       t.get("score", "all"))
     results, raws = {}, []
     for label, batches in sets.items():
-        if is_ebt:
+        if thinks:
             result, raw = think_task(model, batches, max_steps, sigma, bon, spec.seed, dataset.vocab_size)
             raws.append(raw)
         else:
@@ -141,7 +141,7 @@ def _thinking(model, spec, dataset, task: TaskSpec, encoded: dict, examples: int
         result["shift"] = result["ppl_trained"] / reference if reference > 0 and math.isfinite(reference) else None
     summary = {"trained_steps": trained, "max_steps": max(max_steps, trained), "sigma": sigma, "examples": n,
                "tasks": results, "seconds": time.perf_counter() - start}
-    return summary, (pooled_auroc(raws) if is_ebt else None)
+    return summary, (pooled_auroc(raws) if thinks else None)
 
 
 def merge_evaluations(old: dict | None, new: dict) -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.models.base import IGNORE_INDEX
 
 from ..data.batches import Batch, make_batch
 

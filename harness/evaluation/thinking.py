@@ -65,7 +65,7 @@ def think_task(model, batches, max_steps: int, sigma: float, bon_max: int = 8, s
     """Thinking results of an EBT on one task's batches, and the raw verifier scores
     ({"onehot": (scores, labels), "refined": (scores, labels)}) for pooling."""
     device = model_device(model)
-    trained = model.config.ebt.steps
+    trained = model.config.architecture.thinking.trained_steps(model.config.options)
     max_steps = max(max_steps, trained)
     vocab = model.config.vocab_size
     limit = min(vocab_limit or vocab, vocab)

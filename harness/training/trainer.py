@@ -1,4 +1,4 @@
-"""Train one run: RunSpec in, run directory out (see harness/run_dir.py for the layout).
+"""Train one run: RunSpec in, run directory out (see harness/contract/run_dir.py for the layout).
 
 Guarantees the rest of the harness builds on:
 * exact resume -- a run directory with a checkpoint resumes from it and ends with the
@@ -23,28 +23,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json, atomic_write_text
+from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
+from ebt_scaling.harness.data.pipeline import open_dataset
+from ebt_scaling.harness.evaluation.perplexity import score_batches
+from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
 from ebt_scaling.models.factory import build_model
 from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
+from ebt_scaling.models.precision import autocast
 
 from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data.pipeline import open_dataset
 from .distributed import DistributedContext
-from .evaluation.perplexity import score_batches
-from .precision import autocast
-from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json, atomic_write_text
 from .schedule import lr_at
-from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' requested but no CUDA device is visible; use 'auto' or 'cpu'")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    """"auto" (CUDA when visible), "cpu", "cuda" (this process's LOCAL_RANK) or "cuda:N";
+    ConfigError naming `device` when CUDA is asked for and absent."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device: {requested!r} requested but no CUDA device is visible; use 'auto' or 'cpu'")
+    device = torch.device(requested)
+    device = torch.device("cuda", local_rank if device.index is None else device.index)
+    torch.cuda.set_device(device)
+    return device
 
 
 def build_optimizer(model: LanguageModel, train: TrainSpec, device: torch.device) -> torch.optim.AdamW:
@@ -133,8 +137,8 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # reports its last metrics row.
     last_row: dict = (run.metrics() or [{}])[-1] if step else {}
 
-    if spec.compile and spec.model.arch == "transformer":
-        model.logits = torch.compile(model.logits)  # EBT's double backward cannot be compiled
+    if spec.compile and spec.model.architecture.compiles:  # (EBT's double backward cannot be compiled)
+        model.step = torch.compile(model.step)
     amp = autocast(device, spec.precision)
     total = spec.total_steps
     evals = eval_steps(total, spec.eval.points)
@@ -226,7 +230,7 @@ def _finish(run: RunDir, ctx: DistributedContext, spec: RunSpec, status: str, st
               "params": model.param_counts(),
               "note": note}
     if ctx.is_main and status == "done" and spec.eval.tasks:
-        from .evaluation.run_evals import run_evals  # end-of-run evaluations (spec.eval.tasks)
+        from ebt_scaling.harness.evaluation.run_evals import run_evals  # end-of-run evaluations (spec.eval.tasks)
 
         result["evaluations"] = run_evals(model, spec, open_dataset(spec), log=run.log)
     if ctx.is_main:

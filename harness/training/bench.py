@@ -1,6 +1,6 @@
 """Timing of training steps (forward + backward + AdamW step) of either model on one device.
 
-The figures mirror the throughput anchors (notes/perf-anchors.md): median step time over
+The figures mirror the throughput anchors (docs/performance.md): median step time over
 the timed iterations, tokens per second, peak memory, FLOPs of one training step counted by
 torch's FlopCounterMode (models/flops.py ``count_training_step_flops``), the achieved
 FLOP rate and the model FLOP utilisation against a peak table.
@@ -11,6 +11,7 @@ timed step; bf16 means autocast with the fp32 master weights kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import sys
@@ -19,13 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ebt_scaling.harness.precision import autocast
+from ebt_scaling.harness.contract.architecture import baseline_name
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import TrainSpec
-from ebt_scaling.harness.train import build_optimizer
-from ebt_scaling.models.config import ModelConfig
+from ebt_scaling.harness.training.trainer import build_optimizer
 from ebt_scaling.models.factory import build_model
-
-ARCH_LABELS = {"transformer": "Transformer++", "ebt": "EBT"}
+from ebt_scaling.models.precision import autocast
 
 # Dense bf16 tensor-core peaks (FLOP/s) by substring of torch.cuda.get_device_name().
 # MFU is always quoted against the dense bf16 peak, also for fp32 runs (the usual MFU
@@ -69,21 +69,11 @@ class BenchResult:
     params_total: int
     params_non_embedding: int
     matmul_precision: str = "highest"  # torch.get_float32_matmul_precision() during the run
-    ebt_steps: int | None = None
-    ebt_variant: str | None = None
+    options: dict = field(default_factory=dict)  # the architecture's options (model.options)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda: CUDA is not available on this machine")
-    return device
 
 
 def device_name(device: torch.device) -> str:
@@ -151,7 +141,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
             flops = count_training_step_flops(model, inputs, targets)
     except RuntimeError as exc:
         if precision == "bf16":
-            raise BenchError(f"bf16 autocast does not run on {device.type} for {ARCH_LABELS[config.arch]}: "
+            raise BenchError(f"bf16 autocast does not run on {device.type} for {config.architecture.label}: "
                              f"{str(exc).splitlines()[0]}") from None
         raise
     optimizer.zero_grad(set_to_none=True)
@@ -205,7 +195,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
     peak = peak_flops(device, peak_tflops)
     counts = model.param_counts()
     result = BenchResult(
-        model=ARCH_LABELS[config.arch], arch=config.arch, size=size_label, precision=precision,
+        model=config.architecture.label, arch=config.arch, size=size_label, precision=precision,
         device=str(device), device_name=device_name(device), batch=batch, ctx=ctx, vocab=config.vocab_size,
         tokens_per_step=tokens, warmup=warmup, iters=iters, compiled=compiled,
         step_ms=step_s * 1e3, step_ms_min=min(times) * 1e3, step_ms_max=max(times) * 1e3,
@@ -214,8 +204,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
         mfu=None if peak is None else achieved / peak,
         params_total=counts["total"], params_non_embedding=counts["non_embedding"],
         matmul_precision=torch.get_float32_matmul_precision(),
-        ebt_steps=config.ebt.steps if config.arch == "ebt" else None,
-        ebt_variant=config.ebt.variant if config.arch == "ebt" else None, notes=notes)
+        options=dataclasses.asdict(config.options), notes=notes)
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -251,8 +240,8 @@ def format_report(results: list[BenchResult]) -> str:
              f"random tokens; median of {first.iters} timed steps after {first.warmup} warm-up "
              f"(each: forward + backward + AdamW{' fused' if first.device.startswith('cuda') else ''} step)"]
     for r in results:
-        if r.arch == "ebt":
-            lines.append(f"EBT: variant={r.ebt_variant} steps K={r.ebt_steps}")
+        if r.options:
+            lines.append(f"{r.model}: " + ", ".join(f"{k}={v}" for k, v in r.options.items()))
     lines.append("")
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "---|" * len(COLUMNS))
@@ -270,11 +259,11 @@ def format_report(results: list[BenchResult]) -> str:
         lines.append(f"MFU: achieved / {first.peak_flops_per_s / 1e12:g} TFLOP/s (dense bf16 peak)")
     lines.append("step time spread (min-max over the timed steps): " + ", ".join(
         f"{r.model} {r.step_ms_min:.1f}-{r.step_ms_max:.1f} ms" for r in results))
-    by_arch = {r.arch: r for r in results}
-    if "transformer" in by_arch and "ebt" in by_arch:
-        t, e = by_arch["transformer"], by_arch["ebt"]
-        lines.append(f"EBT / Transformer++: step time {e.step_ms / t.step_ms:.2f}x, counted FLOPs "
-                     f"{e.flops_per_step / t.flops_per_step:.2f}x")
+    base = next((r for r in results if r.arch == baseline_name()), None)
+    for r in results:
+        if base is not None and r is not base:
+            lines.append(f"{r.model} / {base.model}: step time {r.step_ms / base.step_ms:.2f}x, counted FLOPs "
+                         f"{r.flops_per_step / base.flops_per_step:.2f}x")
     for r in results:
         for note in r.notes:
             lines.append(f"note ({r.model}): {note}")

@@ -1,0 +1,102 @@
+"""Run every fit of a sweep, per architecture label, with paired-bootstrap intervals.
+
+Input: the runs of a sweep directory (load.load_runs). In order:
+
+1. the fit points, their matched units and one bootstrap draw of units that every fit
+   shares (points.py): a drawn unit brings all of its runs -- every architecture, every
+   seed -- so the fits of all labels, their differences, the crossovers and the
+   multipliers are all computed on the same resampled sweeps;
+2. every registered law for every label (laws/registry.py); their slow jobs start first;
+3. Approaches 1 and 2 (approaches.py), here while the workers refit;
+4. each candidate label against the reference (comparison.py).
+
+The result is an Analysis (result.py), whose ``result`` is fits.json. The slow jobs run in
+a process pool (fork), or here with one worker; each is deterministic in its inputs, so
+the results do not depend on the number of workers.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from .approach3 import blas_threads
+from .approaches import envelopes, isoflops
+from .caveats import Caveats
+from .comparison import compare, flops_per_token_ratios
+from .config import AnalysisConfig
+from .laws.law import Fitting, Job, LawResult
+from .laws.registry import LAWS
+from .load import SweepData
+from .points import select_points
+from .result import Analysis
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A law's fit whose jobs are in the pool."""
+
+    fitting: Fitting
+    futures: list[Future]
+
+    def result(self) -> LawResult:
+        return self.fitting.finish([f.result() for f in self.futures])
+
+
+class JobPool:
+    """The laws' slow jobs: a process pool (fork) of ``workers`` processes (None: one per
+    CPU, at most 4), or with one worker each job run at once in this process."""
+
+    def __init__(self, workers: int | None):
+        n = workers if workers is not None else min(4, os.cpu_count() or 1)
+        self._pool = None
+        if n > 1:
+            try:
+                self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+            except (ValueError, OSError):   # no fork on this platform: serial
+                self._pool = None
+
+    def submit(self, job: Job) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(job.fn, *job.args)
+        done: Future = Future()
+        done.set_result(job.fn(*job.args))
+        return done
+
+    def start(self, fitting: Fitting) -> Pending:
+        return Pending(fitting, [self.submit(job) for job in fitting.jobs])
+
+    def __enter__(self) -> "JobPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
+    """Fit everything the sweep supports; see the module docstring."""
+    config = config or AnalysisConfig()
+    with blas_threads(1), warnings.catch_warnings(), JobPool(config.workers) as pool:
+        warnings.simplefilter("ignore", RuntimeWarning)
+        caveats = Caveats(warnings=list(data.flop_warnings))
+        points = select_points(data, config, caveats)
+        pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
+        approach1 = envelopes(points, data.curves, caveats)
+        approach2 = isoflops(points, data.curves, caveats)
+        laws: dict = {}
+        for law, by_label in pending.items():
+            laws[law] = {}
+            for lb, started in by_label.items():
+                laws[law][lb] = fitted = started.result()
+                caveats.warnings.extend(fitted.warnings)
+                for what, reason in fitted.skips:
+                    caveats.skip(what, lb, reason)
+        comparisons = {cand: compare(points, points.reference, cand, laws, approach1, pool, caveats)
+                       for cand in points.candidates}
+        analysis = Analysis(config, data, points, laws, approach1, approach2, comparisons,
+                            flops_per_token_ratios(points), caveats)
+        analysis.result  # noqa: B018 -- fits.json is built here, under the fits' numpy error settings
+        return analysis

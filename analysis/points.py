@@ -1,0 +1,158 @@
+"""Which runs are fitted, against which axes, which label is the reference, and how the
+runs are resampled.
+
+The points fitted are the runs with status ``done``, a finite final held-out loss and
+FLOPs in the chosen convention; every other run is listed as excluded with its status and
+note. A matched unit is a sweep point (axis value, size, budget) shared by every
+architecture and every seed of it; the paired bootstrap draws units with replacement
+(bootstrap.draw_units), and a drawn unit brings all of its runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ebt_scaling.harness.contract.architecture import baseline_name
+from ebt_scaling.harness.contract.errors import ConfigError
+
+from .axes import OWN_AXIS_COLUMNS
+from .bootstrap import draw_units, unit_counts
+from .caveats import Caveats
+from .config import AnalysisConfig
+from .laws.law import LabelPoints
+from .load import SweepData
+
+
+@dataclass(frozen=True)
+class FitPoints:
+    """The fitted runs (reference label's first, each with its ``unit_code``) and their bootstrap draw."""
+
+    runs: pd.DataFrame
+    excluded: list[dict]                 # {"run_id", "arch_label", "status", "note", "step", "total_steps"}
+    axes: dict[str, str]                 # axis -> column of runs
+    labels: list[str]                    # labels with fitted runs, the reference first
+    arch_of: dict[str, str]              # every label of the sweep -> its architecture
+    reference: str | None                # None: no reference with fitted runs (no comparisons)
+    candidates: list[str]                # every other label with fitted runs
+    counts: np.ndarray                   # (resamples, units) draws of each unit; no rows: no bootstrap
+    n_units: int
+    params_kind: str                     # "total" | "non_embedding"
+    config: AnalysisConfig
+
+    @property
+    def flops_col(self) -> str:
+        return self.axes["flops"]
+
+    @property
+    def n_col(self) -> str:
+        return self.axes["params"]
+
+    def of(self, label: str, runs: pd.DataFrame | None = None) -> LabelPoints:
+        """The label's points (of ``runs`` when given: a subset, e.g. the pairs a comparison shares)."""
+        runs = self.runs if runs is None else runs
+        return LabelPoints(label, runs[runs["arch_label"] == label], self.axes, self.counts, self.config)
+
+
+def default_reference_labels(arch_of: dict[str, str]) -> list[str]:
+    """The labels of the registry's baseline architecture (Transformer++), in label order:
+    the first is the default reference."""
+    baseline = baseline_name()
+    return [label for label, arch in arch_of.items() if arch == baseline]
+
+
+def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> FitPoints:
+    meta = data.meta or {}
+    params_kind = config.params or (meta.get("param_count") if meta.get("param_count") in
+                                    ("total", "non_embedding") else "total")
+    flops_col, n_col = f"flops_{config.convention}", f"params_{params_kind}"
+    points, excluded = _fitted(data.runs, flops_col, n_col)
+    runs = data.runs
+    arch_of = {lb: str(g["arch"].dropna().iloc[0]) if g["arch"].notna().any() else "?"
+               for lb, g in runs.groupby("arch_label")}
+    reference = _reference(arch_of, config, meta, caveats)
+    labels = _ordered_labels(points, reference) if len(points) else []
+    if reference is not None and reference not in labels:
+        caveats.warn(f"reference {reference} has no finished run with a final loss: no comparisons")
+    candidates = [lb for lb in labels if lb != reference] if reference in labels else []
+    if reference is None:
+        caveats.skip("comparisons", None, "no Transformer++ label in the sweep (choose one with --reference)")
+
+    axes = {"flops": flops_col, "params": n_col, "tokens": "tokens"}
+    own_axis = meta.get("axis") or (runs["axis"].dropna().iloc[0]
+                                    if "axis" in runs and runs["axis"].notna().any() else None)
+    if own_axis in OWN_AXIS_COLUMNS:
+        axes[own_axis] = OWN_AXIS_COLUMNS[own_axis]
+    for col in axes.values():
+        if col in points:
+            points[col] = pd.to_numeric(points[col], errors="coerce")
+
+    # Reference rows first, so that two labels give paired_power_law_bootstrap's exact resamples.
+    if len(points):
+        points = pd.concat([points[points["arch_label"] == lb] for lb in labels]).reset_index(drop=True)
+        codes, uniques = pd.factorize(points["unit"].astype(str))
+        points["unit_code"] = codes
+        n_units = len(uniques)
+    else:
+        n_units = 0
+    if config.n_boot and n_units >= 2:
+        counts = unit_counts(draw_units(np.random.default_rng(config.seed), n_units, config.n_boot), n_units)
+    else:
+        counts = np.zeros((0, max(n_units, 1)))
+        if config.n_boot and len(points):
+            caveats.warn(f"{n_units} matched unit(s): no bootstrap (needs >= 2); intervals are nan")
+    for lb in arch_of:
+        if lb not in labels:
+            caveats.skip("all fits", lb, "no finished run with a final loss")
+    return FitPoints(points, excluded, axes, labels, arch_of, reference if reference in labels else None,
+                     candidates, counts, n_units, params_kind, config)
+
+
+def _fitted(runs: pd.DataFrame, flops_col: str, n_col: str) -> tuple[pd.DataFrame, list[dict]]:
+    """The runs fitted, and every other run with why it is not."""
+    excluded = []
+    for _, r in runs[runs["status"] != "done"].iterrows():
+        excluded.append({"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": r["status"],
+                         "note": r.get("note") or "", "step": _int(r.get("step")),
+                         "total_steps": _int(r.get("total_steps"))})
+    done = runs[runs["status"] == "done"].copy()
+    for col in ("val_loss", flops_col, n_col, "tokens"):
+        done[col] = pd.to_numeric(done[col], errors="coerce")
+    ok = (done["val_loss"] > 0) & np.isfinite(done["val_loss"]) & (done[flops_col] > 0)
+    for _, r in done[~ok].iterrows():
+        excluded.append({"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": "done",
+                         "note": "done but no finite final val_loss or FLOPs recorded: not fitted",
+                         "step": _int(r.get("step")), "total_steps": _int(r.get("total_steps"))})
+    return done[ok].reset_index(drop=True), excluded
+
+
+def _reference(arch_of: dict[str, str], config: AnalysisConfig, meta: dict, caveats: Caveats) -> str | None:
+    if config.reference is not None:
+        if config.reference not in arch_of:
+            raise ConfigError(f"reference: label {config.reference!r} is not in the sweep; choose one of "
+                              f"{', '.join(sorted(arch_of))}")
+        return config.reference
+    if meta.get("reference") in arch_of:
+        return meta["reference"]
+    baseline = default_reference_labels(arch_of)
+    if len(baseline) > 1:
+        caveats.warn(f"several Transformer++ labels {baseline}: {baseline[0]} is the reference "
+                     "(choose with --reference)")
+    return baseline[0] if baseline else None
+
+
+def _ordered_labels(points: pd.DataFrame, reference: str | None) -> list[str]:
+    labels = sorted(points["arch_label"].unique(), key=str)
+    if reference in labels:
+        labels.remove(reference)
+        labels.insert(0, reference)
+    return labels
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+

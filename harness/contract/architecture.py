@@ -1,0 +1,69 @@
+"""What the harness needs to know of a model architecture, and the registry of them.
+
+One ``Architecture`` per model family. Sweeps, training, evaluation, benchmarks and the
+analysis ask ``ARCHITECTURES.get(config.arch)`` for what differs between families and
+never branch on the name. The built-ins (Transformer++ and EBT) live in
+models/architectures.py and are found through the ``ebt_scaling.architectures`` entry
+point; a test or a user's package can register a third one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .registry import Registry
+
+if TYPE_CHECKING:  # the contract never imports the model layer at run time
+    from .model_config import ModelConfig
+
+# FLOP conventions every architecture provides (see docs/flops.md):
+#   paper: the EBT paper's approximations (6N per token for a Transformer, 20·K·N for EBT)
+#   full:  every matmul the training step executes, as torch's FlopCounterMode counts them
+FLOP_CONVENTIONS = ("paper", "full")
+
+StepFlops = Callable[["ModelConfig", int, int], float]  # (config, batch, seq) -> FLOPs of one training step
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """How a model that refines its prediction thinks at inference: it implements
+    ``think(inputs, targets, steps, langevin_sigma, samples)`` (models/ebt.py), and its
+    options say how many refinement steps it trained with and its Langevin noise."""
+
+    trained_steps: Callable[[Any], int]  # options -> refinement steps per training step
+    langevin_sigma: Callable[[Any], float]  # options -> trained noise std (0: none)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # the run spec's model.arch
+    label: str  # for tables, plots and reports
+    options: type  # frozen dataclass of model.options; validates itself in __post_init__
+    build: Callable[["ModelConfig"], Any]  # -> a LanguageModel (models/base.py)
+    param_counts: Callable[["ModelConfig"], dict[str, int]]  # {"total", "non_embedding"}, analytic
+    step_flops: Mapping[str, StepFlops]  # one function per FLOP convention
+    compiles: bool = False  # torch.compile can compile its training step
+    baseline: bool = False  # the default reference of sweeps and comparisons
+    # Inference-time refinement ("thinking"); None for a model that predicts in one pass
+    # (evaluation gives it a flat reference curve).
+    thinking: Thinking | None = None
+
+    def __post_init__(self) -> None:
+        missing = [c for c in FLOP_CONVENTIONS if c not in self.step_flops]
+        if missing:
+            raise ValueError(f"architecture {self.name!r}: step_flops lacks the convention(s) {missing}; "
+                             f"give one function per convention in {FLOP_CONVENTIONS}")
+
+    @property
+    def thinks(self) -> bool:
+        return self.thinking is not None
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", "ebt_scaling.architectures")
+
+
+def baseline_name() -> str:
+    """The registered baseline architecture (the first one marked so, else the first)."""
+    entries = ARCHITECTURES.entries()
+    return next((a.name for a in entries if a.baseline), entries[0].name)

@@ -1,0 +1,146 @@
+"""What every run of a sweep is doing: one row per run (state, job, tokens done of total,
+last validation loss, ETA from recent tokens/s), totals, and the table `status` prints.
+
+States are contract/run_state.py's, from the run directory and the job its lease names.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ebt_scaling.harness.contract.formatting import si
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.run_state import FINISHED, STATES, run_state
+from ebt_scaling.harness.contract.spec import RunSpec
+
+from . import lease as leases
+from .discovery import SweepRun, discover
+from .liveness import probe
+
+RECENT_ROWS = 5  # metrics rows averaged for tokens/s
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    state: str
+    arch: str = ""
+    label: str = ""
+    detail: str = ""
+    job_id: str | None = None
+    cluster: str | None = None
+    job_state: str | None = None
+    job_alive: bool = False
+    step: int = 0
+    total_steps: int = 0
+    tokens_done: int = 0
+    tokens_total: int = 0
+    val_loss: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+    path: str = ""
+    lease: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("lease")
+        return out
+
+
+def _progress(run: RunDir, spec: RunSpec) -> dict:
+    rows = run.metrics()
+    out = {"step": 0, "tokens_done": 0, "val_loss": None, "tokens_per_s": None}
+    if not rows:
+        return out
+    last = rows[-1]
+    out["step"] = int(last.get("step", 0))
+    out["tokens_done"] = int(last.get("tokens", out["step"] * spec.tokens_per_step))
+    evals = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    out["val_loss"] = evals[-1] if evals else None
+    rates = [r["tokens_per_s"] for r in rows[-RECENT_ROWS:] if r.get("tokens_per_s")]
+    out["tokens_per_s"] = sum(rates) / len(rates) if rates else None
+    return out
+
+
+def _label(tags: dict[str, str]) -> str:
+    """pair / size / seed from the sweep generator's tags (labels only)."""
+    parts = []
+    if "pair_id" in tags or "pair" in tags:
+        parts.append(f"pair={tags.get('pair_id', tags.get('pair'))}")
+    if "size" in tags:
+        parts.append(f"size={tags['size']}")
+    if tags.get("axis_value") and tags.get("axis_value") != tags.get("size"):
+        parts.append(f"{tags.get('axis', 'axis')}={tags['axis_value']}")
+    if "seed" in tags:
+        parts.append(f"seed={tags['seed']}")
+    return " ".join(parts)
+
+
+def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
+                 runs: list[SweepRun] | None = None) -> list[RunStatus]:
+    runs = discover(sweep_dir, only) if runs is None else runs
+    lease_list = [leases.read_lease(r.path) for r in runs]
+    jobs = probe(lease_list)
+    rows = []
+    for r, lease, job in zip(runs, lease_list, jobs):
+        run = r.run
+        state, detail = run_state(r.path, job)
+        progress = _progress(run, r.spec)
+        total_tokens = r.spec.total_steps * r.spec.tokens_per_step
+        result = run.result()
+        if result is not None and result.get("val_loss") is not None:
+            progress["val_loss"] = result["val_loss"]
+        eta = None
+        if state == "running" and progress["tokens_per_s"]:
+            eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
+        owner = lease or leases.last_job(r.path) or {}
+        rows.append(RunStatus(
+            run_id=r.run_id, state=state, arch=r.spec.tags.get("arch_label", r.spec.model.arch),
+            label=_label(r.spec.tags), detail=detail,
+            job_id=owner.get("job_id"), cluster=owner.get("cluster"), job_state=job.state if job else None,
+            job_alive=bool(job and job.alive),
+            step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
+            tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
+            eta_s=eta, path=str(r.path), lease=lease))
+    return rows
+
+
+def totals(rows: list[RunStatus]) -> dict:
+    counts = {s: sum(1 for r in rows if r.state == s) for s in STATES}
+    done_tokens = sum(r.tokens_total if r.state in FINISHED else r.tokens_done for r in rows)
+    all_tokens = sum(r.tokens_total for r in rows)
+    rate = sum(r.tokens_per_s or 0 for r in rows if r.state == "running")
+    remaining = all_tokens - done_tokens
+    return {"runs": len(rows), **counts, "tokens_done": done_tokens, "tokens_total": all_tokens,
+            "tokens_per_s": rate or None,
+            "eta_s": remaining / rate if rate and counts["pending"] + counts["preempted"] == 0 else None}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def format_table(rows: list[RunStatus], total: dict) -> str:
+    header = f"{'run':<13}{'arch':<12}{'state':<10}{'job':<14}{'tokens':>17}{'val_loss':>10}{'eta':>9}  detail"
+    lines = [header]
+    for r in rows:
+        tokens = f"{si(r.tokens_total if r.state in FINISHED else r.tokens_done)}/{si(r.tokens_total)}"
+        val = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
+        detail = " ".join(x for x in (r.label, r.detail) if x)
+        lines.append(f"{r.run_id:<13}{r.arch:<12}{r.state:<10}{(r.job_id or '-'):<14}{tokens:>17}{val:>10}"
+                     f"{_duration(r.eta_s):>9}  {detail}".rstrip())
+    counts = ", ".join(f"{total[s]} {s}" for s in STATES if total[s])
+    pct = 100.0 * total["tokens_done"] / total["tokens_total"] if total["tokens_total"] else 0.0
+    lines.append(f"total: {total['runs']} runs ({counts or 'none'}); tokens {si(total['tokens_done'])}/"
+                 f"{si(total['tokens_total'])} ({pct:.1f}%)"
+                 + (f"; {si(total['tokens_per_s'])} tokens/s" if total["tokens_per_s"] else "")
+                 + (f"; eta {_duration(total['eta_s'])}" if total["eta_s"] is not None else ""))
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The built-in architectures: Transformer++ (the baseline) and the Energy-Based Transformer.
+
+Registered through the ``ebt_scaling.architectures`` entry point (pyproject.toml). This
+module stays torch-free -- specs are validated and FLOPs counted without torch -- so each
+``build`` imports its model class only when a model is really built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ebt_scaling.harness.contract.architecture import Architecture, Thinking
+
+from . import flops
+from .ebt_options import EBTOptions
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Transformer++ has no options beyond the shared backbone shape."""
+
+
+def _build_transformer(config):
+    from .transformer import TransformerPP
+
+    return TransformerPP(config)
+
+
+def _build_ebt(config):
+    from .ebt import EBT
+
+    return EBT(config)
+
+
+TRANSFORMER = Architecture(
+    name="transformer", label="Transformer++", options=NoOptions, build=_build_transformer,
+    param_counts=flops.transformer_param_counts,
+    step_flops={"paper": flops.transformer_paper_step_flops, "full": flops.transformer_step_flops},
+    compiles=True, baseline=True)
+
+# torch.compile cannot compile the EBT step: aot_autograd has no double backward.
+EBT = Architecture(
+    name="ebt", label="EBT", options=EBTOptions, build=_build_ebt,
+    param_counts=flops.ebt_param_counts,
+    step_flops={"paper": flops.ebt_paper_step_flops, "full": flops.ebt_step_flops},
+    thinking=Thinking(trained_steps=lambda options: options.refine_steps,
+                      langevin_sigma=lambda options: options.langevin_sigma))
+
+BUILTIN = (TRANSFORMER, EBT)
