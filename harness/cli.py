@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+
 # name -> (module under ebt_scaling.harness.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "the main job: plan a sweep (default: the tiny CPU preset), train it, analyze, report"),
@@ -31,11 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CliError(Exception):
-    """A usage error of a command's flags: printed as one line, exit status 2 (as are the
-    contract's ConfigError and DispatchError, which every layer raises)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ebt-scaling", description=__doc__.splitlines()[0].removeprefix("ebt-scaling: "))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,11 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
-    from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
-
     try:
         return int(module.run(args) or 0)
-    except (CliError, ConfigError, DispatchError) as exc:
+    except (ConfigError, DispatchError) as exc:  # every layer's user-facing errors: one line
         print(f"ebt-scaling {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
 

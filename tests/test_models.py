@@ -317,5 +317,5 @@ def test_bench_command_rejects_bad_shapes():
     with pytest.raises(SystemExit) as exc:  # argparse: not a named size
         main(["bench", "--size", "huge", "--device", "cpu"])
     assert exc.value.code == 2
-    assert main(["bench", "--layers", "2", "--device", "cpu"]) == 2  # --d-model/--heads missing: CliError
+    assert main(["bench", "--layers", "2", "--device", "cpu"]) == 2  # --d-model/--n-heads missing: one-line error
     assert main(["bench", "--layers", "1", "--d-model", "30", "--heads", "4", "--device", "cpu"]) == 2
