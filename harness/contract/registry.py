@@ -41,6 +41,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if not self._entries:  # an install whose metadata predates the entry points
+                raise ConfigError(f"{key or self.kind}: no {self.kind} is registered (no entry points of group "
+                                  f"{self.group!r}); reinstall the package: pip install -e .") from None
             raise ConfigError(f"{key or self.kind}: unknown {self.kind} {name!r}; registered: "
                               f"{', '.join(self.names())}") from None
 
