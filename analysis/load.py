@@ -48,7 +48,6 @@ try:  # libyaml: ~10x faster spec parsing for large sweeps
 except AttributeError:  # pragma: no cover
     _YamlLoader = yaml.SafeLoader
 
-UNFINISHED = ("partial", "pending")
 FLOP_TOLERANCE = 1e-6   # relative difference of recorded and recomputed FLOPs that is a warning
 
 
@@ -191,7 +190,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
     if val_ppl is None and val_loss is not None:
         val_ppl = math.exp(min(val_loss, 700.0))
     row = {
-        "run_id": spec.run_id, "path": str(path), "status": status, "note": note,
+        "run_id": path.name, "path": str(path), "status": status, "note": note,
         "arch": m.arch, "arch_label": tags.get("arch_label", m.arch),
         "sweep": tags.get("sweep"), "pair_id": pair_id, "unit": unit_key(tags, pair_id), "seed": spec.seed,
         "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),

@@ -96,11 +96,11 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
         n_units = len(uniques)
     else:
         n_units = 0
-    if config.n_boot and n_units >= 2:
-        counts = unit_counts(draw_units(np.random.default_rng(config.seed), n_units, config.n_boot), n_units)
+    if config.bootstrap and n_units >= 2:
+        counts = unit_counts(draw_units(np.random.default_rng(config.seed), n_units, config.bootstrap), n_units)
     else:
         counts = np.zeros((0, max(n_units, 1)))
-        if config.n_boot and len(points):
+        if config.bootstrap and len(points):
             caveats.warn(f"{n_units} matched unit(s): no bootstrap (needs >= 2); intervals are nan")
     for lb in arch_of:
         if lb not in labels:

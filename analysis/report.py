@@ -1,6 +1,6 @@
 """Write the analysis of a sweep: fits.json, runs.csv, PNG plots, report.md and a
 self-contained report.html (images embedded as base64 data URIs, inline CSS, no external
-references). Every file is written atomically (harness/run_dir.atomic_write_*).
+references). Every file is written atomically (harness/contract/run_dir.atomic_write_*).
 
 The report is built once as a list of blocks (heading, paragraph, list, table, image,
 preformatted text) and rendered to both Markdown and HTML.
@@ -408,7 +408,7 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
             for s in r.get("skipped", [])] or ["No analysis was skipped."])
     doc.ul([f"warning: {w}" for w in r.get("warnings", [])])
     doc.p("Regenerate with: ebt-scaling analyze SWEEP_DIR --convention "
-          f"{an.config.convention} --bootstrap {an.config.n_boot} --seed {an.config.seed}. Files: fits.json (all "
+          f"{an.config.convention} --bootstrap {an.config.bootstrap} --seed {an.config.seed}. Files: fits.json (all "
           "numbers), runs.csv (the run table), report.md, report.html (self-contained) and the PNGs.")
 
     fits_path = out_dir / "fits.json"

@@ -78,7 +78,7 @@ class Analysis:
             "runs": {"total": int(len(runs)),
                      "by_status": {str(k): int(v) for k, v in runs["status"].value_counts().sort_index().items()},
                      "fitted": int(len(fp.runs)), "excluded": fp.excluded},
-            "bootstrap": {"n_resamples": cfg.n_boot if len(fp.counts) else 0, "seed": cfg.seed, "ci": cfg.ci,
+            "bootstrap": {"n_resamples": cfg.bootstrap if len(fp.counts) else 0, "seed": cfg.seed, "ci": cfg.ci,
                           "n_units": int(fp.n_units), "unit": BOOTSTRAP_UNIT},
         }
         for law, fits in self.laws.items():

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module = importlib.import_module(f"ebt_scaling.harness.commands.{COMMANDS[argv[0]][0]}")
     command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {argv[0]}", description=COMMANDS[argv[0]][1])
-    module.add_arguments(command_parser)
-    args = command_parser.parse_args(argv[1:])
     try:
+        module.add_arguments(command_parser)  # asks the registries (flags, --cluster choices)
+        args = command_parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except (ConfigError, DispatchError) as exc:  # every layer's user-facing errors: one line
         print(f"ebt-scaling {argv[0]}: error: {exc}", file=sys.stderr)

@@ -38,6 +38,11 @@ class LanguageModel(nn.Module):
         """Per-position next-token NLL (B, S) used for evaluation (0 at pad positions)."""
         raise NotImplementedError
 
+    def compile_hot_path(self) -> None:
+        """torch.compile what is worth compiling (for architectures whose registry entry says
+        ``compiles``); by default the training step."""
+        self.step = torch.compile(self.step)
+
     def process_state(self) -> dict[str, torch.Tensor]:
         """State that differs between data-parallel processes (checkpointed per process,
         unlike state_dict(), which every process shares)."""

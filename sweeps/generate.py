@@ -344,7 +344,7 @@ class Planner:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def run_id(self, spec: RunSpec, model_json: str, train_json: str) -> str:
-        """spec_hash(spec) (harness/spec.py) from cached JSON of the parts. Checked against
+        """spec_hash(spec) (harness/contract/spec.py) from cached JSON of the parts. Checked against
         spec_hash on the first run of every plan; should spec_hash ever hash differently
         (a new field, another exclusion), every run falls back to spec_hash itself."""
         if self._fast_ids is False:

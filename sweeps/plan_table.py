@@ -6,21 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import load_spec, spec_to_yaml
 from ebt_scaling.models.flops import CONVENTIONS
 
 from .generate import Plan
 from .sweep_spec import dump_sweep, sweep_to_yaml
-
-
-def si(value: float) -> str:
-    """3 significant digits with an SI suffix: 999.99e6 -> '1G', not '1e+03M'."""
-    value = float(f"{value:.3g}")
-    for threshold, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def short(label: str, width: int = 10) -> str:
@@ -115,11 +107,13 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "runs": [r.row() for r in plan.runs], "totals": totals(plan), "warnings": list(plan.warnings)}
 
 
-def write_plan(plan: Plan, out: str | Path) -> dict[str, int]:
+def write_plan(plan: Plan, out: str | Path) -> dict:
     """DIR/runs/<run_id>/spec.yaml for every run (kept when identical), DIR/sweep.yaml and
     DIR/plan.json. Every existing spec is checked before anything is written, so a
     conflict (a spec of another run in a run's directory, an unreadable one) leaves DIR
-    untouched: ConfigError naming the file."""
+    untouched: ConfigError naming the file. Returns the counts written and kept, and the
+    run directories of DIR that the plan no longer lists ("stale": an earlier version of
+    the sweep, or ids from before a spec key was renamed), which are left as they are."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory; give a directory for --write")
@@ -141,7 +135,9 @@ def write_plan(plan: Plan, out: str | Path) -> dict[str, int]:
         atomic_write_text(path, text)
     atomic_write_text(out / "sweep.yaml", sweep_to_yaml(plan.sweep))
     atomic_write_json(out / "plan.json", plan_json(plan))
-    return {"written": len(todo), "kept": kept}
+    planned = {run.run_id for run in plan.runs}
+    stale = sorted(p.parent.name for p in (out / "runs").glob("*/spec.yaml") if p.parent.name not in planned)
+    return {"written": len(todo), "kept": kept, "stale": stale}
 
 
 def dumps_json(plan: Plan) -> str:

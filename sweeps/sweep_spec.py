@@ -5,7 +5,7 @@ defaults), the architectures to pair (Transformer++, EBT System 1 / System 2 var
 the seeds, the axis being swept and the rules that turn an axis value into a run: the
 shape rule (sweeps/shapes.py), the token rule and the per-size hyperparameter rules
 (sweeps/rules.py). Every error is one line ``FILE: key: message and fix`` (ConfigError),
-built by harness/typed_config.py like the run spec's.
+built by harness/contract/typed_config.py like the run spec's.
 
 Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
 
@@ -309,6 +309,28 @@ class SweepSpec:
     # Where the sweep came from (file or preset path); not a key of the file.
     source: str = field(default="", init=False, compare=False, repr=False)
 
+    @classmethod
+    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+        """``base.model.ebt`` once held options shared by every EBT entry: read them as
+        defaults of each ``arch: ebt`` entry's options (the entry's own keys win)."""
+        base, model = data.get("base"), (data.get("base") or {}).get("model")
+        if not isinstance(model, dict) or "ebt" not in model:
+            return data
+        shared = model["ebt"] or {}
+        entries = data.get("architectures")
+        data = {**data, "base": {**base, "model": {k: v for k, v in model.items() if k != "ebt"}}}
+        if isinstance(entries, list):
+            upgraded = []
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("arch") == "ebt":
+                    options = {**shared, **(entry.get("ebt") or {}), **(entry.get("options") or {})}
+                    entry = {**{k: v for k, v in entry.items() if k != "ebt"}, "options": options}
+                upgraded.append(entry)
+            data["architectures"] = upgraded
+        warnings.warn("base.model.ebt: deprecated key; write the EBT's options as architectures[].options",
+                      FutureWarning, stacklevel=2)
+        return data
+
     def __post_init__(self) -> None:
         require(bool(self.name.strip()) and all(c.isalnum() or c in "-_." for c in self.name), "name",
                  f"must be a non-empty name of letters, digits, '-', '_' or '.', got {self.name!r}")
@@ -482,7 +504,6 @@ def arch_options(sweep: SweepSpec, index: int) -> Any:
 _OWNED_BASE_KEYS = {
     ("model", "arch"): "architectures[].arch",
     ("model", "options"): "architectures[].options (options belong to one architecture)",
-    ("model", "ebt"): "architectures[].options (options belong to one architecture)",
     ("model", "n_layers"): "the axis sizes / shape rule",
     ("model", "d_model"): "the axis sizes / shape rule",
     ("model", "n_heads"): "the axis sizes / shape rule",

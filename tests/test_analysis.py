@@ -17,7 +17,8 @@ from conftest import SIZES, VOCAB, chinchilla_law, chinchilla_n_opt, power_law, 
 
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import load_spec, spec_from_dict
-from ebt_scaling.models.flops import param_counts, training_step_flops
+from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.flops import param_counts
 
 # ---------------------------------------------------------------------------- helpers of the tests
 
@@ -109,7 +110,9 @@ def test_a_convention_a_run_did_not_record_is_computed_from_its_spec(tmp_path):
     assert data.flop_warnings == []
     run = data.runs.set_index("run_id").loc[old]
     spec = load_spec(tmp_path / "runs" / old / "spec.yaml")
-    per_step = training_step_flops(spec.model, spec.train.batch_size, spec.model.context, "paper")
+    # The paper's 20 K N per token, N counted on the built model: independent of models/flops.py.
+    n = build_model(spec.model).param_counts()["non_embedding"]
+    per_step = 20 * spec.model.options.refine_steps * n * spec.train.batch_size * spec.model.context
     assert run["flops_paper"] == run["step"] * per_step > 0
     curve = data.curves[data.curves["run_id"] == old]
     assert (curve["flops_paper"] == curve["step"] * per_step).all()
@@ -176,7 +179,7 @@ def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
 
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
     data = load_runs(tmp_path)
-    an = analyze(data, AnalysisConfig(n_boot=300, seed=5, workers=1))
+    an = analyze(data, AnalysisConfig(bootstrap=300, seed=5, workers=1))
     pts = an.points
     r, c = pts[pts["arch_label"] == "T++"], pts[pts["arch_label"] == "EBT-S1"]
     c_min = float(pts["flops_full"].min())
@@ -197,7 +200,7 @@ def test_comparison_fits_both_labels_on_shared_units_only(tmp_path):
 
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.01,
                           special={("EBT-S1", "s96", 0): "diverged"})
-    an = analyze(load_runs(tmp_path), AnalysisConfig(n_boot=100, seed=1, workers=1))
+    an = analyze(load_runs(tmp_path), AnalysisConfig(bootstrap=100, seed=1, workers=1))
     res, pts = an.result, an.points
     partner = _run_id(tmp_path, "T++", "s96", 0)
     t_all = pts[pts["arch_label"] == "T++"]
@@ -232,7 +235,7 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
                                 grid[np.argmin(abs(np.log(n_opt / Ns[4])))], 4))
     write_synthetic_sweep(tmp_path, mode="isoflop", budgets=budgets, sizes=sizes,
                           archs={"T++": {"arch": "transformer", "law": chinchilla_law(**law)}})
-    an = analyze(load_runs(tmp_path), AnalysisConfig(n_boot=50, workers=1))
+    an = analyze(load_runs(tmp_path), AnalysisConfig(bootstrap=50, workers=1))
     a2 = an.result["approach2"]["T++"]
     assert a2["status"] == "ok" and a2["mode"].startswith("isoflop runs")
     truth = law["beta"] / (law["alpha"] + law["beta"])
@@ -316,7 +319,7 @@ def test_report_lists_failures_embeds_images_and_has_no_external_refs(main_sweep
         assert (out / name).read_bytes()[:4] == b"\x89PNG" and f"({name})" in md
     # headline numbers beside the paper's, and which loss / convention
     assert "+2.92%" in md and "FLOP convention: full" in md and "negative log-likelihood" in md
-    assert fits["flop_convention"] == "full" and fits["config"]["n_boot"] == 200
+    assert fits["flop_convention"] == "full" and fits["config"]["bootstrap"] == 200
 
 
 def test_rerun_gives_identical_fits_json(main_sweep, tmp_path):
@@ -329,8 +332,8 @@ def test_rerun_gives_identical_fits_json(main_sweep, tmp_path):
 def test_serial_and_parallel_refits_agree(tmp_path):
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
     data = load_runs(tmp_path)
-    one = analyze(data, AnalysisConfig(n_boot=60, workers=1)).result
-    two = analyze(data, AnalysisConfig(n_boot=60, workers=2)).result
+    one = analyze(data, AnalysisConfig(bootstrap=60, workers=1)).result
+    two = analyze(data, AnalysisConfig(bootstrap=60, workers=2)).result
     assert json.dumps(one["saturating"], sort_keys=True) == json.dumps(two["saturating"], sort_keys=True)
     assert json.dumps(one["comparisons"], sort_keys=True, default=str) == \
         json.dumps(two["comparisons"], sort_keys=True, default=str)

@@ -133,6 +133,9 @@ tokens: {{rule: fixed, tokens: 4096}}
     results = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
     assert len(results) == 6 and {r["status"] for r in results} == {"done"}
     assert main(["analyze", str(out), "--bootstrap", "20"]) == 0
-    fits = json.loads(next(out.glob("analysis/fits.json")).read_text())
-    assert "Bigram" in json.dumps(fits)
+    fits = json.loads((out / "analysis" / "fits.json").read_text())
+    assert fits["power_laws"]["Bigram"]["flops"]["status"] == "ok"  # fitted, not skipped
+    assert fits["power_laws"]["Bigram"]["flops"]["n"] == 3
+    assert "slope_diff" in fits["comparisons"]["Bigram"]["axes"]["flops"]  # compared with the T++ reference
+    assert fits["reference"] == "T++"
     assert "Bigram" in (out / "analysis" / "report.md").read_text()

@@ -184,7 +184,8 @@ def test_cli_table_lists_both_models_and_the_ratio():
 @pytest.mark.parametrize("argv,start", [
     (["--layers", "2", "--d-model", "30", "--heads", "4"], "--d-model: must be a multiple of n_heads (4)"),
     (["--layers", "2"], "--d-model, --n-heads: required unless --size is given"),
-    (["--size", "xxs", "--steps", "0"], "--ebt.refine-steps: must be an integer >= 1, got 0"),
+    (["--size", "xxs", "--ebt.refine-steps", "0"], "--ebt.refine-steps: must be an integer >= 1, got 0"),
+    (["--size", "xxs", "--ebt.variant", "fancy"], "--ebt.variant: must be one of 'time_embed', 'default'; got 'fancy'"),
     (["--size", "xxs", "--vocab", "1"], "--vocab-size: must be >= 2"),
 ])
 def test_cli_invalid_input_is_one_line_naming_the_flag(argv, start):

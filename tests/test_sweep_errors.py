@@ -199,3 +199,16 @@ def test_legacy_ebt_key_still_reads_with_a_warning(tmp_path):
     messages = {str(w.message).split(":")[0] for w in record}
     assert messages == {"architectures[1].ebt", "architectures[1].options.steps"}
     assert ebt_runs and all(r.spec.model.options.refine_steps == 3 for r in ebt_runs)
+
+
+def test_legacy_base_model_ebt_options_become_each_ebt_entrys_defaults(tmp_path):
+    from ebt_scaling.sweeps import load_sweep, make_plan
+
+    path = tmp_path / "s.yaml"
+    text = edit("  model: {vocab_size: 1024, context: 64}", "  model: {vocab_size: 1024, context: 64, ebt: {alpha_init: 7.0, steps: 3}}")
+    path.write_text(edit("{label: EBT, arch: ebt}", "{label: EBT, arch: ebt, options: {refine_steps: 1}}", text))
+    with pytest.warns(FutureWarning) as record:
+        runs = make_plan(load_sweep(path)).runs
+    assert {str(w.message).split(":")[0] for w in record} == {"base.model.ebt", "architectures[1].options.steps"}
+    ebt = [r.spec.model.options for r in runs if r.spec.model.arch == "ebt"]
+    assert ebt and all(o.alpha_init == 7.0 and o.refine_steps == 1 for o in ebt)  # the entry's own key wins

@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_to_yaml
 from ebt_scaling.harness.training.trainer import eval_steps, train_run
@@ -114,7 +115,7 @@ def test_divergence_is_recorded_not_dropped(tiny_spec, tmp_path):
     assert 1 <= result["step"] < spec.total_steps
     assert "non-finite" in result["note"]
     run = RunDir(tmp_path / "run")
-    assert run.status() == "diverged"
+    assert run_state(run.path)[0] == "diverged"
     assert json.loads(run.result_path.read_text())["final"]["step"] <= result["step"] + 1
 
 
@@ -219,3 +220,23 @@ def test_a_run_resumed_after_its_last_checkpoint_keeps_its_final_row(tiny_spec, 
     RunDir(tmp_path / "run").result_path.unlink()  # killed after the final checkpoint
     again = train_run(spec, tmp_path / "run", quiet=True)
     assert again["final"] == reference["final"] and again["val_loss"] == reference["val_loss"]
+
+
+def test_a_run_planned_before_the_options_rename_resumes_in_its_directory(tiny_spec, tmp_path):
+    """A spec.yaml written with the old keys (model.ebt, steps) in a directory named by its
+    old run id: it loads with a warning, resumes from its checkpoint to the same result as
+    an uninterrupted run, and the analysis lists it under its directory's name."""
+    from ebt_scaling.analysis.load import load_runs
+    from ebt_scaling.harness.contract.spec import load_spec
+
+    spec = tiny_spec("ebt", model={"options": {"refine_steps": 1}})
+    reference = train_run(spec, tmp_path / "ref", quiet=True)
+    old = tmp_path / "sweep" / "runs" / "0123456789ab"  # an id from before the rename
+    assert train_run(spec, old, quiet=True, stop_requested=stop_after(5))["status"] == "preempted"
+    legacy = spec_to_yaml(spec).replace("  options:\n", "  ebt:\n").replace("refine_steps: 1", "steps: 1")
+    (old / "spec.yaml").write_text(legacy)
+    with pytest.warns(FutureWarning, match="model.ebt: deprecated"):
+        resumed = load_spec(old / "spec.yaml")
+    assert resumed.model.options.refine_steps == 1 and resumed.run_id == spec.run_id
+    assert train_run(resumed, old, quiet=True)["val_loss"] == reference["val_loss"]
+    assert list(load_runs(tmp_path / "sweep").runs["run_id"]) == ["0123456789ab"]

@@ -109,7 +109,7 @@ class Approach3Law(FitLaw):
         if reason:
             return Fitting.done(Skipped("Approach 3", reason))
         cfg = points.config
-        job = Job(_fit_and_bootstrap, (N, D, L, cfg.n_boot, cfg.seed, cfg.ci))
+        job = Job(_fit_and_bootstrap, (N, D, L, cfg.bootstrap, cfg.seed, cfg.ci))
         return Fitting((job,), lambda outputs: Approach3Result(*outputs[0]))
 
 

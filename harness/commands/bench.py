@@ -4,7 +4,7 @@ Prints, per model, the median step time, tokens/s, peak memory, FLOPs of one tra
 counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
 docs/performance.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
 V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). The timing logic lives in
-harness/bench.py.
+harness/training/bench.py.
 """
 from __future__ import annotations
 

@@ -17,8 +17,7 @@ from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.model_config import ModelConfig
 
 # Shorter spellings that earlier command lines (and the README's figures) use.
-SHAPE_ALIASES = {"n_layers": ["--layers"], "n_heads": ["--heads"], "vocab_size": ["--vocab"], "context": ["--ctx"],
-                 "ebt.refine_steps": ["--steps"], "ebt.variant": ["--variant"]}
+SHAPE_ALIASES = {"n_layers": ["--layers"], "n_heads": ["--heads"], "vocab_size": ["--vocab"], "context": ["--ctx"]}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
@@ -32,7 +31,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None
     parser.set_defaults(vocab_size="50277", context="256")  # GPT-NeoX-20B's vocabulary, the paper's context
     for arch in ARCHITECTURES.entries():
         group = parser.add_argument_group(f"{arch.label} options")
-        add_dataclass_flags(group, arch.options, prefix=f"{arch.name}.", aliases=SHAPE_ALIASES)
+        add_dataclass_flags(group, arch.options, prefix=f"{arch.name}.")
     parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES.names(), default=list(ARCHITECTURES.names()),
                         help="architectures to report (default: every registered one)")
 

@@ -34,4 +34,8 @@ def run(args) -> int:
     if written is not None:
         print(f"wrote {args.write}: {written['written']} new or updated run specs, {written['kept']} unchanged; "
               "sweep.yaml, plan.json", file=sys.stderr)
+        if written["stale"]:
+            print(f"warning: {len(written['stale'])} run directories of {args.write} are not in this plan (e.g. "
+                  f"{written['stale'][0]}): submit trains them too and analyze reads them; move them out of "
+                  f"{args.write}/runs if they belong to an earlier plan", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ with --retry-failed.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
@@ -52,7 +53,11 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
     if not out:
         raise ConfigError(f"--out: required to plan {sweep} into a sweep directory (or give a sweep directory)")
     target = Path(out)
-    write_plan(make_plan(load_sweep(sweep, overrides)), target)  # keeps identical specs; refuses conflicting ones
+    written = write_plan(make_plan(load_sweep(sweep, overrides)), target)  # keeps identical specs; refuses conflicts
+    if written["stale"]:
+        print(f"warning: {len(written['stale'])} run directories of {target} are not in the plan of {sweep} (e.g. "
+              f"{written['stale'][0]}); they are trained and analysed too: move them out of {target}/runs if they "
+              "belong to an earlier plan", file=sys.stderr)
     return target
 
 

@@ -54,6 +54,11 @@ class Architecture:
         if missing:
             raise ValueError(f"architecture {self.name!r}: step_flops lacks the convention(s) {missing}; "
                              f"give one function per convention in {FLOP_CONVENTIONS}")
+        # Model configs are hashed (caches, run ids): their options must be immutable.
+        params = getattr(self.options, "__dataclass_params__", None)
+        if params is None or not params.frozen:
+            raise ValueError(f"architecture {self.name!r}: options must be a frozen dataclass "
+                             f"(@dataclass(frozen=True)), got {self.options!r}")
 
     @property
     def thinks(self) -> bool:
@@ -66,4 +71,6 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture", "ebt_scaling.ar
 def baseline_name() -> str:
     """The registered baseline architecture (the first one marked so, else the first)."""
     entries = ARCHITECTURES.entries()
+    if not entries:
+        ARCHITECTURES.get("transformer")  # raises the one-line "reinstall" error
     return next((a.name for a in entries if a.baseline), entries[0].name)

@@ -35,8 +35,9 @@ def _scalar(tp: Any) -> Any | None:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser | Any, cls: type, prefix: str = "",
                         aliases: dict[str, list[str]] | None = None, skip: tuple[str, ...] = ()) -> list[str]:
-    """One flag per scalar field of `cls` (dest = the field path); returns the paths added.
-    `aliases` maps a path to extra spellings kept for older command lines."""
+    """One flag per scalar field of `cls` (dest = the field path; help = the field's
+    ``metadata["help"]`` where given); returns the paths added. `aliases` maps a path to
+    extra spellings kept for older command lines."""
     aliases = aliases or {}
     hints = get_type_hints(cls)
     added = []
@@ -45,11 +46,14 @@ def add_dataclass_flags(parser: argparse.ArgumentParser | Any, cls: type, prefix
         tp = _scalar(hints[field.name])
         if tp is None or field.name in skip or not field.init:
             continue
-        choices = list(get_args(tp)) if get_origin(tp) is Literal else None
-        metavar = "{true,false}" if tp is bool else None
-        parser.add_argument(flag_name(path), *aliases.get(path, []), dest=path, default=None, choices=choices,
-                            metavar=metavar, type=None if choices else str,
-                            help=f"{cls.__name__}.{field.name}")
+        # No argparse choices: from_dict checks every value, so a bad one is the same
+        # one-line error as in a file.
+        choices = [str(a) for a in get_args(tp)] if get_origin(tp) is Literal else None
+        if tp is bool:
+            choices = ["true", "false"]
+        metavar = "{" + ",".join(choices) + "}" if choices else None
+        parser.add_argument(flag_name(path), *aliases.get(path, []), dest=path, default=None, metavar=metavar,
+                            help=field.metadata.get("help", f"{cls.__name__}.{field.name}"))
         added.append(path)
     return added
 

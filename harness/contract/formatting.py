@@ -12,8 +12,10 @@ from typing import Any
 
 
 def si(value: float, digits: int = 3) -> str:
-    """1234567 -> '1.23M' (k, M, G, T); below 1000 plainly, to `digits` significant digits."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """`digits` significant digits with an SI suffix (k .. E): 1234567 -> '1.23M', and
+    999.99e6 -> '1G' (rounded first, so never '1e+03M')."""
+    value = float(f"{value:.{digits}g}")
+    for threshold, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= threshold:
             return f"{value / threshold:.{digits}g}{suffix}"
     return f"{value:.{digits}g}"

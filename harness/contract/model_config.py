@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .architecture import ARCHITECTURES, Architecture
-from .errors import ConfigError, require
+from .errors import require
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ class Registry(Generic[T]):
         self._plugins_loaded = entry_point_group is None
 
     def register(self, name: str, entry: T, *, replace: bool = False) -> T:
+        """Add `entry` under `name` (its ``name`` attribute, where it has one, must agree).
+        The entry points load first, so `replace=True` really replaces a built-in."""
+        self._load_plugins()
+        own = getattr(entry, "name", name)
+        if own != name:
+            raise ConfigError(f"{self.kind} {name!r}: the entry calls itself {own!r}; register it under that name")
         if name in self._entries and not replace and self._entries[name] is not entry:
             raise ConfigError(f"{self.kind} {name!r}: already registered; pick another name or pass replace=True")
         self._entries[name] = entry
@@ -61,11 +67,16 @@ class Registry(Generic[T]):
 
     def _load_plugins(self) -> None:
         """Register what the entry points of the group provide: an entry object with a
-        ``name`` attribute, or an iterable of them."""
+        ``name`` attribute, or an iterable of them. A plugin that fails to import is a
+        one-line ConfigError naming it."""
         if self._plugins_loaded:
             return
         self._plugins_loaded = True  # first: a plugin that asks the registry must not recurse
         for point in entry_points(group=self.group):
-            provided = point.load()
+            try:
+                provided = point.load()
+            except Exception as exc:  # any import error of a third-party plugin
+                raise ConfigError(f"{self.kind} plugin {point.name!r} ({point.value}): cannot be loaded "
+                                  f"({type(exc).__name__}: {exc}); fix or uninstall it") from None
             for entry in (provided if isinstance(provided, Iterable) else (provided,)):
-                self.register(entry.name, entry)
+                self._entries.setdefault(entry.name, entry)

@@ -110,10 +110,3 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-
-    def status(self) -> str:
-        """The run's state as its directory alone tells it (see run_state.py): done,
-        diverged, failed, cancelled, preempted (stopped part-way, resumable) or pending."""
-        from .run_state import run_state  # run_state builds on RunDir
-
-        return run_state(self.path)[0]

@@ -35,6 +35,10 @@ def cancel_runs(sweep_dir: str | Path, only: list[str] | None = None) -> list[tu
     for r in live:
         by_backend.setdefault(r.lease["cluster"], []).append(r)
     for name, group in by_backend.items():
+        if name not in BACKENDS:
+            done.update((r.run_id, f"marked cancelled; its job on backend {name!r} (not installed here) was not "
+                                   "signalled: cancel it with that scheduler's own tools") for r in group)
+            continue
         backend = BACKENDS.get(name, key=f"{LEASE} cluster")
         lines = backend.cancel([r.lease for r in group], [lease for lease in unfinished if lease.get("cluster") == name])
         done.update(zip((r.run_id for r in group), lines))

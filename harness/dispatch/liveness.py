@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from ebt_scaling.harness.contract.run_state import LEASE, JobView
+from ebt_scaling.harness.contract.run_state import JobView
 
 from .backend import BACKENDS
 from .processes import hostname, pid_alive
@@ -27,7 +27,13 @@ def probe(leases: list[dict | None]) -> list[JobView | None]:
         else:
             views[i] = _submitting(lease)
     for name, indices in by_backend.items():
-        backend = BACKENDS.get(name, key=f"{LEASE} cluster")
+        if name not in BACKENDS:
+            # A lease of a backend this install lacks (an uninstalled plugin): nobody can ask
+            # about its job, so it counts as alive, like a failed scheduler query.
+            for i in indices:
+                views[i] = JobView.of_lease(leases[i], f"UNKNOWN BACKEND {name!r}", True, unreachable=True)
+            continue
+        backend = BACKENDS.get(name)
         for i, view in zip(indices, backend.probe([leases[i] for i in indices])):
             views[i] = view
     return views

@@ -138,7 +138,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     last_row: dict = (run.metrics() or [{}])[-1] if step else {}
 
     if spec.compile and spec.model.architecture.compiles:  # (EBT's double backward cannot be compiled)
-        model.step = torch.compile(model.step)
+        model.compile_hot_path()
     amp = autocast(device, spec.precision)
     total = spec.total_steps
     evals = eval_steps(total, spec.eval.points)
