@@ -72,7 +72,7 @@ def _efficiency(eff: Efficiency, ref: str, cand: str) -> list[str]:
             parts.append(f"at {row['compute']:.3g} FLOPs{what} {cand} needs {fmt_num(row[name])}× "
                          f"{fmt_interval(row.get(f'{name}_interval'))} the compute of {ref} for the same loss")
     if parts:
-        out.append("Power-law fits: " + "; ".join(parts) + " (>1: EBT needs more; paper: ≈10× at its scales).")
+        out.append("Power-law fits: " + "; ".join(parts) + f" (>1: {cand} needs more; the EBT paper: ≈10× at its scales).")
     for law, crossover in eff.crossovers.items():
         out.append(law.crossover_sentence(crossover.to_json(), eff.budget,
                                           _overtakes(crossover.found.better_below, ref, cand)))

@@ -287,7 +287,7 @@ def plot_multiplier(an: Analysis) -> bytes | None:
         ax.set_ylim(max(lo, 1e-6), min(hi, 1e8))   # saturating curves that run to infinity leave the plot
     ax.set_xlabel(_axis_label(an, "flops"))
     ax.set_ylabel(f"FLOP multiplier: candidate compute / {ref} compute\nfor the same loss (>1: candidate needs more)")
-    ax.set_title(f"FLOPs the EBT needs to match {ref}, extrapolated to {an.config.budget:.0e} FLOPs")
+    ax.set_title(f"FLOPs each candidate needs to match {ref}, extrapolated to {an.config.budget:.0e} FLOPs")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper right")
     return _png(fig)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ebt_scaling.harness.contract.architecture import baseline_name
+from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
 from ebt_scaling.harness.contract.errors import ConfigError
 
 from .axes import OWN_AXIS_COLUMNS
@@ -55,6 +55,10 @@ class FitPoints:
         return LabelPoints(label, runs[runs["arch_label"] == label], self.axes, self.counts, self.config)
 
 
+def _baseline_label() -> str:
+    return ARCHITECTURES.get(baseline_name()).label
+
+
 def default_reference_labels(arch_of: dict[str, str]) -> list[str]:
     """The labels of the registry's baseline architecture (Transformer++), in label order:
     the first is the default reference."""
@@ -77,7 +81,7 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
         caveats.warn(f"reference {reference} has no finished run with a final loss: no comparisons")
     candidates = [lb for lb in labels if lb != reference] if reference in labels else []
     if reference is None:
-        caveats.skip("comparisons", None, "no Transformer++ label in the sweep (choose one with --reference)")
+        caveats.skip("comparisons", None, f"no {_baseline_label()} label in the sweep (choose one with --reference)")
 
     axes = {"flops": flops_col, "params": n_col, "tokens": "tokens"}
     own_axis = meta.get("axis") or (runs["axis"].dropna().iloc[0]
@@ -137,7 +141,7 @@ def _reference(arch_of: dict[str, str], config: AnalysisConfig, meta: dict, cave
         return meta["reference"]
     baseline = default_reference_labels(arch_of)
     if len(baseline) > 1:
-        caveats.warn(f"several Transformer++ labels {baseline}: {baseline[0]} is the reference "
+        caveats.warn(f"several {_baseline_label()} labels {baseline}: {baseline[0]} is the reference "
                      "(choose with --reference)")
     return baseline[0] if baseline else None
 
