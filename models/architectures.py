@@ -35,7 +35,11 @@ TRANSFORMER = Architecture(
     name="transformer", label="Transformer++", options=NoOptions, build=_build_transformer,
     param_counts=flops.transformer_param_counts,
     step_flops={"paper": flops.transformer_paper_step_flops, "full": flops.transformer_step_flops},
-    compiles=True, baseline=True)
+    compiles=True, baseline=True,
+    # GPU-hour planning without a measurement: a compiled Transformer++ with fused SDPA and fused
+    # AdamW reached 17% (xxs) to 26% (small) MFU on one H100 (bf16, batch 32 x 256; the
+    # reference code eager: 4.6-7.3%). docs/performance.md, "GPU-hours in plan".
+    default_mfu=0.20)
 
 # torch.compile cannot compile the EBT step: aot_autograd has no double backward.
 EBT = Architecture(
@@ -43,6 +47,9 @@ EBT = Architecture(
     param_counts=flops.ebt_param_counts,
     step_flops={"paper": flops.ebt_paper_step_flops, "full": flops.ebt_step_flops},
     thinking=Thinking(trained_steps=lambda options: options.refine_steps,
-                      langevin_sigma=lambda options: options.langevin_sigma))
+                      langevin_sigma=lambda options: options.langevin_sigma),
+    # The reference EBT code reached 3.0% (xxs) to 4.8% (small) MFU on one H100 (bf16, batch
+    # 32 x 256); this project's EBT has not been measured on a GPU yet. docs/performance.md.
+    default_mfu=0.05)
 
 BUILTIN = (TRANSFORMER, EBT)

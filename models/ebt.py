@@ -30,8 +30,17 @@ What this implementation saves, and why it is allowed:
   backward.
 * Candidates only see themselves, so energy_i depends on p_i alone and
   d(sum_i E_i)/dp gives every position's gradient in one backward.
-* No V-sized temporary beyond the candidate (y), its softmax (p) and its gradient (g):
-  cross-entropy takes logits directly (fused log-softmax).
+
+The vocabulary-sized work (B x S x V per pass: it dominates small models) is kept minimal:
+
+* The inner gradient is taken w.r.t. the embedded candidate x = p @ W_v2e^T (d wide), not
+  p: dE/dp = dE/dx @ W_v2e. The update is then one GEMM, y_next = p + (-alpha dE/dx) @ W_v2e,
+  with alpha applied to the d-wide factor. Nothing computes a gradient for p itself, and
+  the training backward has one V-sized matmul less (the input gradient of p @ W_v2e^T).
+* Candidates are V_pad wide (VocabPadding: a multiple of 64, so the GEMMs run on aligned
+  tensor-core kernels); the padding holds a masked logit, which the update GEMM writes
+  through its bias, so softmax and cross-entropy see exactly the V real columns.
+* Candidates stay float32 (bf16 autocast casts only the GEMM operands).
 """
 from __future__ import annotations
 
@@ -44,7 +53,7 @@ from torch import nn
 from ebt_scaling.harness.contract.model_config import ModelConfig
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
-from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
+from .layers import Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_weights
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -76,6 +85,7 @@ class EBT(LanguageModel):
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model)
         self.energy_head = nn.Linear(c.d_model, 1, bias=False)
+        self.vocab_pad = VocabPadding(c.vocab_size, c.padded_vocab_size)
         init_weights(self, c.n_layers, c.init_std)
         self.alpha = nn.Parameter(torch.tensor(float(e.alpha_init)), requires_grad=e.learn_alpha)
         self.alpha._own_optimizer_group = True  # its own LR multiplier and no weight decay
@@ -112,9 +122,12 @@ class EBT(LanguageModel):
 
     def energy(self, probs: torch.Tensor, kvs: KeysValues) -> torch.Tensor:
         """Energy (B, S) of candidate distributions probs (B, S, V) given the real stream."""
+        return self.embedded_energy(self.candidate_proj(probs), kvs)
+
+    def embedded_energy(self, x: torch.Tensor, kvs: KeysValues) -> torch.Tensor:
+        """Energy (B, S) of embedded candidates x = probs @ W_v2e^T (B, S, d)."""
         # Real tokens sit at positions offset..offset+S-1; candidate i predicts token i+1.
         start = self._offset + 1
-        x = self.candidate_proj(probs)
         for block, kv in zip(self.blocks, kvs):
             x = block.forward_candidates(x, start, kv, self._offset)
         return self.energy_head(self.norm(x)).squeeze(-1)
@@ -132,7 +145,7 @@ class EBT(LanguageModel):
     def _remember(self, y: torch.Tensor) -> None:
         size = self.config.options.replay_buffer_size
         rows = (torch.arange(y.shape[0], device=y.device) + self.replay_count) % size
-        self.replay[rows, : y.shape[1]] = y.detach().to(self.replay.dtype)
+        self.replay[rows, : y.shape[1]] = self.vocab_pad.unpad(y.detach()).to(self.replay.dtype)
         self.replay_count += y.shape[0]
 
     def _alpha(self, like: torch.Tensor, random_scale: float) -> torch.Tensor:
@@ -142,18 +155,23 @@ class EBT(LanguageModel):
             alpha = alpha * (lo + (hi - lo) * torch.rand(*like.shape[:-1], 1, device=like.device))
         return alpha
 
-    def _descend(self, y: torch.Tensor, kvs: KeysValues, create_graph: bool, sigma: float,
+    def _descend(self, y: torch.Tensor, kvs: KeysValues, proj: torch.Tensor, create_graph: bool, sigma: float,
                  alpha_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One refinement step from logits y: returns (next logits, energy of softmax(y))."""
+        """One refinement step from padded logits y (B, S, V_pad): returns (next logits,
+        energy of softmax(y)). proj: W_v2e with padding columns, (d, V_pad)."""
         y = y.detach()
         if sigma > 0:
             y = y + sigma * torch.randn_like(y)
-        # The candidate is a leaf: S1 detaches between steps, so nothing upstream needs grad.
-        probs = torch.softmax(y, dim=-1).requires_grad_(True)
+        probs = torch.softmax(y, dim=-1)  # exactly 0 on the padding
         with torch.enable_grad():
-            energy = self.energy(probs, kvs)
-            (grad,) = torch.autograd.grad(energy.sum(), probs, create_graph=create_graph)
-        return probs - self._alpha(probs, alpha_scale) * grad, energy
+            x = F.linear(probs, proj)
+            if not create_graph:  # nothing will differentiate dE/dx: no graph back to W_v2e
+                x = x.detach().requires_grad_(True)
+            energy = self.embedded_energy(x, kvs)
+            (grad_x,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+        # p - alpha dE/dp = p + (-alpha dE/dx) @ W_v2e; the GEMM's bias masks the padding.
+        update = self.vocab_pad.logits(grad_x * -self._alpha(grad_x, alpha_scale), proj.t())
+        return probs + update, energy
 
     # ------------------------------------------------------------------ training
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
@@ -166,7 +184,8 @@ class EBT(LanguageModel):
             n_steps += int(torch.randint(lo, hi + 1, ()))
         sigma = e.langevin_sigma if self.training else 0.0
         alpha_scale = e.alpha_random_scale if self.training else 1.0
-        y = self._initial_candidates(batch, seq, inputs)
+        y = self.vocab_pad.pad(self._initial_candidates(batch, seq, inputs))
+        proj = self.vocab_pad.columns(self.candidate_proj.weight)  # once per batch, shared by every step
         flat_targets = targets.flatten()
         kvs: KeysValues | None = None
         losses, energies = [], []
@@ -178,7 +197,7 @@ class EBT(LanguageModel):
                 # whenever any step is trained; time_embed: only a trained step needs it.
                 with torch.set_grad_enabled(trained if self.step_emb is not None else learning):
                     kvs = self.real_stream(token_emb, k)
-            y, energy = self._descend(y, kvs, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
+            y, energy = self._descend(y, kvs, proj, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
             energies.append(energy.detach())
             if trained or not learning:
                 losses.append(F.cross_entropy(at_least_fp32(y.flatten(0, 1)), flat_targets, ignore_index=IGNORE_INDEX))
@@ -206,23 +225,26 @@ class EBT(LanguageModel):
         with torch.no_grad():
             token_emb = self.tok_emb(inputs)
             kvs_by_step: dict[int, KeysValues] = {}
+            proj = self.vocab_pad.columns(self.candidate_proj.weight)
         for _ in range(samples):
-            y = torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device, dtype=self._candidate_dtype)
+            y = self.vocab_pad.pad(torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device,
+                                               dtype=self._candidate_dtype))
             nll, energy = [], []
             for k in range(steps):
                 key = min(k, self.config.options.refine_steps - 1) if self.step_emb is not None else 0
                 if key not in kvs_by_step:
                     with torch.no_grad():
                         kvs_by_step[key] = self.real_stream(token_emb, key)
-                y, e_k = self._descend(y, kvs_by_step[key], create_graph=False, sigma=langevin_sigma, alpha_scale=1.0)
+                y, e_k = self._descend(y, kvs_by_step[key], proj, create_graph=False, sigma=langevin_sigma,
+                                       alpha_scale=1.0)
                 y = y.detach()
                 energy.append(e_k.detach())
                 nll.append(F.cross_entropy(at_least_fp32(y.transpose(1, 2)), targets, ignore_index=IGNORE_INDEX,
                                            reduction="none"))
             if final_energy:
                 with torch.no_grad():
-                    energy.append(self.energy(torch.softmax(y, -1), kvs_by_step[key]))
-            result = ThinkResult(torch.stack(nll), torch.stack(energy), y)
+                    energy.append(self.embedded_energy(F.linear(torch.softmax(y, -1), proj), kvs_by_step[key]))
+            result = ThinkResult(torch.stack(nll), torch.stack(energy), self.vocab_pad.unpad(y))
             best = result if best is None else _keep_lower_energy(best, result)
         return best
 

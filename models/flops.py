@@ -31,14 +31,16 @@ How the ``full`` EBT count arises (see models/ebt.py for the algorithm):
   every matmul's two operands) -- 3 F_r per run. It runs once per batch for variant
   ``default`` and once per step for ``time_embed`` (the step token changes it). Its last
   layer computes keys and values only. Its input is the S real tokens (+1 step token).
-* Predicted stream, one trained step: forward F_p; inner backward dE/dp (create_graph)
-  = F_p, since it computes only input gradients (one matmul per forward matmul: weight
-  gradients are not requested, nor those of the real stream's keys/values); then the
-  training backward differentiates both graphs w.r.t. both operands of each matmul:
-  2 F_p + 2 F_p. Two exceptions, both d-sized: the energy head's forward output is not
-  used by dE/dp (d sum(E)/dE = 1), so it is never differentiated again; and its inner
-  backward matmul (ones @ W_e) has a constant left operand, so it is differentiated
-  w.r.t. W_e only. Total 6 F_p - 3 * (2 d) per token.
+* Predicted stream, one trained step: forward F_p; inner backward dE/dx (create_graph)
+  plus the update GEMM (-alpha dE/dx) @ W_v2e = F_p, since it computes only input
+  gradients (one matmul per forward matmul: weight gradients are not requested, nor those
+  of the real stream's keys/values); then the training backward differentiates both
+  graphs w.r.t. both operands of each matmul: 2 F_p + 2 F_p. Three exceptions: the energy
+  head's forward output is not used by dE/dx (d sum(E)/dE = 1), so it is never
+  differentiated again; its inner backward matmul (ones @ W_e) has a constant left
+  operand, so it is differentiated w.r.t. W_e only; and the candidate projection
+  x = p @ W_v2e^T is differentiated w.r.t. W_v2e only (p needs no gradient). Total
+  6 F_p - 3 * (2 d) - 2 d V_pad per token.
 * Untrained step (``truncate_unroll``, all steps but the last): F_p + F_p (forward and
   dE/dp without a graph), plus a forward-only real stream for ``time_embed``.
 * ``random_extra_steps`` = (lo, hi): the number of steps is K + U{lo..hi}; every count is
@@ -124,8 +126,9 @@ def attention_flops(config: ModelConfig, queries: int, keys: int) -> int:
 
 def vocab_matmul_flops_per_token(config: ModelConfig) -> int:
     """A d x V matmul per token: Transformer++'s output head or EBT's candidate
-    projection p @ W_v2e. (Embedding lookups are gathers, not matmuls: 0.)"""
-    return matmul_flops(1, config.d_model, config.vocab_size)
+    projection p @ W_v2e. It runs at the padded vocabulary (ModelConfig.padded_vocab_size),
+    so that is what is executed and counted. (Embedding lookups are gathers: 0.)"""
+    return matmul_flops(1, config.d_model, config.padded_vocab_size)
 
 
 def energy_head_flops_per_token(config: ModelConfig) -> int:
@@ -186,11 +189,15 @@ def ebt_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
     real = ebt_real_stream_forward_flops(config, batch, seq)
     pred = ebt_predicted_stream_forward_flops(config, batch, seq)
     head = batch * seq * energy_head_flops_per_token(config)
-    # Trained step: forward + dE/dp + double backward (4 F_p), less the energy head's
+    vocab = batch * seq * vocab_matmul_flops_per_token(config)
+    # Trained step: forward + dE/dp + double backward (6 F_p), less the energy head's
     # forward never being re-differentiated (2 x head) and its inner-backward matmul being
-    # differentiated w.r.t. the weight only (1 x head).
-    pred_trained = 6 * pred - 3 * head
-    pred_untrained = 2 * pred  # forward + dE/dp, no graph kept
+    # differentiated w.r.t. the weight only (1 x head). The candidate projection's input p
+    # needs no gradient, so its backward is the weight gradient alone (-1 x vocab); the
+    # inner backward stops at x = p @ W_v2e^T and the update GEMM (-alpha dE/dx) @ W_v2e
+    # stands in for its matmul, with a full two-operand backward.
+    pred_trained = 6 * pred - 3 * head - vocab
+    pred_untrained = 2 * pred  # forward + dE/dx + the update GEMM, no graph kept
 
     if e.variant == "time_embed":  # the real stream runs every step
         real_total = n_trained * 3 * real + n_untrained * real

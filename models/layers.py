@@ -11,7 +11,8 @@ entry points:
   context keys 0..i+offset and to itself only. Written with plain matmuls because it sits
   on the path of the inner gradient dE/dp and must be twice differentiable.
 
-All projections are bias-free (Llama style).
+All projections are bias-free (Llama style). ``VocabPadding`` runs the vocabulary-sized
+matmuls of both models at an aligned width.
 """
 from __future__ import annotations
 
@@ -25,6 +26,48 @@ from torch import nn
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """Upcast half precisions to float32 but keep float64 (so float64 checks stay exact)."""
     return x if x.dtype == torch.float64 else x.float()
+
+
+# The logit of a padding column. exp(MASKED_LOGIT - max) is exactly 0 in every float
+# dtype, so softmax, cross-entropy and their gradients ignore it; it is finite, so it never
+# turns a 0 * x into NaN, and bf16 represents it.
+MASKED_LOGIT = -1e9
+
+
+class VocabPadding(nn.Module):
+    """Vocabulary-sized matmuls at ``padded`` columns (ModelConfig.padded_vocab_size).
+
+    Weights stay at the true vocabulary (parameter counts and checkpoints do not change):
+    ``columns`` pads a (d, V) matrix with zero columns at use, and ``logits`` adds the mask
+    (0, then MASKED_LOGIT on the padding) as the GEMM's bias, which the GEMM applies in its
+    epilogue rather than in a separate pass over B x S x V. A padded softmax is then
+    exactly 0 on the padding, and the padding's gradients are exactly 0.
+    """
+
+    def __init__(self, vocab: int, padded: int):
+        super().__init__()
+        self.vocab, self.padded = vocab, padded
+        mask = torch.zeros(padded)
+        mask[vocab:] = MASKED_LOGIT
+        self.register_buffer("mask", mask if padded > vocab else None, persistent=False)
+
+    def columns(self, weight: torch.Tensor) -> torch.Tensor:
+        """weight (d, V) -> (d, padded), zero columns appended."""
+        return F.pad(weight, (0, self.padded - self.vocab)) if self.padded > self.vocab else weight
+
+    def logits(self, x: torch.Tensor, weight_rows: torch.Tensor) -> torch.Tensor:
+        """x (..., d) @ weight_rows.T -> (..., padded) logits, padding masked; weight_rows
+        (V, d) or already padded (padded, d)."""
+        if weight_rows.shape[0] < self.padded:
+            weight_rows = F.pad(weight_rows, (0, 0, 0, self.padded - weight_rows.shape[0]))
+        return F.linear(x, weight_rows, self.mask)
+
+    def pad(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., V) logits -> (..., padded), the padding masked."""
+        return F.pad(logits, (0, self.padded - self.vocab), value=MASKED_LOGIT) if self.padded > self.vocab else logits
+
+    def unpad(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., : self.vocab]
 
 
 class RMSNorm(nn.Module):
@@ -112,15 +155,18 @@ class Attention(nn.Module):
         S x (S+offset) matrix; the self score is a per-row dot product, so candidates never
         see each other. Softmax runs jointly over both parts.
         """
-        q = self.rotary(self._heads(self.wq(x)), start)
+        # The scale goes on q (B, H, S, Dh) rather than on the S x S scores, and the causal
+        # mask is the bias of the score GEMM: two passes over the score matrix fewer.
+        q = self.rotary(self._heads(self.wq(x)), start) * (1.0 / math.sqrt(self.head_dim))
         k_self, v_self = self.keys_values(x, start)
         k_ctx, v_ctx = context_kv
-        scale = 1.0 / math.sqrt(self.head_dim)
-        s, n_ctx = q.shape[-2], k_ctx.shape[-2]
-        scores_ctx = torch.matmul(q, k_ctx.transpose(-1, -2)) * scale
+        b, h, s, dh = q.shape
+        n_ctx = k_ctx.shape[-2]
         visible = torch.ones(s, n_ctx, dtype=torch.bool, device=x.device).tril(diagonal=offset)
-        scores_ctx = scores_ctx.masked_fill(~visible, float("-inf"))
-        score_self = (q * k_self).sum(-1, keepdim=True) * scale
+        mask = torch.zeros(s, n_ctx, dtype=q.dtype, device=x.device).masked_fill(~visible, float("-inf"))
+        scores_ctx = torch.baddbmm(mask, q.reshape(b * h, s, dh), k_ctx.reshape(b * h, n_ctx, dh).transpose(-1, -2))
+        scores_ctx = scores_ctx.view(b, h, s, n_ctx)
+        score_self = (q * k_self).sum(-1, keepdim=True)
         weights = torch.softmax(at_least_fp32(torch.cat((scores_ctx, score_self), dim=-1)), dim=-1).to(q.dtype)
         out = torch.matmul(weights[..., :n_ctx], v_ctx) + weights[..., n_ctx:] * v_self
         return self.wo(self._merge(out))

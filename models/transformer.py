@@ -8,7 +8,7 @@ from torch import nn
 from ebt_scaling.harness.contract.model_config import ModelConfig
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
-from .layers import Block, RMSNorm, Rotary, at_least_fp32, init_weights
+from .layers import Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_weights
 
 
 class TransformerPP(LanguageModel):
@@ -21,13 +21,15 @@ class TransformerPP(LanguageModel):
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.vocab_pad = VocabPadding(c.vocab_size, c.padded_vocab_size)
         init_weights(self, c.n_layers, c.init_std)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, S, padded vocabulary) logits; the padding columns are masked (VocabPadding)."""
         h = self.tok_emb(inputs)
         for block in self.blocks:
             h, _ = block(h)
-        return self.lm_head(self.norm(h))
+        return self.vocab_pad.logits(self.norm(h), self.lm_head.weight)
 
     def compile_hot_path(self) -> None:
         """The forward pass, which training, validation and evaluation all run."""

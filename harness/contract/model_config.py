@@ -14,6 +14,13 @@ from typing import Any
 from .architecture import ARCHITECTURES, Architecture
 from .errors import require
 
+# Every vocabulary-sized matmul runs at the vocabulary rounded up to this multiple. A GEMM
+# whose row stride is not a multiple of 8 elements (16 bytes of bf16) cannot use the
+# tensor-core kernels and falls back to much slower ones: 50,277 (GPT-NeoX) is such a
+# width. 64 also matches the kernels' tile widths. The extra columns are masked logits, so
+# no result changes (docs/performance.md).
+VOCAB_MULTIPLE = 64
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -82,3 +89,8 @@ class ModelConfig:
     @property
     def hidden(self) -> int:
         return self.ffn_hidden or self.d_model
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The width of every vocabulary-sized matmul (see VOCAB_MULTIPLE)."""
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
