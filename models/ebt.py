@@ -53,6 +53,7 @@ from torch import nn
 from ebt_scaling.harness.contract.model_config import ModelConfig
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
+from .cross_entropy import cross_entropy
 from .layers import Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_weights
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
@@ -158,20 +159,40 @@ class EBT(LanguageModel):
     def _descend(self, y: torch.Tensor, kvs: KeysValues, proj: torch.Tensor, create_graph: bool, sigma: float,
                  alpha_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One refinement step from padded logits y (B, S, V_pad): returns (next logits,
-        energy of softmax(y)). proj: W_v2e with padding columns, (d, V_pad)."""
+        energy of softmax(y)). proj: W_v2e with padding columns, (d, V_pad). create_graph:
+        keep the graph so that the training loss differentiates through the step."""
         y = y.detach()
-        if sigma > 0:
+        if sigma > 0:  # random draws stay outside the (possibly compiled) refinement step
             y = y + sigma * torch.randn_like(y)
+        alpha = self._alpha(y, alpha_scale)
+        with torch.set_grad_enabled(create_graph):
+            return self._refine(y, kvs, proj, alpha)
+
+    def _refine(self, y: torch.Tensor, kvs: KeysValues, proj: torch.Tensor,
+                alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The refinement step proper, a pure function of its inputs and the weights.
+
+        dE/dx comes from torch.func rather than autograd.grad(create_graph=True): the step
+        is then an ordinary first-order function whose backward (the training loss's
+        second-order term) AOTAutograd can derive, so torch.compile compiles the whole step
+        and its backward (compile_hot_path). Eager, both give the same numbers."""
         probs = torch.softmax(y, dim=-1)  # exactly 0 on the padding
-        with torch.enable_grad():
-            x = F.linear(probs, proj)
-            if not create_graph:  # nothing will differentiate dE/dx: no graph back to W_v2e
-                x = x.detach().requires_grad_(True)
-            energy = self.embedded_energy(x, kvs)
-            (grad_x,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+        x = F.linear(probs, proj)
+        grad_x, (_, energy) = torch.func.grad_and_value(self._summed_energy, has_aux=True)(x, kvs)
         # p - alpha dE/dp = p + (-alpha dE/dx) @ W_v2e; the GEMM's bias masks the padding.
-        update = self.vocab_pad.logits(grad_x * -self._alpha(grad_x, alpha_scale), proj.t())
+        update = self.vocab_pad.logits(grad_x * -alpha, proj.t())
         return probs + update, energy
+
+    def _summed_energy(self, x: torch.Tensor, kvs: KeysValues) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of energies, energies): candidates only see themselves, so the gradient of
+        the sum is every position's own dE/dx."""
+        energy = self.embedded_energy(x, kvs)
+        return energy.sum(), energy
+
+    def compile_hot_path(self) -> None:
+        """The refinement step with its backward, and the real stream (first order only)."""
+        self._refine = torch.compile(self._refine)
+        self.real_stream = torch.compile(self.real_stream)
 
     # ------------------------------------------------------------------ training
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
@@ -186,7 +207,6 @@ class EBT(LanguageModel):
         alpha_scale = e.alpha_random_scale if self.training else 1.0
         y = self.vocab_pad.pad(self._initial_candidates(batch, seq, inputs))
         proj = self.vocab_pad.columns(self.candidate_proj.weight)  # once per batch, shared by every step
-        flat_targets = targets.flatten()
         kvs: KeysValues | None = None
         losses, energies = [], []
         learning = self.training and torch.is_grad_enabled()
@@ -200,7 +220,7 @@ class EBT(LanguageModel):
             y, energy = self._descend(y, kvs, proj, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
             energies.append(energy.detach())
             if trained or not learning:
-                losses.append(F.cross_entropy(at_least_fp32(y.flatten(0, 1)), flat_targets, ignore_index=IGNORE_INDEX))
+                losses.append(cross_entropy(y, targets, IGNORE_INDEX))
         if self.training and e.replay_buffer_size:
             self._remember(y)
         mask = (targets != IGNORE_INDEX).float()

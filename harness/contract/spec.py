@@ -106,7 +106,7 @@ class RunSpec:
     seed: int = 0  # model init, EBT noise and data order; both runs of a pair share it
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast with fp32 master weights
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False  # torch.compile architectures that can be (EBT's double backward cannot)
+    compile: bool | None = None  # torch.compile the hot path; None: on where the device is CUDA
     checkpoint_every: int = 200  # optimizer steps between checkpoints
     log_every: int = 10  # optimizer steps between metrics rows
     tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id

@@ -137,7 +137,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # reports its last metrics row.
     last_row: dict = (run.metrics() or [{}])[-1] if step else {}
 
-    if spec.compile and spec.model.architecture.compiles:  # (EBT's double backward cannot be compiled)
+    if spec.model.architecture.compiles and (spec.compile if spec.compile is not None else device.type == "cuda"):
         model.compile_hot_path()
     amp = autocast(device, spec.precision)
     total = spec.total_steps
