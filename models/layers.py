@@ -77,10 +77,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 for bf16 stability, return in the input dtype.
+        # Normalise and scale in float32 for bf16 stability, return in the input dtype (the
+        # next matmul would cast a float32 result right back).
         x32 = at_least_fp32(x)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x32.type_as(x) * self.weight
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).type_as(x)
 
 
 class Rotary(nn.Module):

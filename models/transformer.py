@@ -32,12 +32,17 @@ class TransformerPP(LanguageModel):
         return self.vocab_pad.logits(self.norm(h), self.lm_head.weight)
 
     def compile_hot_path(self) -> None:
-        """The forward pass, which training, validation and evaluation all run."""
+        """The forward pass (validation and evaluation) and, for training, the forward with its
+        cross-entropy, so that Inductor fuses the upcast, log-softmax and loss over V."""
         self.logits = torch.compile(self.logits)
+        self._mean_nll = torch.compile(self._mean_nll)
+
+    def _mean_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(inputs)
+        return F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), targets.flatten(), ignore_index=IGNORE_INDEX)
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
-        logits = self.logits(inputs)
-        loss = F.cross_entropy(at_least_fp32(logits.flatten(0, 1)), targets.flatten(), ignore_index=IGNORE_INDEX)
+        loss = self._mean_nll(inputs, targets)
         return StepOutput(loss, {"ce": loss.detach(), "tokens": (targets != IGNORE_INDEX).sum()})
 
     def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
