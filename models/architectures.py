@@ -41,11 +41,13 @@ TRANSFORMER = Architecture(
     # reference code eager: 4.6-7.3%). docs/performance.md, "GPU-hours in plan".
     default_mfu=0.20)
 
-# torch.compile cannot compile the EBT step: aot_autograd has no double backward.
 EBT = Architecture(
     name="ebt", label="EBT", options=EBTOptions, build=_build_ebt,
     param_counts=flops.ebt_param_counts,
     step_flops={"paper": flops.ebt_paper_step_flops, "full": flops.ebt_step_flops},
+    # The refinement step is a first-order function (torch.func computes dE/dx inside it),
+    # so AOTAutograd derives its backward and torch.compile compiles both (models/ebt.py).
+    compiles=True,
     thinking=Thinking(trained_steps=lambda options: options.refine_steps,
                       langevin_sigma=lambda options: options.langevin_sigma),
     # The reference EBT code reached 3.0% (xxs) to 4.8% (small) MFU on one H100 (bf16, batch

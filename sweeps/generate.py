@@ -26,6 +26,7 @@ from typing import Any
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import RunSpec, spec_hash
+from ebt_scaling.harness.contract.throughput import Rate, Rates, ThroughputFile, default_mfu
 from ebt_scaling.harness.contract.typed_config import to_dict
 from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 
@@ -51,11 +52,12 @@ class PlannedRun:
     params: dict[str, int]  # {"total", "non_embedding"} of this architecture's model
     flops: dict[str, float]  # training FLOPs of the whole run, per convention
     flops_per_token: dict[str, float]
-    gpu_hours: float  # full-convention FLOPs at the sweep's assumed throughput
+    gpu_hours: float  # full-convention FLOPs / the achieved FLOP/s of `rate`
     budget: float | None = None  # the pair's FLOP budget (sweep's convention) when it has one
     target_params: float | None = None  # what the shape rule was asked for
     achieved_params: int | None = None  # the sweep's param_count of the reference architecture at this shape
     warnings: tuple[str, ...] = ()
+    rate: Rate | None = None  # the training rate gpu_hours assumes, and its source
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -71,7 +73,10 @@ class PlannedRun:
                 "params_total": self.params["total"], "params_non_embedding": self.params["non_embedding"],
                 "target_params": self.target_params, "achieved_params": self.achieved_params, "tokens": self.tokens, "steps": self.steps,
                 "batch": self.batch, "lr": self.lr, "flops": self.flops, "flops_per_token": self.flops_per_token,
-                "budget": self.budget, "gpu_hours": self.gpu_hours, "tags": dict(self.spec.tags)}
+                "budget": self.budget, "gpu_hours": self.gpu_hours,
+                "gpu_hours_source": self.rate.source if self.rate else None,
+                "achieved_flops_per_second": self.rate.flops_per_s if self.rate else None,
+                "tags": dict(self.spec.tags)}
 
 
 @dataclass
@@ -79,6 +84,16 @@ class Plan:
     sweep: SweepSpec
     runs: list[PlannedRun]
     warnings: list[str] = field(default_factory=list)
+    throughput_file: ThroughputFile | None = None  # the bench file consulted for GPU-hours
+
+    def rates_by_label(self) -> dict[str, list[Rate]]:
+        """Every architecture label's distinct rates, in plan order."""
+        out: dict[str, dict[int, Rate]] = {}
+        for r in self.runs:  # Rates hands out one object per rate: dedupe by identity (fast)
+            rates = out.setdefault(r.arch_label, {})
+            if r.rate is not None:
+                rates.setdefault(id(r.rate), r.rate)
+        return {label: list(dict.fromkeys(rates.values())) for label, rates in out.items()}
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,9 @@ def _fmt(value: float) -> str:
 
 
 class Planner:
-    def __init__(self, sweep: SweepSpec):
+    def __init__(self, sweep: SweepSpec, rates: Rates | None = None):
         self.sweep = sweep
+        self.rates = rates or Rates(None, peak_tflops=sweep.throughput.peak_tflops, mfu=sweep.throughput.mfu)
         self.base = base_spec(sweep)
         self.templates: list[ModelConfig] = []
         for i, entry in enumerate(sweep.architectures):
@@ -225,7 +241,16 @@ class Planner:
         hr = sweep.hparams
         tr = sweep.tokens
         ctx = self.context
-        per_sec = sweep.throughput.flops_per_second
+        rates = self.rates
+        explicit = sweep.throughput.mfu
+        if isinstance(explicit, float):
+            for entry in sweep.architectures:
+                if explicit > 2 * default_mfu(entry.arch):
+                    self.warnings.append(
+                        f"throughput.mfu {explicit:g} applies to {entry.label} too, whose documented default is "
+                        f"{default_mfu(entry.arch):g}: its GPU-hours are likely understated; remove throughput.mfu to "
+                        "use measured figures (`ebt-scaling bench --save`) or the defaults")
+                    break
         runs: list[PlannedRun] = []
         seen: dict[str, PlannedRun] = {}
         warned: set[str] = set()
@@ -299,17 +324,18 @@ class Planner:
                     fpt = self.fpt(cfg)
                     tokens = train.tokens
                     flops = {c: fpt[c] * tokens for c in CONVENTIONS}
+                    rate = rates.rate(entry.arch, shape.n_layers, shape.d_model, spec.precision)
                     run = PlannedRun(spec=spec, run_id=run_id, pair_id=pair_id, arch_label=entry.label,
                                      arch=entry.arch, size_name=shape.name, seed=seed, axis_value=point.axis_value,
                                      tokens=tokens, steps=tokens // tokens_per_step, batch=batch, lr=lr,
                                      params=self.params(cfg), flops=flops, flops_per_token=fpt,
-                                     gpu_hours=flops["full"] / per_sec / 3600.0,
+                                     gpu_hours=rate.hours(flops["full"]), rate=rate,
                                      budget=budget if (point.budget is not None or sweep.pairing == "flops") else None,
                                      target_params=solved.target, achieved_params=solved.achieved,
                                      warnings=(solved.warning,) if solved.warning else ())
                     seen[run_id] = run
                     runs.append(run)
-        return Plan(sweep, runs, self.warnings)
+        return Plan(sweep, runs, self.warnings, self.rates.file)
 
     # ----------------------------------------------------------------- ids
     def _model_json(self, arch_index: int, shape: Shape) -> str:
@@ -366,11 +392,15 @@ class Planner:
         return self._hash(parts)
 
 
-def make_plan(sweep: SweepSpec) -> Plan:
+def make_plan(sweep: SweepSpec, throughput: ThroughputFile | None = None, device: str | None = None) -> Plan:
     """Every run of the sweep plus the plan's warnings (shape misses, duplicate runs).
-    ConfigError 'SOURCE: key: message' when a value turns out impossible."""
+    GPU-hours use `throughput` (a bench file; harness/contract/throughput.py) where the sweep
+    sets no throughput.mfu, on the device whose name contains `device` (default: the newest
+    GPU's). ConfigError 'SOURCE: key: message' when a value turns out impossible."""
+    # outside the try: a --throughput-device error is not the sweep file's
+    rates = Rates(throughput, peak_tflops=sweep.throughput.peak_tflops, mfu=sweep.throughput.mfu, device=device)
     try:
-        return Planner(sweep).plan()
+        return Planner(sweep, rates).plan()
     except ConfigError as exc:
         raise ConfigError(f"{sweep.source or 'sweep'}: {exc}") from None
 

@@ -9,6 +9,7 @@ from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import load_spec, spec_to_yaml
+from ebt_scaling.harness.contract.throughput import describe, display_path
 from ebt_scaling.models.flops import CONVENTIONS
 
 from .generate import Plan
@@ -25,7 +26,6 @@ def short(label: str, width: int = 10) -> str:
 
 def header_lines(plan: Plan) -> list[str]:
     s = plan.sweep
-    tp = s.throughput
     pairs = len({r.pair_id for r in plan.runs})
     pairing = ("same size and tokens" if s.pairing == "tokens"
                else f"same size and training FLOPs ({s.flops.convention} convention)")
@@ -44,9 +44,21 @@ def header_lines(plan: Plan) -> list[str]:
         f"seeds {list(s.seeds)}, architectures {', '.join(a.label for a in s.architectures)}",
         f"pairing: {s.pairing} ({pairing}); N = {s.param_count} parameters of {s.reference_label}; budgets and "
         f"shared FLOPs in the {s.flops.convention} convention",
-        f"throughput: {tp.mfu:.0%} MFU of {tp.peak_tflops:g} TFLOP/s ({tp.device}) = {tp.flops_per_second / 1e12:.1f} "
-        f"TFLOP/s achieved per GPU; GPU-hours = full-convention FLOPs / that",
-    ] + shape_line
+        "GPU-hours = full-convention FLOPs / achieved FLOP/s of each architecture: "
+        + throughput_source(plan),
+    ] + [f"  {line}" for line in source_lines(plan)] + shape_line
+
+
+def throughput_source(plan: Plan) -> str:
+    """Where the rates come from, in words."""
+    if plan.throughput_file is not None:
+        return f"bench file {display_path(plan.throughput_file.path)}"
+    return "no bench file (`ebt-scaling bench --save` writes one)"
+
+
+def source_lines(plan: Plan) -> list[str]:
+    """One line per architecture label: the figure its GPU-hours use and where it comes from."""
+    return [describe(label, rates) for label, rates in plan.rates_by_label().items()]
 
 
 COLUMNS = ("run_id", "pair_id", "arch", "size", "seed", "axis_value", "L", "d", "H", "params", "non-emb",
@@ -68,9 +80,11 @@ def table_lines(plan: Plan) -> list[str]:
 
 def totals(plan: Plan) -> dict[str, Any]:
     by_arch: dict[str, dict[str, Any]] = {}
+    for label, rates in plan.rates_by_label().items():
+        by_arch[label] = {"runs": 0, "tokens": 0, "gpu_hours": 0.0, "flops": {c: 0.0 for c in CONVENTIONS},
+                          "gpu_hours_source": describe(label, rates)}
     for r in plan.runs:
-        t = by_arch.setdefault(r.arch_label, {"runs": 0, "tokens": 0, "gpu_hours": 0.0,
-                                              "flops": {c: 0.0 for c in CONVENTIONS}})
+        t = by_arch[r.arch_label]
         t["runs"] += 1
         t["tokens"] += r.tokens
         t["gpu_hours"] += r.gpu_hours
@@ -87,8 +101,10 @@ def totals_lines(plan: Plan) -> list[str]:
     t = totals(plan)
     lines = []
     for label, a in [*t["by_arch"].items(), ("total", t["all"])]:
+        source = a.get("gpu_hours_source", "").removeprefix(f"{label}: ")
         lines.append(f"{label:<12} {a['runs']:>6} runs  tokens {si(a['tokens']):>7}  FLOPs paper "
-                     f"{si(a['flops']['paper']):>7}  full {si(a['flops']['full']):>7}  GPU-hours {a['gpu_hours']:,.4g}")
+                     f"{si(a['flops']['paper']):>7}  full {si(a['flops']['full']):>7}  GPU-hours {a['gpu_hours']:,.4g}"
+                     + (f"  at {source}" if source else ""))
     return lines
 
 
@@ -102,8 +118,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     s = plan.sweep
     return {"sweep": dump_sweep(s), "source": s.source,
             "throughput": {"peak_tflops": s.throughput.peak_tflops, "mfu": s.throughput.mfu,
-                           "device": s.throughput.device, "achieved_flops_per_second": s.throughput.flops_per_second,
-                           "gpu_hours_convention": "full"},
+                           "device": s.throughput.device, "gpu_hours_convention": "full",
+                           "file": str(plan.throughput_file.path) if plan.throughput_file else None,
+                           "by_arch": {label: {"source": describe(label, rates), "rates": [r.to_json() for r in rates]}
+                                       for label, rates in plan.rates_by_label().items()}},
             "runs": [r.row() for r in plan.runs], "totals": totals(plan), "warnings": list(plan.warnings)}
 
 

@@ -31,7 +31,9 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     flops: {convention: full, reference: null}               # the convention budgets are stated in
     hparams: {lr: {rule: constant}, batch: {rule: constant}, warmup: {rule: fraction},
               beta2: {rule: constant}}
-    throughput: {peak_tflops: 989.0, mfu: 0.4, device: "H100 SXM (dense bf16 peak)"}
+    throughput: {peak_tflops: 989.0, mfu: null, device: "H100 SXM (dense bf16 peak)"}
+                                     # mfu null: measured (`ebt-scaling bench --save`) or per-
+                                     # architecture defaults; a number or {arch: mfu} overrides
 
 What the axis values mean:
 
@@ -275,20 +277,29 @@ class HparamRules:
 
 @dataclass(frozen=True)
 class Throughput:
-    """What a GPU-hour buys: peak_tflops x mfu of training FLOPs (``full`` convention: the
-    FLOPs the step really executes) per second."""
+    """What a GPU-hour buys: GPU-hours = training FLOPs (``full`` convention: the FLOPs the
+    step really executes) / achieved FLOP/s. ``mfu`` unset (the default): each architecture's
+    measured rate from the throughput file `ebt-scaling bench --save` writes, else its
+    documented default MFU x ``peak_tflops`` (harness/contract/throughput.py). ``mfu`` set:
+    ``peak_tflops`` x mfu for every architecture (a number), or for the ones a mapping names
+    (``{ebt: 0.05, transformer: 0.2}``; the others as if unset)."""
 
     peak_tflops: float = 989.0
-    mfu: float = 0.4
+    mfu: float | dict[str, float] | None = None
     device: str = "H100 SXM (dense bf16 peak)"
 
     def __post_init__(self) -> None:
         require(self.peak_tflops > 0, "peak_tflops", f"must be > 0, got {self.peak_tflops}")
-        require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
-
-    @property
-    def flops_per_second(self) -> float:
-        return self.peak_tflops * 1e12 * self.mfu
+        if isinstance(self.mfu, dict):
+            typed = {}
+            for arch, value in self.mfu.items():
+                ARCHITECTURES.get(arch, f"mfu.{arch}")
+                value = _number(value, f"mfu.{arch}")
+                require(0 < value <= 1, f"mfu.{arch}", f"must be in (0, 1], got {value:g}")
+                typed[arch] = value
+            object.__setattr__(self, "mfu", typed)
+        elif self.mfu is not None:
+            require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,14 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_throughput_file(tmp_path_factory, monkeypatch):
+    """`plan` and `status` read the user's bench throughput file by default
+    ($EBT_SCALING_THROUGHPUT, else ~/.cache/ebt-scaling/throughput.json): point every test at
+    a file that does not exist, so a developer's own measurements never change a result."""
+    monkeypatch.setenv("EBT_SCALING_THROUGHPUT", str(tmp_path_factory.getbasetemp() / "no-throughput.json"))
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     path = os.environ.get("EBT_SCALING_TEST_DATA") or str(tmp_path_factory.mktemp("data-cache"))

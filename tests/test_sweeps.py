@@ -331,7 +331,8 @@ def test_plan_prints_table_header_and_warnings(tmp_path, capsys):
                                                                                     "values": [1000]})
     assert main(["plan", _write(data, tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "40% MFU of 989 TFLOP/s" in out and "totals:" in out
+    assert "T++: 20% MFU of 989 TFLOP/s (documented default" in out and "totals:" in out
+    assert "EBT: 5% MFU of 989 TFLOP/s (documented default" in out
     assert "warning: size target 1000 params" in out
 
 

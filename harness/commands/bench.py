@@ -3,19 +3,24 @@
 Prints, per model, the median step time, tokens/s, peak memory, FLOPs of one training step
 counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
 docs/performance.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
-V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). The timing logic lives in
-harness/training/bench.py.
+V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). ``--save [FILE]`` merges the
+results into the throughput file `plan` and `status` read for GPU-hours (default: $EBT_SCALING_THROUGHPUT,
+else ~/.cache/ebt-scaling/throughput.json; harness/contract/throughput.py). The timing logic
+lives in harness/training/bench.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from ebt_scaling.harness.contract.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ebt_scaling.harness.commands.flops import add_model_arguments
+    from ebt_scaling.harness.contract.throughput import ENV_VAR, default_throughput_path, display_path
 
     add_model_arguments(parser, "a named size of the paper (explicit shape flags override it); default xxs when "
                                 "no shape flag is given")
@@ -38,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fewer threads than cores avoids oversubscription stalls")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and random tokens (default: 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
+                        help="merge the results into the throughput file `plan` and `status` use for GPU-hours "
+                             f"(default FILE: {display_path(default_throughput_path())}, set by ${ENV_VAR}); an "
+                             "entry of the same architecture, shape, precision and device is replaced")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         raise ConfigError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
     configs = build_configs(args)  # validates the shape; errors name the flag
+    save_path = None
+    if args.save is not None:
+        from ebt_scaling.harness.contract.throughput import default_throughput_path, load_throughput_file
+
+        save_path = Path(args.save) if args.save else default_throughput_path()
+        if save_path.is_dir():
+            raise ConfigError(f"--save: {save_path} is a directory; give a file path")
+        if save_path.exists():
+            load_throughput_file(save_path)  # a file that is not one fails before the timing, not after
     try:
         device = resolve_device(args.device)
     except (ConfigError, RuntimeError) as exc:
@@ -83,9 +101,14 @@ def run(args: argparse.Namespace) -> int:
         except torch.cuda.OutOfMemoryError:
             raise ConfigError(f"{config.architecture.label}: out of memory on {device} at batch {args.batch} x "
                               f"ctx {config.context}; lower --batch") from None
+    if save_path is not None:
+        bench.save_results(results, save_path)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         print(json.dumps({"settings": settings, "results": [r.as_dict() for r in results]}))
     else:
         print(bench.format_report(results))
+    if save_path is not None:
+        print(f"saved {len(results)} entries to {save_path} (`ebt-scaling plan` and `status` use them for GPU-hours)",
+              file=sys.stderr)
     return 0

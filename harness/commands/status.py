@@ -1,20 +1,28 @@
-"""`ebt-scaling status SWEEP_DIR [--json]`: one row per run (state, job, tokens done of
-total, last validation loss, ETA from recent tokens/s) and totals."""
+"""`ebt-scaling status SWEEP_DIR [--json] [--throughput FILE]`: one row per run (state, job,
+tokens done of total, last validation loss, ETA from recent tokens/s) and totals, with the
+GPU-hours left per architecture and the figure they assume (the `bench --save` throughput
+file, else each architecture's documented default MFU; harness/contract/throughput.py)."""
 from __future__ import annotations
 
 import json
 
 
 def add_arguments(parser) -> None:
+    from .plan import add_throughput_arguments
+
     parser.add_argument("sweep_dir", help="sweep directory (with runs/)")
     parser.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (ids or unique prefixes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: {runs: [...], totals: {...}}")
+    add_throughput_arguments(parser)
 
 
 def run(args) -> int:
+    from ebt_scaling.harness.contract.throughput import Rates, resolve_throughput_file
+
     from ..dispatch.sweep_status import format_table, sweep_status, totals
 
-    rows = sweep_status(args.sweep_dir, args.runs or None)  # a DispatchError reaches the CLI as one line
+    rates = Rates(resolve_throughput_file(args.throughput), device=args.throughput_device)
+    rows = sweep_status(args.sweep_dir, args.runs or None, rates=rates)  # a DispatchError reaches the CLI as one line
     total = totals(rows)
     if args.json:
         print(json.dumps({"runs": [r.to_json() for r in rows], "totals": total}))

@@ -48,8 +48,14 @@ class Architecture:
     # Inference-time refinement ("thinking"); None for a model that predicts in one pass
     # (evaluation gives it a flat reference curve).
     thinking: Thinking | None = None
+    # Model FLOP utilisation `plan` and `status` assume for GPU-hours when no measured figure
+    # of this architecture is at hand (harness/contract/throughput.py); state its provenance
+    # where it is set. None: GENERIC_DEFAULT_MFU there.
+    default_mfu: float | None = None
 
     def __post_init__(self) -> None:
+        if self.default_mfu is not None and not 0 < self.default_mfu <= 1:
+            raise ValueError(f"architecture {self.name!r}: default_mfu must be in (0, 1], got {self.default_mfu}")
         missing = [c for c in FLOP_CONVENTIONS if c not in self.step_flops]
         if missing:
             raise ValueError(f"architecture {self.name!r}: step_flops lacks the convention(s) {missing}; "

@@ -1,18 +1,23 @@
 """What every run of a sweep is doing: one row per run (state, job, tokens done of total,
-last validation loss, ETA from recent tokens/s), totals, and the table `status` prints.
+last validation loss, ETA from recent tokens/s, GPU-hours left), totals, and the table
+`status` prints. GPU-hours left = full-convention FLOPs of a run's remaining steps /
+its architecture's rate (harness/contract/throughput.py: the bench file, else the
+documented default MFU of 989 TFLOP/s); runs that finished need none.
 
 States are contract/run_state.py's, from the run directory and the job its lease names.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ebt_scaling.harness.contract.architecture import ARCHITECTURES
 from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import FINISHED, STATES, run_state
 from ebt_scaling.harness.contract.spec import RunSpec
+from ebt_scaling.harness.contract.throughput import Rate, Rates, describe
 
 from . import lease as leases
 from .discovery import SweepRun, discover
@@ -39,12 +44,14 @@ class RunStatus:
     val_loss: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
+    gpu_hours_left: float = 0.0  # full-convention FLOPs of the steps left / `rate`
     path: str = ""
     lease: dict | None = field(default=None, repr=False)
+    rate: Rate | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out.pop("lease")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lease", "rate")}
+        out["gpu_hours_source"] = self.rate.source if self.rate else None
         return out
 
 
@@ -77,9 +84,20 @@ def _label(tags: dict[str, str]) -> str:
     return " ".join(parts)
 
 
+def _gpu_hours_left(spec: RunSpec, state: str, step: int, rate: Rate) -> float:
+    if state in FINISHED:
+        return 0.0
+    m = spec.model
+    per_step = ARCHITECTURES.get(m.arch).step_flops["full"](m, spec.train.batch_size, m.context)
+    return rate.hours(per_step * max(0, spec.total_steps - step))
+
+
 def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
-                 runs: list[SweepRun] | None = None) -> list[RunStatus]:
+                 runs: list[SweepRun] | None = None, rates: Rates | None = None) -> list[RunStatus]:
+    """One row per run; `rates` turns the FLOPs left into GPU-hours (default: the
+    architectures' documented MFUs, no bench file)."""
     runs = discover(sweep_dir, only) if runs is None else runs
+    rates = rates or Rates(None)
     lease_list = [leases.read_lease(r.path) for r in runs]
     jobs = probe(lease_list)
     rows = []
@@ -95,6 +113,8 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
         if state == "running" and progress["tokens_per_s"]:
             eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
         owner = lease or leases.last_job(r.path) or {}
+        m = r.spec.model
+        rate = rates.rate(m.arch, m.n_layers, m.d_model, r.spec.precision)
         rows.append(RunStatus(
             run_id=r.run_id, state=state, arch=r.spec.tags.get("arch_label", r.spec.model.arch),
             label=_label(r.spec.tags), detail=detail,
@@ -102,7 +122,8 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
             job_alive=bool(job and job.alive),
             step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
             tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
-            eta_s=eta, path=str(r.path), lease=lease))
+            eta_s=eta, gpu_hours_left=_gpu_hours_left(r.spec, state, progress["step"], rate), path=str(r.path),
+            lease=lease, rate=rate))
     return rows
 
 
@@ -112,9 +133,19 @@ def totals(rows: list[RunStatus]) -> dict:
     all_tokens = sum(r.tokens_total for r in rows)
     rate = sum(r.tokens_per_s or 0 for r in rows if r.state == "running")
     remaining = all_tokens - done_tokens
+    by_arch: dict[str, dict] = {}
+    for r in rows:
+        a = by_arch.setdefault(r.arch, {"gpu_hours_left": 0.0, "rates": []})
+        a["gpu_hours_left"] += r.gpu_hours_left
+        if r.rate is not None and r.rate not in a["rates"]:
+            a["rates"].append(r.rate)
     return {"runs": len(rows), **counts, "tokens_done": done_tokens, "tokens_total": all_tokens,
             "tokens_per_s": rate or None,
-            "eta_s": remaining / rate if rate and counts["pending"] + counts["preempted"] == 0 else None}
+            "eta_s": remaining / rate if rate and counts["pending"] + counts["preempted"] == 0 else None,
+            "gpu_hours_left": sum(a["gpu_hours_left"] for a in by_arch.values()),
+            "gpu_hours_left_by_arch": {label: {"gpu_hours_left": a["gpu_hours_left"],
+                                               "source": describe(label, a["rates"])}
+                                       for label, a in by_arch.items()}}
 
 
 def _duration(seconds: float | None) -> str:
@@ -143,4 +174,6 @@ def format_table(rows: list[RunStatus], total: dict) -> str:
                  f"{si(total['tokens_total'])} ({pct:.1f}%)"
                  + (f"; {si(total['tokens_per_s'])} tokens/s" if total["tokens_per_s"] else "")
                  + (f"; eta {_duration(total['eta_s'])}" if total["eta_s"] is not None else ""))
+    for label, a in total["gpu_hours_left_by_arch"].items():
+        lines.append(f"GPU-hours left {label}: {a['gpu_hours_left']:,.4g} at {a['source'].removeprefix(label + ': ')}")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ timed step; bf16 means autocast with the fp32 master weights kept.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import resource
 import statistics
 import sys
@@ -69,6 +70,11 @@ class BenchResult:
     params_total: int
     params_non_embedding: int
     matmul_precision: str = "highest"  # torch.get_float32_matmul_precision() during the run
+    n_layers: int = 0
+    d_model: int = 0
+    n_heads: int = 0
+    torch_version: str = ""
+    date: str = ""  # ISO 8601 (UTC) when the timing ended
     options: dict = field(default_factory=dict)  # the architecture's options (model.options)
     notes: list[str] = field(default_factory=list)
 
@@ -204,11 +210,41 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
         mfu=None if peak is None else achieved / peak,
         params_total=counts["total"], params_non_embedding=counts["non_embedding"],
         matmul_precision=torch.get_float32_matmul_precision(),
+        n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads, torch_version=torch.__version__,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         options=dataclasses.asdict(config.options), notes=notes)
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+# ------------------------------------------------------------------ the throughput file
+def throughput_entry(r: BenchResult) -> dict:
+    """One entry of the throughput file (harness/contract/throughput.py) from a result. Its
+    size is the ladder name when the shape is a named size's, else L<layers>-d<d_model>."""
+    from ebt_scaling.models.sizes import PAPER_SIZES
+
+    size = f"L{r.n_layers}-d{r.d_model}"
+    for name, s in PAPER_SIZES.items():
+        if (s.n_layers, s.d_model, s.n_heads) == (r.n_layers, r.d_model, r.n_heads):
+            size = name
+    return {"arch": r.arch, "label": r.model, "size": size,
+            "shape": {"n_layers": r.n_layers, "d_model": r.d_model, "n_heads": r.n_heads, "vocab": r.vocab,
+                      "ctx": r.ctx, "batch": r.batch},
+            "precision": r.precision, "matmul_precision": r.matmul_precision, "compiled": r.compiled,
+            "device": r.device_name, "device_type": r.device.split(":")[0], "torch_version": r.torch_version,
+            "date": r.date, "step_ms": r.step_ms, "tokens_per_s": r.tokens_per_s, "flops_per_step": r.flops_per_step,
+            "achieved_flops_per_s": r.achieved_flops_per_s, "mfu": r.mfu, "peak_flops_per_s": r.peak_flops_per_s,
+            "params_non_embedding": r.params_non_embedding, "options": dict(r.options)}
+
+
+def save_results(results: list[BenchResult], path) -> None:
+    """Merge the results into the throughput file at `path`, atomically (same architecture,
+    shape, precision and device: replaced). ConfigError naming the file when it is not one."""
+    from ebt_scaling.harness.contract.throughput import save_entries
+
+    save_entries(path, [throughput_entry(r) for r in results])
 
 
 # ------------------------------------------------------------------ presentation
