@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
     "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
     "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
+    "selftest": ("selftest", "device acceptance in one table: train eager/compiled, exact resume, data parallel, bench"),
     "slurm-local": ("slurm_local", "start/stop/status a real single-node SLURM cluster on this machine (CI)"),
 }
 

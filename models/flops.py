@@ -277,8 +277,8 @@ def _global_flop_counter():
     """FlopCounterMode(display=False) without its per-module breakdown.
 
     The ModuleTracker it installs hooks every module input that requires grad; when such
-    a tensor is a leaf -- EBT's candidate probabilities p, the input of candidate_proj --
-    torch.autograd.grad(E, p) fails with "A leaf node was passed to
+    a tensor is a leaf -- the EBT's embedded candidate x, the input of its inner gradient
+    dE/dx -- the gradient call fails with "A leaf node was passed to
     _will_engine_execute_node" (pytorch/pytorch#131753, open). Only the global total is
     needed here, so the tracker is replaced by one that tracks nothing; the counting
     itself (FlopCounterMode's formula registry and dispatch mode) is unchanged.

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--iters", type=int, default=15, help="timed steps; the median is reported (default: 15)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the training step (falls back to eager, with a note, where it fails)")
+                        help="torch.compile what training compiles (each architecture's hot path)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: cuda if "
                                                          "available, else cpu)")
     parser.add_argument("--peak-tflops", type=float, default=None,

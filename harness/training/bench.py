@@ -152,30 +152,26 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
         raise
     optimizer.zero_grad(set_to_none=True)
 
-    step_fn = model.step
-    compiled = False
-    if compile:
-        step_fn = torch.compile(model.step)
-        compiled = True
+    # --compile compiles what training compiles (the architecture's compile_hot_path), so the
+    # figure is the one a run gets.
+    compiled = compile and config.architecture.compiles
+    if compile and not compiled:
+        notes.append(f"{config.architecture.label} does not compile (its registry entry): ran eager")
+    if compiled:
+        model.compile_hot_path()
 
     def train_step():
-        nonlocal step_fn, compiled
         with amp():
-            try:
-                out = step_fn(inputs, targets)
-                loss = out.loss
-                loss.backward()
-            except Exception as exc:  # noqa: BLE001 - compile failures come in many types
-                if not compiled:
-                    raise
-                notes.append(f"torch.compile failed, ran eager: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-                optimizer.zero_grad(set_to_none=True)
-                step_fn, compiled = model.step, False
-                out = step_fn(inputs, targets)
-                out.loss.backward()
+            model.step(inputs, targets).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    if compiled:  # compile now, so that a failure is one clear line
+        try:
+            train_step()
+        except Exception as exc:  # noqa: BLE001 - compile failures come in many types
+            raise BenchError(f"torch.compile failed for {config.architecture.label}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}; rerun without --compile") from None
     for _ in range(warmup):
         train_step()
     if compile and warmup == 0:
