@@ -96,6 +96,7 @@ def test_status_rows_table_and_exit_code():
     (["--threads", "0"], "--threads: must be >= 1"),
     (["--device", "cuda:0"], "--device:"),
     (["--device", "tpu"], "--device:"),
+    (["--device", "cpu", "--checks", "train", "speed"], "--checks: unknown group(s) speed"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, capsys, monkeypatch):
     import torch

@@ -16,7 +16,6 @@ import sys
 
 from ebt_scaling.harness.contract.errors import ConfigError
 
-GROUPS = ("train", "resume", "data-parallel", "bench")  # harness/training/selftest.py GROUPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "suite's setting)")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                         help="bf16 autocast with fp32 weights, or fp32 (default: bf16)")
-    parser.add_argument("--checks", nargs="+", choices=GROUPS, default=list(GROUPS),
-                        help="check groups to run (default: all)")
+    parser.add_argument("--checks", nargs="+", default=None, metavar="GROUP",
+                        help="check groups to run: train, resume, data-parallel, bench (default: all)")
     parser.add_argument("--bench-size", nargs="+", choices=list(PAPER_SIZES), default=None,
                         help="named sizes to bench at the anchors' batch 32 x 256 and V = 50,277 (default: xxs on "
                              "CUDA; a small stand-in shape on the CPU or with --quick)")
@@ -57,11 +56,14 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except (ConfigError, RuntimeError) as exc:
         raise ConfigError(f"--device: {str(exc).removeprefix('device: ')}") from None
+    unknown = sorted(set(args.checks or ()) - set(selftest.GROUPS))
+    if unknown:
+        raise ConfigError(f"--checks: unknown group(s) {', '.join(unknown)}; choose from {', '.join(selftest.GROUPS)}")
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
     if threads is not None:
         torch.set_num_threads(threads)
     settings = selftest.default_settings(device, quick=args.quick, precision=args.precision,
-                                         groups=tuple(g for g in GROUPS if g in args.checks),
+                                         groups=tuple(g for g in selftest.GROUPS if g in (args.checks or selftest.GROUPS)),
                                          bench_sizes=tuple(args.bench_size) if args.bench_size else None,
                                          seed=args.seed)
 
