@@ -60,3 +60,21 @@ def test_compiled_training_step_equals_eager(arch):
         assert compiled_grads[names.index("alpha")].abs() > 0
     torch.manual_seed(5)
     torch.testing.assert_close(model.eval().token_nll(inputs, targets), eager_nll, rtol=1e-12, atol=1e-13)
+
+
+def test_a_compiled_run_resumes_exactly_and_tracks_the_eager_run(tiny_spec, tmp_path):
+    """The trainer's path with `compile: true`: training, validation (EBT thinking under
+    no_grad), checkpoints and an exact resume, all through the compiled hot path."""
+    from ebt_scaling.harness.training.trainer import train_run
+
+    def stop_after(steps):  # asked once per optimizer step
+        asked = iter(range(1, 10**9))
+        return lambda: next(asked) >= steps
+
+    spec = tiny_spec("ebt", compile=True, train={"tokens": 32 * 8 * 12})
+    eager = train_run(tiny_spec("ebt", compile=False, train={"tokens": 32 * 8 * 12}), tmp_path / "eager", quiet=True)
+    whole = train_run(spec, tmp_path / "whole", quiet=True)
+    train_run(spec, tmp_path / "resumed", quiet=True, stop_requested=stop_after(5))
+    resumed = train_run(spec, tmp_path / "resumed", quiet=True)
+    assert resumed["val_loss"] == whole["val_loss"] and resumed["step"] == whole["step"]
+    assert abs(whole["val_loss"] - eager["val_loss"]) < 1e-3 * eager["val_loss"]
