@@ -108,12 +108,18 @@ class EBT(LanguageModel):
         """Candidates live in float32 (float64 when the model is float64), never in bf16."""
         return torch.promote_types(self.candidate_proj.weight.dtype, torch.float32)
 
-    def real_stream(self, token_emb: torch.Tensor, step: int) -> KeysValues:
-        """Per-layer keys/values of the real tokens (plus the step token for time_embed)."""
+    def _landscape(self, step: int) -> int:
+        """Which energy landscape refinement step `step` descends: its step token for
+        time_embed (steps beyond the trained ones reuse the last), the one landscape for
+        default. Also what the compiled real stream specialises on, so it stays a few graphs."""
+        return min(step, self.config.options.refine_steps - 1) if self.step_emb is not None else 0
+
+    def real_stream(self, token_emb: torch.Tensor, landscape: int) -> KeysValues:
+        """Per-layer keys/values of the real tokens (plus, for time_embed, the step token of
+        `landscape`, see _landscape)."""
         h = token_emb
         if self.step_emb is not None:
-            idx = min(step, self.step_emb.num_embeddings - 1)  # extra steps reuse the last landscape
-            h = torch.cat((self.step_emb.weight[idx].expand(h.shape[0], 1, -1).to(h.dtype), h), dim=1)
+            h = torch.cat((self.step_emb.weight[landscape].expand(h.shape[0], 1, -1).to(h.dtype), h), dim=1)
         kvs: KeysValues = []
         for block in self.blocks[:-1]:
             h, kv = block(h)
@@ -216,7 +222,7 @@ class EBT(LanguageModel):
                 # default variant: one real stream serves every step, so it keeps its graph
                 # whenever any step is trained; time_embed: only a trained step needs it.
                 with torch.set_grad_enabled(trained if self.step_emb is not None else learning):
-                    kvs = self.real_stream(token_emb, k)
+                    kvs = self.real_stream(token_emb, self._landscape(k))
             y, energy = self._descend(y, kvs, proj, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
             energies.append(energy.detach())
             if trained or not learning:
@@ -251,7 +257,7 @@ class EBT(LanguageModel):
                                                dtype=self._candidate_dtype))
             nll, energy = [], []
             for k in range(steps):
-                key = min(k, self.config.options.refine_steps - 1) if self.step_emb is not None else 0
+                key = self._landscape(k)
                 if key not in kvs_by_step:
                     with torch.no_grad():
                         kvs_by_step[key] = self.real_stream(token_emb, key)
