@@ -113,14 +113,18 @@ def test_paired_sweep_runs_as_one_job_array_and_resubmission_skips_it(slurm, tin
 
 
 def test_preempted_tasks_are_requeued_and_resume_exactly(slurm, tiny_spec, tmp_path):
-    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 400}, checkpoint_every=20, log_every=5,
+    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 1500}, checkpoint_every=20, log_every=5,
                      eval={"points": 4})
     graceful = make_sweep(tmp_path / "usr2", [spec])[spec.run_id]  # USR2: stop at a step boundary, requeue
     killed = make_sweep(tmp_path / "requeue", [spec])[spec.run_id]  # scontrol requeue: killed, restarted
     assert submit(tmp_path / "usr2")[0] == 0 and submit(tmp_path / "requeue")[0] == 0
-    for path in (graceful, killed):
-        wait_until(lambda p=path: (rows := RunDir(p).metrics()) and rows[-1]["step"] >= 25, 90, "training to start")
+
+    def both_training():  # both at once: one job can start seconds after the other on a busy machine
+        return all((rows := RunDir(p).metrics()) and rows[-1]["step"] >= 25 for p in (graceful, killed))
+
+    wait_until(both_training, 90, "training to start")
     lease_a, lease_b = leases.read_lease(graceful), leases.read_lease(killed)
+    assert lease_a and lease_b, "a run finished before it could be preempted: lengthen it"
     for signal_name in ("SIGTERM", preempt_signal().name):  # what SLURM sends a job it preempts
         subprocess.run(["scancel", "--signal", signal_name, lease_a["job_id"]], check=True, timeout=30)
     subprocess.run(["scontrol", "requeue", lease_b["job_id"]], check=True, timeout=30)
