@@ -2,13 +2,16 @@
 
 ``F.cross_entropy`` keeps its float32 log-softmax (N x V) alive until the backward: for
 8,192 tokens and V = 50,304 that is 1.65 GB per call, and the EBT calls it once per
-refinement step. ``cross_entropy`` keeps only the logits it was given (which the caller
-holds anyway: the EBT's next candidate, Transformer++'s head output) and works through
-the rows in chunks of about CHUNK_ELEMENTS, so its temporaries stay that small:
+refinement step. ``cross_entropy`` keeps only the logits it was given (the EBT's next
+candidate, which the next step reads anyway) and works through the rows in chunks of
+about CHUNK_ELEMENTS, so its temporaries stay that small:
 
 * forward: float32 log-softmax of a chunk, pick the targets' entries, drop the chunk;
 * backward: softmax of a chunk minus the one-hot targets, scaled by the incoming gradient
   over the number of scored tokens, cast to the logits' dtype.
+
+It costs one pass over the logits more than F.cross_entropy (the backward recomputes the
+softmax), so Transformer++, whose memory is not the constraint, keeps F.cross_entropy.
 
 Same value and gradient as ``F.cross_entropy(logits.float(), targets, ignore_index=...)``
 (tests/test_cross_entropy.py checks both, and gradcheck).
