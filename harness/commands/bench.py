@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "torch's, 'highest')")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--iters", type=int, default=15, help="timed steps; the median is reported (default: 15)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile what training compiles (each architecture's hot path)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile what training compiles (each architecture's hot path); default: on "
+                             "CUDA, as training does, so that --save records what runs will reach")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: cuda if "
                                                          "available, else cpu)")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -89,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
         size_label = f"{c.n_layers}L, {c.d_model}" + (f" ({args.size}-based)" if args.size else "")
     elif args.size:
         size_label = f"{args.size} ({c.n_layers}L, {c.d_model})"
+    compile = args.compile if args.compile is not None else device.type == "cuda"
     results = []
     for config in configs.values():
         try:
             results.append(bench.bench_model(
                 config, batch=args.batch, ctx=config.context, device=device, precision=args.precision,
-                warmup=args.warmup, iters=args.iters, compile=args.compile, peak_tflops=args.peak_tflops,
+                warmup=args.warmup, iters=args.iters, compile=compile, peak_tflops=args.peak_tflops,
                 size_label=size_label, seed=args.seed))
         except bench.BenchError as exc:
             raise ConfigError(str(exc)) from None
