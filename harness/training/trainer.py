@@ -138,6 +138,9 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     last_row: dict = (run.metrics() or [{}])[-1] if step else {}
 
     if spec.model.architecture.compiles and (spec.compile if spec.compile is not None else device.type == "cuda"):
+        # A compiler failure on some device must cost speed, not the run: dynamo then runs
+        # that graph eagerly (and logs why). Results do not depend on compilation.
+        torch._dynamo.config.suppress_errors = True
         model.compile_hot_path()
     amp = autocast(device, spec.precision)
     total = spec.total_steps
