@@ -110,9 +110,9 @@ def _fmt(value: float) -> str:
 
 
 class Planner:
-    def __init__(self, sweep: SweepSpec, rates: Rates | None = None):
+    def __init__(self, sweep: SweepSpec, rates: Rates):
         self.sweep = sweep
-        self.rates = rates or Rates(None, peak_tflops=sweep.throughput.peak_tflops, mfu=sweep.throughput.mfu)
+        self.rates = rates
         self.base = base_spec(sweep)
         self.templates: list[ModelConfig] = []
         for i, entry in enumerate(sweep.architectures):

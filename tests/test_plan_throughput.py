@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_sweep
 
 from ebt_scaling.harness.cli import main

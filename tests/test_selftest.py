@@ -81,8 +81,7 @@ def test_status_rows_table_and_exit_code():
     def skipped():
         return selftest.SKIP, "nothing to compare", {}
 
-    rows = selftest.run_checks([selftest.Check("a", "train", ok), selftest.Check("b", "train", wrong),
-                                selftest.Check("c", "train", skipped)])
+    rows = selftest.run_checks([selftest.Check("a", ok), selftest.Check("b", wrong), selftest.Check("c", skipped)])
     assert [r.status for r in rows] == ["PASS", "FAIL", "SKIP"]
     report = selftest.Report("cpu", "test CPU", "x", {"precision": "bf16", "quick": True}, rows, 1.0, 300.0)
     assert report.exit_code() == 1

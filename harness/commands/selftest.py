@@ -14,8 +14,7 @@ import json
 import os
 import sys
 
-from ebt_scaling.harness.contract.errors import ConfigError
-
+from ebt_scaling.harness.contract.errors import ConfigError, require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("selftest runs in one process (its data-parallel check makes its own group of one); "
                           "run it without torchrun / srun tasks")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    require(args.threads is None or args.threads >= 1, "--threads", f"must be >= 1, got {args.threads}")
 
     import torch
 
@@ -57,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, RuntimeError) as exc:
         raise ConfigError(f"--device: {str(exc).removeprefix('device: ')}") from None
     unknown = sorted(set(args.checks or ()) - set(selftest.GROUPS))
-    if unknown:
-        raise ConfigError(f"--checks: unknown group(s) {', '.join(unknown)}; choose from {', '.join(selftest.GROUPS)}")
+    require(not unknown, "--checks", f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(selftest.GROUPS)}")
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
     if threads is not None:
         torch.set_num_threads(threads)

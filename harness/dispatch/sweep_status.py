@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ebt_scaling.harness.contract.architecture import ARCHITECTURES
 from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import FINISHED, STATES, run_state
 from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.contract.throughput import Rate, Rates, describe
+from ebt_scaling.models.flops import training_step_flops
 
 from . import lease as leases
 from .discovery import SweepRun, discover
@@ -87,8 +87,7 @@ def _label(tags: dict[str, str]) -> str:
 def _gpu_hours_left(spec: RunSpec, state: str, step: int, rate: Rate) -> float:
     if state in FINISHED:
         return 0.0
-    m = spec.model
-    per_step = ARCHITECTURES.get(m.arch).step_flops["full"](m, spec.train.batch_size, m.context)
+    per_step = training_step_flops(spec.model, spec.train.batch_size, convention="full")
     return rate.hours(per_step * max(0, spec.total_steps - step))
 
 

@@ -171,11 +171,9 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
             train_step()
         except Exception as exc:  # noqa: BLE001 - compile failures come in many types
             raise BenchError(f"torch.compile failed for {config.architecture.label}: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]}; rerun without --compile") from None
+                             f"{str(exc).splitlines()[0][:200]}; rerun with --no-compile") from None
     for _ in range(warmup):
         train_step()
-    if compile and warmup == 0:
-        notes.append("--compile with --warmup 0: compilation time is inside the first timed step")
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # the steady state, after warm-up
@@ -209,7 +207,7 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
         n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads, torch_version=torch.__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         options=dataclasses.asdict(config.options), notes=notes)
-    del model, optimizer
+    model = optimizer = None  # drop them (train_step's references too) before emptying the cache
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +223,6 @@ CheckFn = Callable[[], "tuple[str, str, dict]"]
 @dataclass
 class Check:
     name: str
-    group: str
     fn: CheckFn
 
 
@@ -264,28 +264,23 @@ def build_checks(settings: Settings) -> list[Check]:
     if "train" in settings.groups:
         eager: dict[str, list[float]] = {}
         for a in archs:
-            checks.append(Check(f"train eager: {a.name}", "train", _bind(check_train_eager, a, settings, eager)))
-            checks.append(Check(f"train compiled: {a.name}", "train",
-                                _bind(check_train_compiled, a, settings, eager)))
+            checks.append(Check(f"train eager: {a.name}", partial(check_train_eager, a, settings, eager)))
+            checks.append(Check(f"train compiled: {a.name}", partial(check_train_compiled, a, settings, eager)))
     if "resume" in settings.groups:
         for a in archs:
-            checks.append(Check(f"resume: {a.name}", "resume", _bind(check_resume, a, settings)))
+            checks.append(Check(f"resume: {a.name}", partial(check_resume, a, settings)))
     if "data-parallel" in settings.groups:
         for a in archs:
-            checks.append(Check(f"data parallel: {a.name}", "data-parallel", _bind(check_data_parallel, a, settings)))
+            checks.append(Check(f"data parallel: {a.name}", partial(check_data_parallel, a, settings)))
     if "bench" in settings.groups:
         for b in settings.bench:
             for a in archs:
                 for compiled in (False, True) if settings.bench_compiled else (False,):
                     mode = "compiled" if compiled else "eager"
                     where = b.size or "stand-in"
-                    checks.append(Check(f"bench {mode}: {a.name} {where}", "bench",
-                                        _bind(check_bench, a, settings, b, compiled)))
+                    checks.append(Check(f"bench {mode}: {a.name} {where}",
+                                        partial(check_bench, a, settings, b, compiled)))
     return checks
-
-
-def _bind(fn, *args) -> CheckFn:
-    return lambda: fn(*args)
 
 
 # ------------------------------------------------------------------ helpers
