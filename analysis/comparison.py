@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .approaches import Envelope
+from .approach1 import Envelope
 from .bootstrap import percentile_interval
 from .caveats import Caveats
 from .fits import Crossover, find_crossover, flop_multiplier, scaling_rate_advantage

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ebt_scaling.harness.contract.formatting import pct
 
-from .approaches import Isoflop
+from .approach2 import Isoflop
 from .comparison import Efficiency, SlopeComparison
 from .laws.power import POWER_LAW
 from .numbers import fmt_interval, fmt_num

@@ -36,11 +36,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.run_dir import RunDir, read_json
 from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.contract.spec import spec_from_dict
-from ebt_scaling.harness.contract.errors import ConfigError
-from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
 
 try:  # libyaml: ~10x faster spec parsing for large sweeps

@@ -7,7 +7,7 @@ Input: the runs of a sweep directory (load.load_runs). In order:
    seed -- so the fits of all labels, their differences, the crossovers and the
    multipliers are all computed on the same resampled sweeps;
 2. every registered law for every label (laws/registry.py); their slow jobs start first;
-3. Approaches 1 and 2 (approaches.py), here while the workers refit;
+3. Approaches 1 and 2 (approach1.py, approach2.py), here while the workers refit;
 4. each candidate label against the reference (comparison.py).
 
 The result is an Analysis (result.py), whose ``result`` is fits.json. The slow jobs run in
@@ -22,8 +22,9 @@ import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+from .approach1 import envelopes
+from .approach2 import isoflops
 from .approach3 import blas_threads
-from .approaches import envelopes, isoflops
 from .caveats import Caveats
 from .comparison import compare, flops_per_token_ratios
 from .config import AnalysisConfig

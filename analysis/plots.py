@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .approaches import Envelope, Isoflop  # noqa: E402
+from .approach1 import Envelope
+from .approach2 import Isoflop  # noqa: E402
 from .axes import AXIS_UNITS  # noqa: E402
 from .comparison import Efficiency  # noqa: E402
 from .laws.power import POWER_LAW  # noqa: E402

@@ -32,7 +32,6 @@ from .paper import PAPER_ADVANTAGE, PAPER_HEADLINES
 from .plots import all_plots
 from .result import Analysis
 
-
 # ---------------------------------------------------------------------------- blocks
 
 class Doc:

@@ -11,7 +11,8 @@ from functools import cached_property
 
 import pandas as pd
 
-from .approaches import Envelope, Isoflop
+from .approach1 import Envelope
+from .approach2 import Isoflop
 from .caveats import Caveats
 from .comparison import Comparison
 from .config import AnalysisConfig

@@ -25,12 +25,11 @@ from typing import Any
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
-from ebt_scaling.harness.contract.spec import RunSpec, spec_hash
+from ebt_scaling.harness.contract.spec import RunSpec, identity_dict, spec_hash
 from ebt_scaling.harness.contract.throughput import Rate, Rates, ThroughputFile, default_mfu
-from ebt_scaling.harness.contract.typed_config import to_dict
 from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 
-from . import rules
+from . import cooldown, rules, tuning
 from .shapes import Shape, ShapeSolver, SolvedShape, shape_name
 from .sweep_spec import FIXED_SIZE_AXES, ExplicitSize, SweepSpec, arch_options, axis_values, base_spec, parse_size
 
@@ -125,7 +124,7 @@ class Planner:
         self._params: dict[ModelConfig, dict[str, int]] = {}
         self._configs: dict[tuple[int, Shape], ModelConfig] = {}
         # Canonical JSON of the spec parts a sweep never changes, for fast run / pair ids.
-        rest = to_dict(replace(self.base, tags={}))
+        rest = identity_dict(replace(self.base, tags={}))
         for key in ("model", "train", "seed", "tags"):
             rest.pop(key)
         rest["data"].pop("cache_dir", None)  # as spec_hash: the cache location does not change a run
@@ -300,9 +299,9 @@ class Planner:
                 except ConfigError as exc:
                     raise ConfigError(f"hparams: gives an invalid train.{exc} at size {shape.name}; adjust the rule")
             shared_budget = budget if sweep.pairing == "flops" else None
-            train_jsons = [json.dumps(to_dict(t), sort_keys=True) for t in trains]
+            train_jsons = [json.dumps(identity_dict(t), sort_keys=True) for t in trains]
             shared_train = self._train_json(trains[ref], shared_budget is not None)
-            for seed in sweep.seeds:
+            for seed in self.seeds_at(point.axis_value):
                 pair_id = self._pair_id(shape, shared_train, seed, shared_budget)
                 for i, entry in enumerate(sweep.architectures):
                     cfg = self.config(i, shape)
@@ -335,27 +334,36 @@ class Planner:
                                      warnings=(solved.warning,) if solved.warning else ())
                     seen[run_id] = run
                     runs.append(run)
+        runs = tuning.expand_trials(self, runs)
+        runs = cooldown.add_branches(self, runs)
         return Plan(sweep, runs, self.warnings, self.rates.file)
+
+    def seeds_at(self, axis_value: str) -> tuple[int, ...]:
+        """The sweep's seeds, plus ``repeat.seeds`` at the axis values ``repeat.at`` names."""
+        repeat = self.sweep.repeat
+        if repeat is None or axis_value not in repeat.at:
+            return self.sweep.seeds
+        return self.sweep.seeds + tuple(s for s in repeat.seeds if s not in self.sweep.seeds)
 
     # ----------------------------------------------------------------- ids
     def _model_json(self, arch_index: int, shape: Shape) -> str:
         key = ("model", arch_index, shape)
         hit = self._json.get(key)
         if hit is None:
-            hit = self._json[key] = json.dumps(to_dict(self.config(arch_index, shape)), sort_keys=True)
+            hit = self._json[key] = json.dumps(identity_dict(self.config(arch_index, shape)), sort_keys=True)
         return hit
 
     def _shared_model_json(self, shape: Shape) -> str:
         key = ("shared-model", shape)
         hit = self._json.get(key)
         if hit is None:
-            model = {k: v for k, v in to_dict(self.config(self.ref, shape)).items() if k not in ("arch", "options")}
+            model = {k: v for k, v in identity_dict(self.config(self.ref, shape)).items() if k not in ("arch", "options")}
             hit = self._json[key] = json.dumps(model, sort_keys=True)
         return hit
 
     @staticmethod
     def _train_json(train, shared_budget: bool) -> str:
-        tr = to_dict(train)
+        tr = identity_dict(train)
         if shared_budget:
             tr.pop("tokens")
             tr.pop("warmup_fraction")

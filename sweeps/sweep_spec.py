@@ -302,6 +302,89 @@ class Throughput:
             require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
 
 
+TUNE_KNOBS = ("lr", "alpha_init", "alpha_lr_multiplier", "batch", "warmup")
+OPTION_KNOBS = ("alpha_init", "alpha_lr_multiplier")   # model options: only architectures that have them
+
+
+@dataclass(frozen=True)
+class TuneExtra:
+    """One trial added to one cell (written by `ebt-scaling plan --extend`): the cell is
+    (label, axis_value, size) and ``factors`` gives every knob of the label's grid."""
+
+    label: str
+    axis_value: str
+    size: str
+    factors: dict[str, float] = field(default_factory=dict)
+    full_tokens: bool = False   # a winner of reduced-token trials, trained at the planned tokens
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """Hyperparameter tuning as part of the sweep (sweeps/tuning.py): every (architecture,
+    axis value, size, seed) cell of ``at`` trains once per combination of the knobs' factors.
+    A factor multiplies the value the rules give (the LR rule's LR, the option's value,
+    the batch rule's batch, the warmup fraction); knobs an architecture lacks do not apply
+    to it. With ``equal_trials`` every architecture gets the same number of trials per
+    cell: one whose knobs combine to fewer gets its LR grid extended at the grid's own
+    ratio, alternately above and below. ``token_fraction`` < 1 trains the trials on that
+    share of the planned tokens (the planned run at factor 1 is kept: the untuned answer);
+    ``plan --extend`` then adds the winners at full tokens (``extra``)."""
+
+    lr: tuple[float, ...] = ()
+    alpha_init: tuple[float, ...] = ()
+    alpha_lr_multiplier: tuple[float, ...] = ()
+    batch: tuple[float, ...] = ()
+    warmup: tuple[float, ...] = ()
+    at: tuple[str, ...] = ()             # axis values (plan's axis_value) to tune at; empty: every value
+    token_fraction: float = 1.0
+    equal_trials: bool = True
+    extra: tuple[TuneExtra, ...] = ()
+
+    def grid(self, knob: str) -> tuple[float, ...]:
+        return getattr(self, knob)
+
+    def __post_init__(self) -> None:
+        require(any(self.grid(k) for k in TUNE_KNOBS), "tune",
+                f"names no knob; give factor lists for some of {', '.join(TUNE_KNOBS)}, e.g. lr: [0.5, 1, 2]")
+        for knob in TUNE_KNOBS:
+            values = self.grid(knob)
+            for i, v in enumerate(values):
+                require(math.isfinite(v) and v > 0, f"{knob}[{i}]", f"must be a factor > 0, got {v!r}")
+                require(v not in values[:i], f"{knob}[{i}]", f"duplicate factor {v:g}; list each factor once")
+            object.__setattr__(self, knob, tuple(sorted(values)))
+        require(0 < self.token_fraction <= 1, "token_fraction", f"must be in (0, 1], got {self.token_fraction}")
+
+
+@dataclass(frozen=True)
+class CooldownSpec:
+    """Cooldown branches of WSD runs (Hägele et al. 2024; sweeps/cooldown.py): besides its
+    planned tokens, every run is also trained to each ``fractions`` share of them, starting
+    from its own checkpoint where that branch's decay begins, so one stable phase yields
+    several cooled-down token counts."""
+
+    fractions: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(len(self.fractions) >= 1, "fractions", "must list at least one fraction of the planned tokens, "
+                "e.g. [0.25, 0.5]")
+        for i, f in enumerate(self.fractions):
+            require(0 < f < 1, f"fractions[{i}]", f"must be in (0, 1) (a share of the planned tokens), got {f}")
+
+
+@dataclass(frozen=True)
+class RepeatSeeds:
+    """More seeds at some axis values: seed-to-seed spread where it buys the most."""
+
+    at: tuple[str, ...] = ()        # axis values (plan's axis_value)
+    seeds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(len(self.at) >= 1, "at", "must list the axis values to repeat, e.g. [L2-d96]")
+        require(len(self.seeds) >= 1, "seeds", "must list the extra seeds, e.g. [1]")
+        for i, seed in enumerate(self.seeds):
+            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
@@ -317,6 +400,9 @@ class SweepSpec:
     flops: FlopsSpec = field(default_factory=FlopsSpec)
     hparams: HparamRules = field(default_factory=HparamRules)
     throughput: Throughput = field(default_factory=Throughput)
+    tune: TuneSpec | None = None
+    cooldown: CooldownSpec | None = None
+    repeat: RepeatSeeds | None = None
     # Where the sweep came from (file or preset path); not a key of the file.
     source: str = field(default="", init=False, compare=False, repr=False)
 

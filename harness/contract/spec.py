@@ -7,6 +7,7 @@ and ``data.cache_dir``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -131,10 +132,35 @@ class RunSpec:
         return spec_hash(self)
 
 
+# A field added after runs were planned carries this metadata: at its default it is left
+# out of the run id, so every run id planned before it existed stays the same.
+SINCE_DEFAULT = "id_omits_default"
+
+
+def since(default):
+    """A field added later: ``x: T = since(default)``; see SINCE_DEFAULT."""
+    return field(default=default, metadata={SINCE_DEFAULT: True})
+
+
+def identity_dict(obj):
+    """to_dict(obj) as the run id hashes it: fields marked ``since`` are dropped where they
+    hold their default (recursively through nested configs)."""
+    if not dataclasses.is_dataclass(obj):
+        return to_dict(obj)
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get(SINCE_DEFAULT) and value == f.default:
+            continue
+        out[f.name] = identity_dict(value)
+    return out
+
+
 def spec_hash(spec: RunSpec) -> str:
-    """12 hex digits of sha256 over the canonical JSON of the spec, without its tags and
-    the data cache location (where a machine keeps its cache does not change the run)."""
-    payload = to_dict(spec)
+    """12 hex digits of sha256 over the canonical JSON of the spec (identity_dict), without
+    its tags and the data cache location (where a machine keeps its cache does not change
+    the run)."""
+    payload = identity_dict(spec)
     payload.pop("tags")
     payload["data"].pop("cache_dir")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
