@@ -35,6 +35,7 @@ class IsoflopBudget:
     n_opt: float | None = None
     loss_opt: float | None = None
     n_opt_samples: np.ndarray | None = None   # per resample (nan: edge minimum or < 3 sizes drawn)
+    loss_opt_samples: np.ndarray | None = None  # the minimum's loss per resample (nan as n_opt_samples)
     ci: float = 0.95
 
     @property
@@ -70,9 +71,10 @@ class Isoflop:
     mode: str
     budgets: list[IsoflopBudget]
     fit: PowerLawFit | None = None       # N* vs compute (None: < 2 interior minima)
-    loss_fit: PowerLawFit | None = None  # loss at N* vs compute
+    loss_fit: PowerLawFit | None = None  # loss at N* vs compute: the frontier L*(C)
     exponent_samples: np.ndarray | None = None
     ci: float = 0.95
+    frontier_samples: tuple = ()         # per resample, L*(C) refitted (None: < 2 interior minima drawn)
 
     @property
     def interior(self) -> list[IsoflopBudget]:
@@ -134,15 +136,16 @@ def _isoflop(points: FitPoints, lb: str, curves: pd.DataFrame, caveats: Caveats)
             sw = w_all @ onehot
             swl = (w_all * np.exp(logl)) @ onehot
             samples = np.full(len(counts), np.nan)
+            loss_samples = np.full(len(counts), np.nan)
             for k in range(len(counts)):
                 present = sw[k] > 0
                 if present.sum() < 3:
                     continue
                 fk = parabola_min(list(xs[present]), list(swl[k][present] / sw[k][present]))
                 if fk is not None:
-                    samples[k] = math.exp(fk[0])
+                    samples[k], loss_samples[k] = math.exp(fk[0]), fk[1]
         budgets.append(IsoflopBudget(comp, uniq.tolist(), mean_l.tolist(), None, float(math.exp(found[0])),
-                                     float(found[1]), samples, ci))
+                                     float(found[1]), samples, loss_samples if samples is not None else None, ci))
     result = Isoflop(mode, budgets, ci=ci)
     interior = result.interior
     if len(interior) < 2:
@@ -151,16 +154,20 @@ def _isoflop(points: FitPoints, lb: str, curves: pd.DataFrame, caveats: Caveats)
     c = [b.compute for b in interior]
     fit = fit_power_law(c, [b.n_opt for b in interior])
     loss_fit = fit_power_law(c, [b.loss_opt for b in interior])
-    exponents = None
+    exponents, frontiers = None, []
     if len(counts):
         S = np.array([b.n_opt_samples for b in interior])   # (budgets, R)
+        SL = np.array([b.loss_opt_samples for b in interior])
         log_c = np.log(np.array(c))
         exponents = np.full(S.shape[1], np.nan)
         for k in range(S.shape[1]):
-            m = np.isfinite(S[:, k])
+            m = np.isfinite(S[:, k]) & np.isfinite(SL[:, k]) & (SL[:, k] > 0)
             if m.sum() >= 2 and np.ptp(log_c[m]) > 0:
                 exponents[k] = np.polyfit(log_c[m], np.log(S[m, k]), 1)[0]
-    return Isoflop(mode, budgets, fit, loss_fit, exponents, ci)
+                frontiers.append(fit_power_law(np.exp(log_c[m]), SL[m, k]))
+            else:
+                frontiers.append(None)
+    return Isoflop(mode, budgets, fit, loss_fit, exponents, ci, tuple(frontiers))
 
 
 def _budget_groups(points: FitPoints, lb: str, curves: pd.DataFrame,

@@ -191,7 +191,7 @@ def compare(points: FitPoints, ref: str, cand: str, laws: dict[FitLaw, dict[str,
     envelope = None
     if isinstance(envelopes.get(ref), Envelope) and isinstance(envelopes.get(cand), Envelope):
         envelope = envelope_rates(envelopes[ref], envelopes[cand], config.ci)
-    efficiency = _efficiency(points, shared, ref, cand, paired, caveats)
+    efficiency = efficiency_of(points, shared, ref, cand, paired, caveats)
     return Comparison(ref, cand, rates, n_shared, dropped, efficiency, envelope)
 
 
@@ -217,7 +217,7 @@ def _paired(points: FitPoints, ref: str, cand: str, laws: dict[FitLaw, dict[str,
                               for lb in labels} for law in compared}
 
 
-def _efficiency(points: FitPoints, shared: pd.DataFrame, ref: str, cand: str,
+def efficiency_of(points: FitPoints, shared: pd.DataFrame, ref: str, cand: str,
                 paired: dict[FitLaw, dict[str, LawResult]], caveats: Caveats) -> Efficiency | Skipped:
     both = [law for law, fits in paired.items() if fits[ref].curve is not None and fits[cand].curve is not None]
     if not both:

@@ -65,6 +65,16 @@ class SweepData:
     def done(self) -> pd.DataFrame:
         return self.runs[self.runs["status"] == "done"]
 
+    def subset(self, run_ids) -> SweepData:
+        """The same sweep restricted to these runs (e.g. the tuned answer's)."""
+        keep = set(run_ids)
+        return dataclasses.replace(
+            self, runs=self.runs[self.runs["run_id"].isin(keep)].reset_index(drop=True),
+            curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
+            evaluations={k: v for k, v in self.evaluations.items() if k in keep},
+            results={k: v for k, v in self.results.items() if k in keep},
+            flop_mismatches=[m for m in self.flop_mismatches if m.run_id in keep])
+
     @property
     def flop_warnings(self) -> list[str]:
         """One sentence per convention whose recorded FLOPs disagree with the spec's."""
@@ -194,10 +204,12 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
         "arch": m.arch, "arch_label": tags.get("arch_label", m.arch),
         "sweep": tags.get("sweep"), "pair_id": pair_id, "unit": unit_key(tags, pair_id), "seed": spec.seed,
         "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),
-        "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"),
+        "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"), **tune_columns(tags),
         "n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "vocab_size": m.vocab_size,
+        "model_init": m.init,
         "context": m.context, **arch_columns(m),
-        "batch_size": spec.train.batch_size, "lr": spec.train.lr,
+        "batch_size": spec.train.batch_size, "lr": spec.train.lr, "schedule": spec.train.schedule,
+        "cooldown_of": tags.get("cooldown_of"),   # a WSD run's cooldown branch: its parent's run id
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "tokens_planned": spec.total_steps * spec.tokens_per_step,
         "tokens": int(last.get("tokens", 0) or 0), "step": int(last.get("step", 0) or 0),
@@ -217,6 +229,17 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
               **{f"flops_{c}": r.get(f"flops_{c}") for c in CONVENTIONS}}
              for r in evals]
     return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked])
+
+
+def tune_columns(tags: dict) -> dict:
+    """A tuning trial's columns (sweeps/tuning.py): ``trial``, ``tune_stage``, the token
+    fraction and one ``tune_<knob>`` factor per knob of its grid; empty for other runs."""
+    if "trial" not in tags:
+        return {}
+    out = {"trial": tags["trial"], "tune_stage": tags.get("tune_stage", "trial"),
+           "tune_tokens": _float(tags.get("tune_tokens")) or 1.0}
+    out.update({k: _float(v) for k, v in tags.items() if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")})
+    return out
 
 
 def arch_columns(model: ModelConfig) -> dict:
@@ -257,7 +280,7 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
                      "arch": r.get("arch"), "arch_label": r.get("arch_label"), "pair_id": r.get("pair_id"),
                      "unit": unit_key(tags, r.get("pair_id") or r["run_id"]), "seed": r.get("seed"),
                      "axis": tags.get("axis"), "axis_value": r.get("axis_value"), "size": r.get("size"),
-                     "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
+                     **tune_columns(tags), "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
                      "tokens_planned": r.get("tokens"), "tokens": 0, "step": 0, "total_steps": r.get("steps")})
     return rows
 
@@ -284,7 +307,7 @@ def load_runs(sweep_dir: str | Path) -> SweepData:
                           "run `ebt-scaling plan SWEEP --write DIR` or `ebt-scaling submit` first")
     rows.extend(_missing_from_plan(root, {r["run_id"] for r in rows}))
     runs = pd.DataFrame(rows)
-    for col in ("arch", "arch_label", "unit", "seed", "val_loss", "params_total", "tokens", "budget",
+    for col in ("arch", "arch_label", "unit", "seed", "val_loss", "params_total", "tokens", "budget", "trial",
                 *(f"flops_{c}" for c in CONVENTIONS)):
         if col not in runs.columns:
             runs[col] = None

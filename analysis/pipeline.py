@@ -28,11 +28,13 @@ from .approach3 import blas_threads
 from .caveats import Caveats
 from .comparison import compare, flops_per_token_ratios
 from .config import AnalysisConfig
+from .frontier import compare_frontiers, is_frontier_sweep
 from .laws.law import Fitting, Job, LawResult
 from .laws.registry import LAWS
 from .load import SweepData
 from .points import select_points
-from .result import Analysis
+from .result import Analysis, TuningAnswer
+from .tuning import find_tuning
 
 
 @dataclass(frozen=True)
@@ -78,14 +80,28 @@ class JobPool:
 
 
 def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
-    """Fit everything the sweep supports; see the module docstring."""
+    """Fit everything the sweep supports; see the module docstring. A tuned sweep
+    (analysis/tuning.py) is answered twice: tuned (each cell's best trial; the Analysis
+    returned) and untuned (the runs at the rules' values; its ``tuning.untuned``)."""
     config = config or AnalysisConfig()
+    params_kind = config.params or ((data.meta or {}).get("param_count") or "total")
+    tuning = find_tuning(data.runs, f"params_{params_kind}")
+    if tuning is None:
+        return _analyze(data, config)
+    tuned = _analyze(data.subset(tuning.tuned_ids), config)
+    untuned_data = data.subset(tuning.untuned_ids)
+    untuned = _analyze(untuned_data, config) if len(untuned_data.done) else None
+    tuned.tuning = TuningAnswer(tuning, data, untuned)
+    return tuned
+
+
+def _analyze(data: SweepData, config: AnalysisConfig) -> Analysis:
     with blas_threads(1), warnings.catch_warnings(), JobPool(config.workers) as pool:
         warnings.simplefilter("ignore", RuntimeWarning)
         caveats = Caveats(warnings=list(data.flop_warnings))
         points = select_points(data, config, caveats)
         pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
-        approach1 = envelopes(points, data.curves, caveats)
+        approach1 = envelopes(points, caveats)
         approach2 = isoflops(points, data.curves, caveats)
         laws: dict = {}
         for law, by_label in pending.items():
@@ -97,7 +113,13 @@ def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
                     caveats.skip(what, lb, reason)
         comparisons = {cand: compare(points, points.reference, cand, laws, approach1, pool, caveats)
                        for cand in points.candidates}
+        frontiers = {}
+        if is_frontier_sweep(points, (data.meta or {}).get("axis")):
+            for cand in points.candidates:
+                found = compare_frontiers(points, points.reference, cand, approach2, laws, caveats)
+                if found is not None:
+                    frontiers[cand] = found
         analysis = Analysis(config, data, points, laws, approach1, approach2, comparisons,
-                            flops_per_token_ratios(points), caveats)
+                            flops_per_token_ratios(points), caveats, frontiers)
         analysis.result  # noqa: B018 -- fits.json is built here, under the fits' numpy error settings
         return analysis

@@ -220,7 +220,7 @@ def _efficiency(doc: Doc, an: Analysis) -> None:
 
 def _approaches(doc: Doc, an: Analysis) -> None:
     r = an.result
-    doc.h(3, "Approach 1: lower envelope of the training curves")
+    doc.h(3, "Approach 1: running-minimum frontier of the cooled-down final points")
     rows = []
     for lb, e in r.get("approach1", {}).items():
         if e.get("status") != "ok":
@@ -229,8 +229,9 @@ def _approaches(doc: Doc, an: Analysis) -> None:
         nopt = (f"{fmt_num(e['n_opt_exponent'])} {_iv(e, 'n_opt_exponent')}" if "n_opt_exponent" in e
                 else e.get("n_opt_note", ""))
         rows.append([lb, e["n_runs"], f"{fmt_num(e['slope'], 4)} {_iv(e, 'slope', 4)}", nopt,
-                     f"{len(e['runs_on_envelope'])} runs on the envelope"])
-    doc.table(["label", "runs", "envelope slope (L ∝ C^b)", "N_opt exponent (N on the envelope ∝ C^a)", "note"], rows)
+                     f"{e['n_frontier']} of {e['n_points']} points on the frontier "
+                     f"({e['n_cooldown_branches']} cooldown-branch runs among the runs)"])
+    doc.table(["label", "runs", "frontier slope (L ∝ C^b)", "N_opt exponent (N on the frontier ∝ C^a)", "note"], rows)
     doc.ul([f"{c} vs {comp['reference']}: envelope-slope advantage {pct(comp['envelope']['advantage'])} "
             f"{_iv(comp['envelope'], 'advantage', 3, percent=True)}"
             for c, comp in r.get("comparisons", {}).items() if "envelope" in comp])
@@ -412,8 +413,8 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
 
     fits_path = out_dir / "fits.json"
     atomic_write_json(fits_path, jsonable(r))
-    cols = [c for c in an.data.runs.columns if c != "path"]
-    atomic_write_text(out_dir / "runs.csv", an.data.runs[cols].to_csv(index=False))
+    cols = [c for c in an.all_runs.columns if c != "path"]
+    atomic_write_text(out_dir / "runs.csv", an.all_runs[cols].to_csv(index=False))
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md_path, doc.markdown())
     atomic_write_text(html_path, doc.html(title))

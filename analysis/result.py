@@ -6,7 +6,7 @@ comparisons, the warnings and skipped fits, and the headline.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
 import pandas as pd
@@ -16,15 +16,34 @@ from .approach2 import Isoflop
 from .caveats import Caveats
 from .comparison import Comparison
 from .config import AnalysisConfig
+from .frontier import Frontier
 from .headline import headline_sentences
 from .laws.law import FitLaw, LawResult, Skipped
 from .load import SweepData
 from .points import FitPoints
+from .tuning import Tuning
 
 LOSS_DEFINITION = ("final held-out validation loss: mean next-token negative log-likelihood in nats per token "
                    "over the validation batches, pad tokens excluded, at the run's last step (result.json val_loss)")
 BOOTSTRAP_UNIT = ("sweep point (axis value, size, budget): all architectures and seeds of it are resampled "
                   "together")
+
+
+@dataclass(frozen=True)
+class TuningAnswer:
+    """A tuned sweep's trials (every run, ``data``) and its answer at the rules' values."""
+
+    tuning: Tuning
+    data: SweepData                       # every run of the sweep, trials included
+    untuned: Analysis | None              # None: no untuned run finished
+
+    def to_json(self) -> dict:
+        out = self.tuning.to_json()
+        if self.untuned is not None:
+            u = self.untuned.result
+            out["untuned"] = {"headline": u["headline"], "comparisons": u["comparisons"],
+                              "runs": u["runs"]["fitted"]}
+        return out
 
 
 @dataclass
@@ -33,11 +52,18 @@ class Analysis:
     data: SweepData
     fit_points: FitPoints
     laws: dict[FitLaw, dict[str, LawResult]]        # law -> label -> its fit
-    approach1: dict[str, Envelope | Skipped]         # label -> lower envelope of its training curves
+    approach1: dict[str, Envelope | Skipped]         # label -> frontier of its cooled-down final points
     approach2: dict[str, Isoflop | Skipped]          # label -> isoFLOP minima
     comparisons: dict[str, Comparison]               # candidate label -> against the reference
     flops_per_token_ratio: dict[str, dict]           # candidate label -> its FLOPs per token / the reference's
     caveats: Caveats
+    frontiers: dict[str, Frontier] = field(default_factory=dict)   # isoFLOP sweeps: candidate -> on the frontier
+    tuning: TuningAnswer | None = None              # a tuned sweep: its trials and untuned answer
+
+    @property
+    def all_runs(self) -> pd.DataFrame:
+        """Every run of the sweep (trials included), for runs.csv."""
+        return (self.tuning.data if self.tuning else self.data).runs
 
     @property
     def points(self) -> pd.DataFrame:
@@ -88,8 +114,11 @@ class Analysis:
         out["approach2"] = {lb: e.to_json() for lb, e in self.approach2.items()}
         out["comparisons"] = {c: comp.to_json() for c, comp in self.comparisons.items()}
         out["flops_per_token_ratio"] = self.flops_per_token_ratio
+        out["frontier"] = {c: f.to_json() for c, f in self.frontiers.items()}
         out["warnings"] = self.caveats.warnings
         out["skipped"] = self.caveats.skipped
+        if self.tuning is not None:
+            out["tuning"] = self.tuning.to_json()
         out["headline"] = headline_sentences(self)
         return out
 

@@ -1,0 +1,188 @@
+"""What the tuning trials of a sweep found (sweeps/tuning.py plans them).
+
+A *cell* is one (architecture label, axis value, size, seed) whose planned run was
+replaced by trials. Per cell:
+
+* the best trial: the lowest final held-out loss among its finished trials;
+* the run that answers for the cell *tuned*: the best trial when trials train on the
+  planned tokens, else the winner retrained at full tokens (``tune_stage: final``; added
+  by ``plan --extend``), else none (the cell is missing from the tuned answer);
+* the run that answers *untuned*: the trial at every factor 1 on the planned tokens, i.e.
+  the run the rules alone would have planned;
+* edges: a knob whose best factor is the smallest or largest factor tried (finished or
+  diverged) -- the optimum may lie beyond the grid.
+
+Per label, LR(N): a power law of the best LR against the cell's parameter count, fitted
+over sizes (seeds averaged in log), for transferring the LR to larger sizes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ebt_scaling.sweeps.sweep_spec import TUNE_KNOBS
+
+TRIED = ("done", "diverged")   # a diverged trial was tried: its factor bounds the grid
+
+
+@dataclass(frozen=True)
+class TunedCell:
+    label: str
+    axis_value: str
+    size: str
+    seed: int
+    unit: str
+    params: float
+    knobs: tuple[str, ...]
+    grid: dict[str, list[float]]          # knob -> sorted factors tried (done or diverged)
+    n_trials: int                         # trials planned in the cell
+    n_done: int
+    best_factors: dict[str, float] | None
+    best_loss: float | None
+    best_lr: float | None
+    best_run_id: str | None
+    tuned_run_id: str | None
+    untuned_run_id: str | None
+    untuned_loss: float | None
+    edges: dict[str, str]                 # knob -> "low" | "high"
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "axis_value": self.axis_value, "size": self.size, "seed": self.seed,
+                "params": self.params, "grid": self.grid, "n_trials": self.n_trials, "n_done": self.n_done,
+                "best_factors": self.best_factors, "best_loss": self.best_loss, "best_lr": self.best_lr,
+                "best_run_id": self.best_run_id, "tuned_run_id": self.tuned_run_id,
+                "untuned_run_id": self.untuned_run_id, "untuned_loss": self.untuned_loss, "edges": self.edges}
+
+
+@dataclass(frozen=True)
+class LrRule:
+    """lr*(N) = coefficient x N^exponent of one label (None fields: < 2 sizes)."""
+
+    label: str
+    n_sizes: int
+    n_edge: int                           # sizes whose best LR is at its grid's edge
+    coefficient: float | None
+    exponent: float | None
+
+    def sentence(self) -> str:
+        if self.exponent is None:
+            return f"{self.label}: {self.n_sizes} size(s) with a best LR: no LR(N) fit (needs >= 2)"
+        edge = (f"; {self.n_edge} of them with the best LR at the grid's edge, so the rule only bounds the LR "
+                "there" if self.n_edge else "")
+        return f"{self.label}: lr*(N) = {self.coefficient:.3g} N^{self.exponent:.3f} ({self.n_sizes} sizes{edge})"
+
+    def to_json(self) -> dict:
+        return {"n_sizes": self.n_sizes, "n_edge": self.n_edge, "coefficient": self.coefficient,
+                "exponent": self.exponent, "rule": self.sentence()}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    cells: list[TunedCell]
+    tuned_ids: list[str]                  # the runs the tuned answer fits (and every run outside tuned cells)
+    untuned_ids: list[str]
+    trials_per_cell: dict[str, int]       # label -> most trials planned in one of its cells
+    lr_rules: dict[str, LrRule]
+
+    @property
+    def edge_cells(self) -> list[TunedCell]:
+        return [c for c in self.cells if c.edges]
+
+    def budget_rule(self) -> str:
+        counts = sorted(set(self.trials_per_cell.values()))
+        per = ", ".join(f"{lb} {n}" for lb, n in self.trials_per_cell.items())
+        if len(counts) == 1:
+            return (f"Tuning budget: every architecture gets the same number of trials per cell ({counts[0]}); an "
+                    "architecture with fewer knobs spends the difference on more LR values.")
+        return f"Tuning budget: unequal trials per cell ({per}): the comparison favours the better-tuned architecture."
+
+    def to_json(self) -> dict:
+        return {"budget_rule": self.budget_rule(), "trials_per_cell": self.trials_per_cell,
+                "cells": [c.to_json() for c in self.cells],
+                "edge_cells": [f"{c.label} {c.size} seed {c.seed}: best {k} factor at the {side} edge"
+                               for c in self.edge_cells for k, side in c.edges.items()],
+                "lr_rules": {lb: r.to_json() for lb, r in self.lr_rules.items()}}
+
+
+def _factor_cols(g: pd.DataFrame) -> list[str]:
+    return [f"tune_{k}" for k in TUNE_KNOBS if f"tune_{k}" in g and g[f"tune_{k}"].notna().any()]
+
+
+def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[TunedCell]:
+    """Every tuned cell of the runs table (see the module docstring); [] when nothing was tuned."""
+    if "trial" not in runs or not runs["trial"].notna().any():
+        return []
+    trials = runs[runs["trial"].notna()].copy()
+    trials["val_loss"] = pd.to_numeric(trials["val_loss"], errors="coerce")
+    out = []
+    for (label, axis_value, size, seed), g in trials.groupby(["arch_label", "axis_value", "size", "seed"], sort=True):
+        cols = _factor_cols(g)
+        knobs = tuple(c[len("tune_"):] for c in cols)
+        stage = g["tune_stage"].fillna("trial")
+        tokens = pd.to_numeric(g["tune_tokens"], errors="coerce").fillna(1.0)
+        at_one = (g[cols] == 1.0).all(axis=1) if cols else pd.Series(True, index=g.index)
+        grid_rows = g[stage == "trial"]
+        tried = grid_rows[grid_rows["status"].isin(TRIED)]
+        grid = {k: sorted(float(v) for v in tried[c].dropna().unique()) for k, c in zip(knobs, cols)}
+        done = grid_rows[(grid_rows["status"] == "done") & np.isfinite(grid_rows["val_loss"])]
+        best = done.loc[done["val_loss"].idxmin()] if len(done) else None
+        best_factors = {k: float(best[c]) for k, c in zip(knobs, cols)} if best is not None else None
+        edges = {}
+        if best_factors:
+            for k in knobs:
+                if len(grid[k]) >= 2 and best_factors[k] in (grid[k][0], grid[k][-1]):
+                    edges[k] = "low" if best_factors[k] == grid[k][0] else "high"
+        tuned = None
+        if best is not None:
+            if float(tokens.loc[best.name]) == 1.0:
+                tuned = best["run_id"]
+            else:
+                finals = g[(stage == "final") & (g["status"] == "done")]
+                match = finals[(finals[cols] == pd.Series({c: best[c] for c in cols})).all(axis=1)] if cols else finals
+                tuned = match["run_id"].iloc[0] if len(match) else None
+        untuned_rows = g[at_one & (tokens == 1.0) & stage.isin(["trial", "planned"]) & (g["status"] == "done")]
+        untuned = untuned_rows.iloc[0] if len(untuned_rows) else None
+        out.append(TunedCell(
+            str(label), str(axis_value), str(size), int(seed), str(g["unit"].iloc[0]),
+            float(pd.to_numeric(g[params_col], errors="coerce").median()), knobs, grid, int(len(grid_rows)),
+            int(len(done)), best_factors, float(best["val_loss"]) if best is not None else None,
+            float(best["lr"]) if best is not None else None, best["run_id"] if best is not None else None, tuned,
+            untuned["run_id"] if untuned is not None else None,
+            float(untuned["val_loss"]) if untuned is not None else None, edges))
+    return out
+
+
+def fit_lr_rule(label: str, cells: list[TunedCell]) -> LrRule:
+    """A power law of the best LR against N over the label's sizes (seeds averaged in log)."""
+    by_n: dict[float, list[float]] = {}
+    edge_n: set[float] = set()
+    for c in cells:
+        if c.best_lr is not None and c.params > 0:
+            by_n.setdefault(c.params, []).append(math.log(c.best_lr))
+            if "lr" in c.edges:
+                edge_n.add(c.params)
+    if len(by_n) < 2:
+        return LrRule(label, len(by_n), len(edge_n), None, None)
+    n = np.log(np.array(sorted(by_n)))
+    lr = np.array([np.mean(by_n[k]) for k in sorted(by_n)])
+    slope, intercept = np.polyfit(n, lr, 1)
+    return LrRule(label, len(by_n), len(edge_n), float(math.exp(intercept)), float(slope))
+
+
+def find_tuning(runs: pd.DataFrame, params_col: str = "params_total") -> Tuning | None:
+    """The tuning of a sweep's runs table, or None when it has no trials."""
+    cells = tuned_cells(runs, params_col)
+    if not cells:
+        return None
+    others = runs[runs["trial"].isna()]["run_id"].tolist()
+    tuned = others + [c.tuned_run_id for c in cells if c.tuned_run_id]
+    untuned = others + [c.untuned_run_id for c in cells if c.untuned_run_id]
+    trials = runs[runs["trial"].notna() & (runs["tune_stage"].fillna("trial") == "trial")]
+    per_cell = trials.groupby(["arch_label", "axis_value", "size", "seed"]).size()
+    trials_per_cell = {str(lb): int(per_cell.loc[lb].max()) for lb in per_cell.index.get_level_values(0).unique()}
+    labels = sorted({c.label for c in cells})
+    rules = {lb: fit_lr_rule(lb, [c for c in cells if c.label == lb]) for lb in labels}
+    return Tuning(cells, tuned, untuned, trials_per_cell, rules)
