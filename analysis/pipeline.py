@@ -86,40 +86,42 @@ def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
     config = config or AnalysisConfig()
     params_kind = config.params or ((data.meta or {}).get("param_count") or "total")
     tuning = find_tuning(data.runs, f"params_{params_kind}")
-    if tuning is None:
-        return _analyze(data, config)
-    tuned = _analyze(data.subset(tuning.tuned_ids), config)
-    untuned_data = data.subset(tuning.untuned_ids)
-    untuned = _analyze(untuned_data, config) if len(untuned_data.done) else None
-    tuned.tuning = TuningAnswer(tuning, data, untuned)
-    return tuned
-
-
-def _analyze(data: SweepData, config: AnalysisConfig) -> Analysis:
     with blas_threads(1), warnings.catch_warnings(), JobPool(config.workers) as pool:
         warnings.simplefilter("ignore", RuntimeWarning)
-        caveats = Caveats(warnings=list(data.flop_warnings))
-        points = select_points(data, config, caveats)
-        pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
-        approach1 = envelopes(points, caveats)
-        approach2 = isoflops(points, data.curves, caveats)
-        laws: dict = {}
-        for law, by_label in pending.items():
-            laws[law] = {}
-            for lb, started in by_label.items():
-                laws[law][lb] = fitted = started.result()
-                caveats.warnings.extend(fitted.warnings)
-                for what, reason in fitted.skips:
-                    caveats.skip(what, lb, reason)
-        comparisons = {cand: compare(points, points.reference, cand, laws, approach1, pool, caveats)
-                       for cand in points.candidates}
-        frontiers = {}
-        if is_frontier_sweep(points, (data.meta or {}).get("axis")):
-            for cand in points.candidates:
-                found = compare_frontiers(points, points.reference, cand, approach2, laws, caveats)
-                if found is not None:
-                    frontiers[cand] = found
-        analysis = Analysis(config, data, points, laws, approach1, approach2, comparisons,
-                            flops_per_token_ratios(points), caveats, frontiers)
+        if tuning is None:
+            analysis = _analyze(data, config, pool)
+        else:
+            analysis = _analyze(data.subset(tuning.tuned_ids), config, pool)
+            untuned_data = data.subset(tuning.untuned_ids)
+            untuned = _analyze(untuned_data, config, pool) if len(untuned_data.done) else None
+            if untuned is not None:
+                untuned.result  # noqa: B018 -- under the fits' numpy error settings, as below
+            analysis.tuning = TuningAnswer(tuning, data, untuned)
         analysis.result  # noqa: B018 -- fits.json is built here, under the fits' numpy error settings
         return analysis
+
+
+def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis:
+    caveats = Caveats(warnings=list(data.flop_warnings))
+    points = select_points(data, config, caveats)
+    pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
+    approach1 = envelopes(points, caveats)
+    approach2 = isoflops(points, data.curves, caveats)
+    laws: dict = {}
+    for law, by_label in pending.items():
+        laws[law] = {}
+        for lb, started in by_label.items():
+            laws[law][lb] = fitted = started.result()
+            caveats.warnings.extend(fitted.warnings)
+            for what, reason in fitted.skips:
+                caveats.skip(what, lb, reason)
+    comparisons = {cand: compare(points, points.reference, cand, laws, approach1, pool, caveats)
+                   for cand in points.candidates}
+    frontiers = {}
+    if is_frontier_sweep(points, (data.meta or {}).get("axis")):
+        for cand in points.candidates:
+            found = compare_frontiers(points, points.reference, cand, approach2, laws, caveats)
+            if found is not None:
+                frontiers[cand] = found
+    return Analysis(config, data, points, laws, approach1, approach2, comparisons,
+                    flops_per_token_ratios(points), caveats, frontiers)

@@ -25,6 +25,7 @@ from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_writ
 from ebt_scaling.harness.evaluation.report import plot_thinking, table3
 
 from .axes import AXIS_UNITS
+from .headline import answer
 from .laws.law import FitLaw
 from .laws.power import POWER_LAW
 from .numbers import fmt_interval, fmt_num
@@ -139,14 +140,74 @@ def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
         f"Reference: {r.get('reference') or 'none'}; compared: {', '.join(r.get('candidates') or []) or 'none'}. "
         f"Crossovers searched up to {cfg['budget']:.3g} FLOPs.",
     ]
-    if sweep.get("axis") == "isoflop":
-        items.append("isoFLOP sweep: the per-axis power laws below fit every run, off-optimal sizes included; the "
-                     "compute-optimal frontier is Approach 1's envelope and Approach 2's minima.")
+    if an.frontiers:
+        items.append("isoFLOP sweep: the answer comes from the compute-optimal frontier (section \"The frontier\"); "
+                     "the per-axis power laws below fit every run, off-optimal sizes included.")
     for cand, ratio in (r.get("flops_per_token_ratio") or {}).items():
         items.append(f"{cand} / {r['reference']} training FLOPs per token ({r['flop_convention']}): median "
                      f"{ratio['median']:.3g} (range {ratio['min']:.3g}-{ratio['max']:.3g} over {ratio['n_units']} "
                      "matched units; paper: 5.29-6.66).")
     doc.ul(items)
+
+
+def _frontier(doc: Doc, an: Analysis) -> None:
+    """The isoFLOP answer: per candidate and estimator, the multiplier at the largest
+    reference run and the crossover; Approach 2's frontier slopes."""
+    rows = []
+    for cand, f in an.result.get("frontier", {}).items():
+        slopes = f.get("approach2_slopes")
+        if slopes:
+            rows.append([cand, "Approach 2: L*(C) slopes", f"{slopes['slope_candidate']:.4g} vs "
+                         f"{slopes['slope_reference']:.4g}; advantage {pct(slopes['advantage'])} "
+                         f"{_iv(slopes, 'advantage', 3, percent=True)}"])
+        for name in f["estimators"]:
+            row = next((m for m in f[name]["multiplier"] if m["largest_reference_run"]), None)
+            c = f[name]["crossover"].get(name, {})
+            where = f"{c['compute']:.3g}" if c.get("compute") else f"none below {f[name]['crossover']['budget']:.3g}"
+            if row is not None:
+                rows.append([cand, f"{name}: multiplier at {row['compute']:.3g} FLOPs",
+                             f"{fmt_num(row[name])} {fmt_interval(row.get(f'{name}_interval'))}"])
+            rows.append([cand, f"{name}: crossover", f"{where} {fmt_interval(c.get('interval'))}"])
+    if rows:
+        doc.h(2, "The frontier")
+        doc.p("The compute-optimal frontier L*(C) of each label: Approach 2 fits a power law through the isoFLOP "
+              "minima; Approach 3's L(N, D) is minimised at each compute, restated in the sweep's FLOPs with each "
+              "label's median FLOPs per parameter-token (q: " + ", ".join(
+                  f"{lb} {q:.3g}" for f in an.result["frontier"].values()
+                  for lb, q in f["flops_per_param_token"].items()) + ").")
+        doc.table(["candidate", "estimate", "value"], rows)
+
+
+def _tuning(doc: Doc, an: Analysis) -> None:
+    if an.tuning is None:
+        return
+    t = an.tuning.tuning
+    doc.h(2, "Tuning")
+    doc.p(t.budget_rule() + " The tuned answer fits each cell's best trial by final held-out loss; the untuned "
+          "answer the trials at every factor 1 (what the rules alone plan).")
+    rows = []
+    for c in t.cells:
+        best = ", ".join(f"{k}×{v:g}" for k, v in (c.best_factors or {}).items()) or "-"
+        edges = ", ".join(f"{k} at the {side} edge" for k, side in c.edges.items())
+        rows.append([c.label, c.size, c.seed, f"{c.n_done}/{c.n_trials}", best,
+                     "-" if c.best_loss is None else f"{c.best_loss:.4f}",
+                     "-" if c.untuned_loss is None else f"{c.untuned_loss:.4f}",
+                     "-" if c.best_lr is None else f"{c.best_lr:.3g}", edges])
+    doc.table(["label", "size", "seed", "trials done", "best factors", "best loss", "untuned loss", "best LR",
+               "edge"], rows)
+    untuned = an.tuning.untuned
+    side = []
+    for cand in an.candidates:
+        tuned_a = answer(an, cand)
+        untuned_a = answer(untuned, cand) if untuned is not None else None
+        side.append([f"{cand} vs {an.reference}",
+                     "-" if tuned_a is None else f"{pct(tuned_a[0])} {fmt_interval(tuned_a[1], 3, pct=True)}",
+                     "-" if untuned_a is None else f"{pct(untuned_a[0])} {fmt_interval(untuned_a[1], 3, pct=True)}",
+                     tuned_a[2] if tuned_a else "-"])
+    if side:
+        doc.p("Tuned and untuned answers side by side (scaling-rate advantage, b_cand / b_ref - 1):")
+        doc.table(["comparison", "tuned", "untuned", "estimator"], side)
+    doc.ul(["LR(N) rule, " + r.sentence() for r in t.lr_rules.values()])
 
 
 def _paper_table(doc: Doc, an: Analysis) -> None:
@@ -229,10 +290,11 @@ def _approaches(doc: Doc, an: Analysis) -> None:
         nopt = (f"{fmt_num(e['n_opt_exponent'])} {_iv(e, 'n_opt_exponent')}" if "n_opt_exponent" in e
                 else e.get("n_opt_note", ""))
         rows.append([lb, e["n_runs"], f"{fmt_num(e['slope'], 4)} {_iv(e, 'slope', 4)}", nopt,
-                     f"{e['n_frontier']} of {e['n_points']} points on the frontier "
-                     f"({e['n_cooldown_branches']} cooldown-branch runs among the runs)"])
+                     f"{e['n_frontier']} of {e['n_points']} points on the frontier"
+                     + (f"; {e['n_cooldown_branches']} of the runs are WSD cooldown branches"
+                        if e["n_cooldown_branches"] else "")])
     doc.table(["label", "runs", "frontier slope (L ∝ C^b)", "N_opt exponent (N on the frontier ∝ C^a)", "note"], rows)
-    doc.ul([f"{c} vs {comp['reference']}: envelope-slope advantage {pct(comp['envelope']['advantage'])} "
+    doc.ul([f"{c} vs {comp['reference']}: Approach 1 frontier-slope advantage {pct(comp['envelope']['advantage'])} "
             f"{_iv(comp['envelope'], 'advantage', 3, percent=True)}"
             for c, comp in r.get("comparisons", {}).items() if "envelope" in comp])
     doc.h(3, "Approach 2: isoFLOP minima")
@@ -365,6 +427,8 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
     doc.ul(r.get("headline") or ["No fits."])
     doc.h(2, "Setup")
     _setup(doc, an, str(sweep_dir))
+    _frontier(doc, an)
+    _tuning(doc, an)
     doc.h(2, "Ours beside the paper")
     _paper_table(doc, an)
     plots = all_plots(an)
