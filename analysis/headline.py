@@ -15,6 +15,7 @@ from .frontier import ESTIMATORS
 from .laws.power import POWER_LAW
 from .numbers import fmt_interval, fmt_num
 from .paper import PAPER_ADVANTAGE
+from .seeds import seed_sentence
 
 if TYPE_CHECKING:
     from .result import Analysis
@@ -44,6 +45,12 @@ def headline_sentences(an: Analysis) -> list[str]:
         out.append(_slopes(an, cand, rate))
         if isinstance(comp.efficiency, Efficiency):
             out.extend(_efficiency(comp.efficiency, ref, cand))
+    if an.seeds is not None:
+        # seed noise is propagated to the per-axis FLOP slopes only (frontier answers: the spread alone)
+        answers = {c: answer(an, c) for c in an.candidates}
+        sentences = [seed_sentence(an.seeds.spreads, an.seeds.intervals.get(c), a[1], c)
+                     for c, a in answers.items() if a is not None and a[2] == "per-axis FLOP power law"]
+        out.extend(sentences or [seed_sentence(an.seeds.spreads, None, None, "")])
     if an.tuning is not None:
         out.extend(_tuning(an))
     a2 = [f"{lb} N* ∝ C^{e.fit.slope:.3f} {fmt_interval(e.to_json().get('intervals', {}).get('exponent'))}"

@@ -34,6 +34,7 @@ from .laws.registry import LAWS
 from .load import SweepData
 from .points import select_points
 from .result import Analysis, TuningAnswer
+from .seeds import seed_noise
 from .tuning import find_tuning
 
 
@@ -124,4 +125,4 @@ def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis
             if found is not None:
                 frontiers[cand] = found
     return Analysis(config, data, points, laws, approach1, approach2, comparisons,
-                    flops_per_token_ratios(points), caveats, frontiers)
+                    flops_per_token_ratios(points), caveats, frontiers, seed_noise(points))

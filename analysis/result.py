@@ -21,6 +21,7 @@ from .headline import headline_sentences
 from .laws.law import FitLaw, LawResult, Skipped
 from .load import SweepData
 from .points import FitPoints
+from .seeds import SeedNoise
 from .tuning import Tuning
 
 LOSS_DEFINITION = ("final held-out validation loss: mean next-token negative log-likelihood in nats per token "
@@ -58,6 +59,7 @@ class Analysis:
     flops_per_token_ratio: dict[str, dict]           # candidate label -> its FLOPs per token / the reference's
     caveats: Caveats
     frontiers: dict[str, Frontier] = field(default_factory=dict)   # isoFLOP sweeps: candidate -> on the frontier
+    seeds: SeedNoise | None = None                  # points run with several seeds: their spread
     tuning: TuningAnswer | None = None              # a tuned sweep: its trials and untuned answer
 
     @property
@@ -115,6 +117,7 @@ class Analysis:
         out["comparisons"] = {c: comp.to_json() for c, comp in self.comparisons.items()}
         out["flops_per_token_ratio"] = self.flops_per_token_ratio
         out["frontier"] = {c: f.to_json() for c, f in self.frontiers.items()}
+        out["seed_noise"] = self.seeds.to_json() if self.seeds is not None else None
         out["warnings"] = self.caveats.warnings
         out["skipped"] = self.caveats.skipped
         if self.tuning is not None:
