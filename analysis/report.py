@@ -143,11 +143,23 @@ def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
     if an.frontiers:
         items.append("isoFLOP sweep: the answer comes from the compute-optimal frontier (section \"The frontier\"); "
                      "the per-axis power laws below fit every run, off-optimal sizes included.")
+    items.append(_init_sentence(an))
     for cand, ratio in (r.get("flops_per_token_ratio") or {}).items():
         items.append(f"{cand} / {r['reference']} training FLOPs per token ({r['flop_convention']}): median "
                      f"{ratio['median']:.3g} (range {ratio['min']:.3g}-{ratio['max']:.3g} over {ratio['n_units']} "
                      "matched units; paper: 5.29-6.66).")
     doc.ul(items)
+
+
+def _init_sentence(an: Analysis) -> str:
+    """Which initialisation and norm eps (model.init) each label's fitted runs used."""
+    runs = an.points
+    col = runs["model_init"] if "model_init" in runs else None
+    used = {lb: ", ".join(sorted(str(v) for v in col[runs["arch_label"] == lb].dropna().unique())) or "unknown"
+            for lb in an.labels} if col is not None else {lb: "unknown" for lb in an.labels}
+    return ("Initialisation (model.init): " + "; ".join(f"{lb} {v}" for lb, v in used.items()) + ". project = "
+            "N(0, 0.02) weights and RMSNorm eps 1e-6 (the default); reference = the reference EBT code's Xavier-normal "
+            "linears, N(0, 1) embeddings and eps 1e-5 (docs/ebt.md).")
 
 
 def _frontier(doc: Doc, an: Analysis) -> None:

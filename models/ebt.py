@@ -54,7 +54,7 @@ from ebt_scaling.harness.contract.model_config import ModelConfig
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
 from .cross_entropy import cross_entropy
-from .layers import Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_weights
+from .layers import NORM_EPS, Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_model
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -83,11 +83,12 @@ class EBT(LanguageModel):
         self.candidate_proj = nn.Linear(c.vocab_size, c.d_model, bias=False)  # W_v2e
         self.step_emb = nn.Embedding(e.refine_steps, c.d_model) if e.variant == "time_embed" else None
         self.rotary = Rotary(c.head_dim, c.context + 2, c.rope_theta)
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
-        self.norm = RMSNorm(c.d_model)
+        eps = NORM_EPS[c.init]
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary, eps) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model, eps)
         self.energy_head = nn.Linear(c.d_model, 1, bias=False)
         self.vocab_pad = VocabPadding(c.vocab_size, c.padded_vocab_size)
-        init_weights(self, c.n_layers, c.init_std)
+        init_model(self, c)
         self.alpha = nn.Parameter(torch.tensor(float(e.alpha_init)), requires_grad=e.learn_alpha)
         self.alpha._own_optimizer_group = True  # its own LR multiplier and no weight decay
         if e.replay_buffer_size:

@@ -12,7 +12,8 @@ entry points:
   on the path of the inner gradient dE/dp and must be twice differentiable.
 
 All projections are bias-free (Llama style). ``VocabPadding`` runs the vocabulary-sized
-matmuls of both models at an aligned width.
+matmuls of both models at an aligned width. ``init_model`` starts a model's weights by
+its ``ModelConfig.init`` scheme, and ``NORM_EPS`` gives that scheme's RMSNorm eps.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ebt_scaling.harness.contract.model_config import ModelConfig
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +71,11 @@ class VocabPadding(nn.Module):
 
     def unpad(self, logits: torch.Tensor) -> torch.Tensor:
         return logits[..., : self.vocab]
+
+
+# RMSNorm eps per ModelConfig.init. The reference code gives every norm Llama 2's 1e-5 (its
+# model arguments override the 1e-6 default of its RMSNorm class); this project uses 1e-6.
+NORM_EPS = {"project": 1e-6, "reference": 1e-5}
 
 
 class RMSNorm(nn.Module):
@@ -175,11 +183,11 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, d_model: int, n_heads: int, hidden: int, rotary: Rotary):
+    def __init__(self, d_model: int, n_heads: int, hidden: int, rotary: Rotary, norm_eps: float):
         super().__init__()
-        self.attn_norm = RMSNorm(d_model)
+        self.attn_norm = RMSNorm(d_model, norm_eps)
         self.attn = Attention(d_model, n_heads, rotary)
-        self.mlp_norm = RMSNorm(d_model)
+        self.mlp_norm = RMSNorm(d_model, norm_eps)
         self.mlp = SwiGLU(d_model, hidden)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -196,10 +204,32 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-def init_weights(module: nn.Module, n_layers: int, std: float) -> None:
-    """Normal(0, std) for every matrix; residual output projections scaled by 1/sqrt(2L)."""
+def init_project(module: nn.Module, n_layers: int, std: float) -> None:
+    """This project's rule (the default): Normal(0, std) for every matrix and table, residual
+    output projections scaled by 1/sqrt(2L); vectors (norm gains) keep their value."""
     for name, param in module.named_parameters():
         if param.dim() < 2:
             continue
         scale = 1.0 / math.sqrt(2 * n_layers) if name.endswith(("wo.weight", "w_down.weight")) else 1.0
         nn.init.normal_(param, mean=0.0, std=std * scale)
+
+
+def init_reference(module: nn.Module) -> None:
+    """The reference code's rule (its default ``xavier`` method, gain 1): every nn.Linear
+    weight Xavier normal, std sqrt(2 / (fan_in + fan_out)), biases zero; every nn.Embedding
+    N(0, 1) (PyTorch's default, which the reference leaves in place); norm gains stay 1."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight, gain=1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=1.0)
+
+
+def init_model(model: nn.Module, config: ModelConfig) -> None:
+    """Start a freshly built model's weights by config.init (per-parameter table: docs/ebt.md)."""
+    if config.init == "reference":
+        init_reference(model)
+    else:
+        init_project(model, config.n_layers, config.init_std)

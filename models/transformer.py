@@ -8,7 +8,7 @@ from torch import nn
 from ebt_scaling.harness.contract.model_config import ModelConfig
 
 from .base import IGNORE_INDEX, LanguageModel, StepOutput
-from .layers import Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_weights
+from .layers import NORM_EPS, Block, RMSNorm, Rotary, VocabPadding, at_least_fp32, init_model
 
 
 class TransformerPP(LanguageModel):
@@ -18,11 +18,12 @@ class TransformerPP(LanguageModel):
         c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.rotary = Rotary(c.head_dim, c.context + 2, c.rope_theta)
-        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary) for _ in range(c.n_layers))
-        self.norm = RMSNorm(c.d_model)
+        eps = NORM_EPS[c.init]
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, self.rotary, eps) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model, eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.vocab_pad = VocabPadding(c.vocab_size, c.padded_vocab_size)
-        init_weights(self, c.n_layers, c.init_std)
+        init_model(self, c)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, S, padded vocabulary) logits; the padding columns are masked (VocabPadding)."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .architecture import ARCHITECTURES, Architecture
 from .errors import require
+from .since import since
 
 # Every vocabulary-sized matmul runs at the vocabulary rounded up to this multiple. A GEMM
 # whose row stride is not a multiple of 8 elements (16 bytes of bf16) cannot use the
@@ -20,6 +21,11 @@ from .errors import require
 # width. 64 also matches the kernels' tile widths. The extra columns are masked logits, so
 # no result changes (docs/performance.md).
 VOCAB_MULTIPLE = 64
+
+# How a model's weights start and which RMSNorm eps it uses (docs/ebt.md has the per-parameter
+# table). "project": N(0, init_std), residual outputs scaled by 1/sqrt(2 n_layers), eps 1e-6;
+# "reference": the paper's reference code, Xavier-normal matrices, N(0, 1) tables, eps 1e-5.
+INIT_SCHEMES = ("project", "reference")
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,9 @@ class ModelConfig:
     context: int = 256
     ffn_hidden: int | None = None  # None = d_model, as in the paper's reference code
     rope_theta: float = 10_000.0
-    init_std: float = 0.02
+    init_std: float = 0.02  # init "project" only
     options: Any = None  # the architecture's options dataclass (a mapping is converted); None: its defaults
+    init: Literal["project", "reference"] = since("project")  # weights and norm eps, see INIT_SCHEMES
 
     def __post_init__(self) -> None:
         architecture = ARCHITECTURES.get(self.arch, "arch")
@@ -48,6 +55,9 @@ class ModelConfig:
                 "ffn_hidden", f"must be a positive integer or null (= d_model), got {self.ffn_hidden!r}")
         require(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         require(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
+        require(self.init in INIT_SCHEMES, "init", f"must be one of {INIT_SCHEMES}, got {self.init!r}")
+        require(self.init == "project" or self.init_std == ModelConfig.init_std, "init_std",
+                f"is not used by init 'reference' (Xavier / N(0, 1)), got {self.init_std}; drop it or set init: project")
         object.__setattr__(self, "options", self._typed_options(architecture))
 
     def _typed_options(self, architecture: Architecture) -> Any:

@@ -19,6 +19,7 @@ import yaml
 from .cli_flags import nested
 from .errors import ConfigError, require
 from .model_config import ModelConfig
+from .since import SINCE_DEFAULT
 from .typed_config import from_dict, load_yaml, to_dict
 
 
@@ -130,16 +131,6 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return spec_hash(self)
-
-
-# A field added after runs were planned carries this metadata: at its default it is left
-# out of the run id, so every run id planned before it existed stays the same.
-SINCE_DEFAULT = "id_omits_default"
-
-
-def since(default):
-    """A field added later: ``x: T = since(default)``; see SINCE_DEFAULT."""
-    return field(default=default, metadata={SINCE_DEFAULT: True})
 
 
 def identity_dict(obj):
