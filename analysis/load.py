@@ -155,11 +155,15 @@ def _float(value) -> float | None:
 
 def unit_key(tags: dict, fallback: str) -> str:
     """The matched unit of a run: the sweep point (axis value, size, budget) shared by every
-    architecture and every seed of it; the pair id (or run id) for runs without those tags."""
+    architecture and every seed of it; the pair id (or run id) for runs without those tags.
+    A WSD run's cooldown branch (tag ``cooldown_of``) shares its parent's sweep point but is a
+    unit of its own, one per fraction (paired across architectures under either pairing)."""
     if "axis_value" in tags or "size" in tags:
         parts = [tags.get("axis", ""), tags.get("axis_value", ""), tags.get("size", "")]
         if tags.get("budget"):
             parts.append(tags["budget"])
+        if tags.get("cooldown_of"):
+            parts.append(f"cooldown {tags.get('cooldown_fraction', '')}")
         return "|".join(str(p) for p in parts)
     return fallback
 
