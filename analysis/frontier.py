@@ -8,9 +8,9 @@ compute C -- is what "scales better per FLOP" means. Two estimates of it, per la
   bootstrap on the shared draw of matched units (paired between labels);
 * Approach 3: the minimum over N of the fitted L(N, D) = E + A/N^alpha + B/D^beta under
   a fixed compute, restated in the sweep's FLOPs: Approach 3 states compute as 6 N D, and
-  each label spends q N D (q: the median of its runs' FLOPs / (N D); q / 6 = 3.3 for an
-  EBT S1 with 2 steps, about 1 for Transformer++), so its frontier in the sweep's FLOPs
-  is L*(C 6 / q). Its bootstrap resamples each label's runs on its own (unpaired).
+  each label spends q N D (q: the median of its runs' FLOPs / (N D); about 6 for
+  Transformer++, several times that for an EBT), so its frontier in the sweep's FLOPs is
+  L*(C 6 / q). Its bootstrap resamples each label's runs on its own (unpaired).
 
 Per candidate: Approach 2's frontier slopes and the advantage b_cand / b_ref - 1; for
 each estimate, the FLOP multiplier (compute the candidate needs for the reference's loss)

@@ -26,6 +26,7 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
       size: null                     # the fixed size of data / width / depth / batch sweeps
       points: 5                      # isoflop: sizes per budget
       spread: 2.0                    # isoflop: factor between neighbouring sizes
+      extra_sizes: []                # isoflop: [{budget, offsets}] sizes beyond those (plan --extend)
     shape: {rule: aspect, aspect: 64, head_dim: 64, tolerance: 0.05, max_layers: 128}
     tokens: {rule: tokens_per_param, tokens_per_param: 20}   # | compute_optimal | fixed | steps
     flops: {convention: full, reference: null}               # the convention budgets are stated in
@@ -34,6 +35,14 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     throughput: {peak_tflops: 989.0, mfu: null, device: "H100 SXM (dense bf16 peak)"}
                                      # mfu null: measured (`ebt-scaling bench --save`) or per-
                                      # architecture defaults; a number or {arch: mfu} overrides
+    repeat: {at: [xs], seeds: [1, 2]}     # optional: more seeds at some axis values (seed spread)
+    tune:                            # optional: tuning trials per cell (sweeps/tuning.py)
+      lr: [0.5, 1, 2]                # factors of the rules' values; also alpha_init,
+      alpha_init: [0.5, 1, 2]        # alpha_lr_multiplier (EBT options), batch, warmup
+      at: []                         # axis values to tune at (default: all)
+      token_fraction: 1.0            # < 1: trials on fewer tokens; plan --extend adds the winners
+      equal_trials: true             # the same number of trials per cell for every architecture
+    cooldown: {fractions: [0.25, 0.5]}   # optional, WSD only: cooldown branches (sweeps/cooldown.py)
 
 What the axis values mean:
 
@@ -115,16 +124,38 @@ class ArchEntry:
 
 
 @dataclass(frozen=True)
+class ExtraSizes:
+    """Sizes added to one isoFLOP budget beyond its planned ones (written by `ebt-scaling plan
+    --extend`): the planned sizes sit at the token rule's optimum x spread^offset for offsets
+    -(points-1)/2 .. (points-1)/2, these at the offsets listed."""
+
+    budget: float
+    offsets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        require(len(self.offsets) >= 1, "offsets", "must list at least one offset, e.g. [3] (optimum x spread^3)")
+        for i, o in enumerate(self.offsets):
+            require(math.isfinite(o), f"offsets[{i}]", f"must be a finite number, got {o!r}")
+
+
+@dataclass(frozen=True)
 class AxisSpec:
     name: Literal["parameters", "data", "width", "depth", "batch", "compute", "isoflop"]
     values: Any  # a list, or {start, stop, num} (log-spaced); meaning depends on the axis
     size: Any = None  # the fixed size of data / width / depth / batch sweeps
     points: int = 5  # isoflop: sizes per budget
     spread: float = 2.0  # isoflop: ratio of neighbouring sizes' parameter counts
+    extra_sizes: tuple[ExtraSizes, ...] = ()  # isoflop: sizes beyond the planned ones at some budgets
 
     def __post_init__(self) -> None:
         require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
         require(self.spread > 1, "spread", f"must be > 1 (the factor between neighbouring sizes), got {self.spread}")
+
+    def offsets(self, budget: float) -> list[float]:
+        """isoflop: the sizes of a budget as powers of ``spread`` around the optimum, ascending."""
+        mid = (self.points - 1) / 2
+        extra = [o for e in self.extra_sizes if math.isclose(e.budget, budget, rel_tol=1e-6) for o in e.offsets]
+        return sorted({j - mid for j in range(self.points)} | set(extra))
 
 
 @dataclass(frozen=True)
@@ -620,7 +651,7 @@ def validate(sweep: SweepSpec) -> None:
     base_spec(sweep)  # the base must be a valid partial run spec
     for i in range(len(sweep.architectures)):
         arch_options(sweep, i)
-    axis_values(sweep)
+    values = axis_values(sweep)
     axis = sweep.axis
     if axis.name in FIXED_SIZE_AXES:
         require(axis.size is not None, "axis.size", f"is required for a {axis.name} sweep; give the fixed size "
@@ -629,6 +660,11 @@ def validate(sweep: SweepSpec) -> None:
     else:
         require(axis.size is None, "axis.size", f"is only used by {', '.join(FIXED_SIZE_AXES)} sweeps; remove it "
                  f"(a {axis.name} sweep derives its sizes from axis.values)")
+    for i, extra in enumerate(axis.extra_sizes):
+        require(axis.name == "isoflop", "axis.extra_sizes", f"only applies to isoflop sweeps (this axis is "
+                 f"{axis.name}); remove it")
+        require(any(math.isclose(extra.budget, v, rel_tol=1e-6) for v in values), f"axis.extra_sizes[{i}].budget",
+                 f"{extra.budget:g} is not one of axis.values; give one of the budgets")
     if sweep.tokens.rule in ("fixed", "steps") and axis.name in BUDGET_AXES:
         raise ConfigError(f"tokens.rule: {sweep.tokens.rule!r} cannot place a size on a {axis.name} axis (the budget "
                           "fixes the tokens); use tokens_per_param or compute_optimal")

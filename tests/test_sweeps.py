@@ -319,7 +319,10 @@ def test_every_preset_plans():
 def test_plan_json_parses(capsys):
     assert main(["plan", "tiny", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["runs"]) == 8 and out["totals"]["all"]["runs"] == 8
+    # 4 sizes x 2 architectures, plus a second seed at the two smallest sizes (repeat)
+    assert len(out["runs"]) == 12 and out["totals"]["all"]["runs"] == 12
+    assert sorted((r["size"], r["seed"]) for r in out["runs"] if r["seed"] == 1) == \
+        [("L1-d32", 1), ("L1-d32", 1), ("L1-d64", 1), ("L1-d64", 1)]
     row = out["runs"][0]
     assert {"run_id", "pair_id", "arch_label", "n_layers", "d_model", "n_heads", "params_total",
             "params_non_embedding", "tokens", "flops", "batch", "lr", "gpu_hours"} <= set(row)
