@@ -1,6 +1,6 @@
 """Plots of an Analysis (matplotlib Agg, PNG bytes): loss vs FLOPs / parameters / tokens
 with the power laws and their bootstrap bands (against FLOPs also every other compared
-law's curve), the training-curve envelope (Approach 1), isoFLOP curves (Approach 2), and
+law's curve), the frontier of final points (Approach 1), isoFLOP curves (Approach 2), and
 the FLOP multiplier of every compared law with the power laws' crossover.
 
 Every function returns PNG bytes (or None when there is nothing to draw); report.py
@@ -147,7 +147,8 @@ def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
 
 
 def plot_envelope(an: Analysis) -> bytes | None:
-    """Approach 1: every finished run's training curve and each label's lower envelope with its fit."""
+    """Approach 1: every finished run's training curve (faint), each label's cooled-down final points and
+    their running-minimum frontier with its fit."""
     found = {lb: e for lb, e in an.approach1.items() if isinstance(e, Envelope)}
     if not found:
         return None
@@ -155,11 +156,13 @@ def plot_envelope(an: Analysis) -> bytes | None:
     fig, ax = plt.subplots(figsize=FIGSIZE)
     _draw_curves(ax, an, colors, alpha=0.25)
     for lb, env in found.items():
-        ok = np.isfinite(env.log_env)
-        ax.plot(env.grid[ok], np.exp(env.log_env[ok]), color=colors[lb], lw=2.4, label=f"{lb}: lower envelope")
+        on = env.frontier
+        ax.scatter(env.flops[~on], env.loss[~on], s=14, facecolors="none", edgecolors=colors[lb], zorder=3)
+        ax.step(env.flops[on], env.loss[on], where="post", color=colors[lb], lw=2.4, marker="o", ms=4, zorder=4,
+                label=f"{lb}: frontier (running minimum of final points)")
         f = env.fit
-        ax.plot(env.grid, f.predict(env.grid), color=colors[lb], lw=1.2, ls="--",
-                label=f"{lb}: envelope fit L = {f.prefactor:.3g}·C^{f.slope:.4f}")
+        ax.plot(env.flops, f.predict(env.flops), color=colors[lb], lw=1.2, ls="--",
+                label=f"{lb}: frontier fit L = {f.prefactor:.3g}·C^{f.slope:.4f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ys = an.points["val_loss"].to_numpy(float)
@@ -168,7 +171,7 @@ def plot_envelope(an: Analysis) -> bytes | None:
     ax.set_xlabel(_axis_label(an, "flops"))
     ax.set_ylabel("validation loss (nats/token)")
     _plain_log_y(ax)
-    ax.set_title("Approach 1: training curves and their lower envelope")
+    ax.set_title("Approach 1: cooled-down final points and their frontier (faint: training curves)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7)
     return _png(fig)
@@ -294,6 +297,40 @@ def plot_multiplier(an: Analysis) -> bytes | None:
     return _png(fig)
 
 
+def plot_tuning(an: Analysis) -> bytes | None:
+    """A tuned sweep's LR curves: final loss against LR per cell (the other knobs at the cell's
+    best factors), one panel per label; the best trial starred, a best LR on the grid's edge ringed."""
+    if an.tuning is None:
+        return None
+    runs, cells = an.all_runs, an.tuning.tuning.cells
+    labels = list(dict.fromkeys(c.label for c in cells))
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.2 * len(labels), 4.2), squeeze=False)
+    sizes = sorted({(c.params, c.size) for c in cells})
+    shade = {size: plt.cm.viridis(i / max(1, len(sizes) - 1)) for i, (_, size) in enumerate(sizes)}
+    for ax, label in zip(axes[0], labels):
+        for c in (c for c in cells if c.label == label and c.best_factors):
+            g = runs[(runs["arch_label"] == label) & (runs["axis_value"] == c.axis_value) & (runs["size"] == c.size)
+                     & (runs["seed"] == c.seed) & (runs["tune_stage"].fillna("trial") == "trial")
+                     & (runs["status"] == "done")]
+            for knob, best in c.best_factors.items():   # the LR slice through the best factors of the others
+                if knob != "lr":
+                    g = g[g[f"tune_{knob}"] == best]
+            g = g.sort_values("lr")
+            ax.plot(g["lr"], g["val_loss"], "o-", color=shade[c.size], ms=4, lw=1.2,
+                    label=f"{c.size} seed {c.seed}")
+            ax.plot([c.best_lr], [c.best_loss], "*", color=shade[c.size], ms=13, mec="k", mew=0.6)
+            if "lr" in c.edges:
+                ax.plot([c.best_lr], [c.best_loss], "o", ms=17, mfc="none", mec="crimson", mew=1.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final held-out loss (nats)")
+        ax.set_title(f"{label}: best trial starred, grid edge ringed", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
     """(filename, title, png) of every plot the analysis supports, in report order."""
     out = []
@@ -305,8 +342,9 @@ def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
         if axis not in ("flops", "params", "tokens"):
             specs.append((f"loss_vs_{axis}.png", f"Final loss vs {AXIS_UNITS.get(axis, axis)}",
                           lambda axis=axis: plot_loss_vs(an, axis)))
-    specs += [("envelope.png", "Approach 1: lower envelope of the training curves", lambda: plot_envelope(an)),
-              ("isoflop.png", "Approach 2: isoFLOP curves", lambda: plot_isoflop(an))]
+    specs += [("envelope.png", "Approach 1: running-minimum frontier of the final points", lambda: plot_envelope(an)),
+              ("isoflop.png", "Approach 2: isoFLOP curves", lambda: plot_isoflop(an)),
+              ("tuning.png", "Tuning: final loss against LR per cell", lambda: plot_tuning(an))]
     for name, title, make in specs:
         png = make()
         if png is not None:

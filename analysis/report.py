@@ -434,15 +434,6 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
     doc = Doc()
     name = (r.get("sweep") or {}).get("name") or Path(sweep_dir).name
     title = f"EBT vs Transformer++ scaling: {name}"
-    doc.h(1, title)
-    doc.h(2, "Answer")
-    doc.ul(r.get("headline") or ["No fits."])
-    doc.h(2, "Setup")
-    _setup(doc, an, str(sweep_dir))
-    _frontier(doc, an)
-    _tuning(doc, an)
-    doc.h(2, "Ours beside the paper")
-    _paper_table(doc, an)
     plots = all_plots(an)
     by_name = {p[0]: p for p in plots}
     for fname, _title, png in plots:
@@ -453,6 +444,16 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
         if fname in by_name:
             doc.img(by_name[fname][1], fname, by_name[fname][2])
 
+    doc.h(1, title)
+    doc.h(2, "Answer")
+    doc.ul(r.get("headline") or ["No fits."])
+    doc.h(2, "Setup")
+    _setup(doc, an, str(sweep_dir))
+    _frontier(doc, an)
+    _tuning(doc, an)
+    show("tuning.png")
+    doc.h(2, "Ours beside the paper")
+    _paper_table(doc, an)
     doc.h(2, "Loss against compute, parameters and tokens")
     show("loss_vs_flops.png")
     for law in an.laws:

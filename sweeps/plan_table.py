@@ -67,14 +67,16 @@ _ROW = "{:<12}  {:<12}  {:<10} {:<10} {:>4} {:>10} {:>3} {:>5} {:>3} {:>7} {:>7}
 
 
 def table_lines(plan: Plan) -> list[str]:
-    lines = [_ROW.format(*COLUMNS)]
+    tuned = plan.sweep.tune is not None   # a tuned sweep: each row's trial (its factors) last
+    lines = [_ROW.format(*COLUMNS) + ("  trial" if tuned else "")]
     fmt = _ROW.format
     for r in plan.runs:
         m = r.spec.model
+        trial = f"  {r.spec.tags.get('trial', '')}" if tuned else ""
         lines.append(fmt(r.run_id, r.pair_id, r.arch_label[:10], r.size_name[:10], r.seed, short(r.axis_value),
                          m.n_layers, m.d_model, m.n_heads, si(r.params["total"]), si(r.params["non_embedding"]),
                          si(r.tokens), si(r.flops["paper"]), si(r.flops["full"]), r.batch, f"{r.lr:.3g}",
-                         f"{r.gpu_hours:.3g}"))
+                         f"{r.gpu_hours:.3g}") + trial)
     return lines
 
 

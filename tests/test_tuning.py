@@ -139,3 +139,9 @@ def test_tuned_selection_finds_the_known_lr_optimum_and_flags_edges(tmp_path):
     result = an.result
     assert "same number of trials per cell" in result["tuning"]["budget_rule"]
     assert any("tuned vs untuned" in h for h in result["headline"])
+    from ebt_scaling.analysis.report import build_report
+    files = build_report(an, tmp_path / "analysis", tmp_path)["files"]
+    report = (tmp_path / "analysis" / "report.md").read_text()
+    assert "tuning.png" in files and "## Tuning" in report and "LR(N) rule" in report
+    csv = (tmp_path / "analysis" / "runs.csv").read_text()
+    assert csv.count("\n") == len(plan.runs) + 1   # every trial is in runs.csv, not only the selected ones
