@@ -6,10 +6,17 @@ FLOPs in the chosen convention; every other run is listed as excluded with its s
 note. A matched unit is a sweep point (axis value, size, budget) shared by every
 architecture and every seed of it; the paired bootstrap draws units with replacement
 (bootstrap.draw_units), and a drawn unit brings all of its runs.
+
+Cooldown branches of WSD runs (tag ``cooldown_of``; sweeps/cooldown.py) are kept apart in
+``branches``: at one size they add several token counts, which would bend a fit along the
+parameters axis (per-axis laws, Approach 2, the comparisons), but they are cooled-down
+points where varied tokens are wanted: Approach 1's frontier and Approach 3's L(N, D) read
+``with_branches``. A branch is drawn with its parent's unit (it shares the parent's stable
+phase, so it is not an independent sample).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -40,6 +47,12 @@ class FitPoints:
     n_units: int
     params_kind: str                     # "total" | "non_embedding"
     config: AnalysisConfig
+    branches: pd.DataFrame = field(default_factory=pd.DataFrame)  # fitted labels' finished cooldown branches
+
+    @property
+    def with_branches(self) -> pd.DataFrame:
+        """The fitted runs and the cooldown branches (Approach 1 and 3's points)."""
+        return pd.concat([self.runs, self.branches], ignore_index=True) if len(self.branches) else self.runs
 
     @property
     def flops_col(self) -> str:
@@ -52,7 +65,8 @@ class FitPoints:
     def of(self, label: str, runs: pd.DataFrame | None = None) -> LabelPoints:
         """The label's points (of ``runs`` when given: a subset, e.g. the pairs a comparison shares)."""
         runs = self.runs if runs is None else runs
-        return LabelPoints(label, runs[runs["arch_label"] == label], self.axes, self.counts, self.config)
+        branches = self.branches[self.branches["arch_label"] == label] if len(self.branches) else None
+        return LabelPoints(label, runs[runs["arch_label"] == label], self.axes, self.counts, self.config, branches)
 
 
 def _baseline_label() -> str:
@@ -73,6 +87,10 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
     flops_col, n_col = f"flops_{config.convention}", f"params_{params_kind}"
     points, excluded = _fitted(data.runs, flops_col, n_col)
     runs = data.runs
+    if "cooldown_of" not in points:
+        points["cooldown_of"] = None
+    is_branch = points["cooldown_of"].notna()
+    branches, points = points[is_branch].copy(), points[~is_branch].reset_index(drop=True)
     arch_of = {lb: str(g["arch"].dropna().iloc[0]) if g["arch"].notna().any() else "?"
                for lb, g in runs.groupby("arch_label")}
     reference = _reference(arch_of, config, meta, caveats)
@@ -91,12 +109,15 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
     for col in axes.values():
         if col in points:
             points[col] = pd.to_numeric(points[col], errors="coerce")
+            branches[col] = pd.to_numeric(branches[col], errors="coerce")
+    branches = branches[branches["arch_label"].isin(labels)].reset_index(drop=True)
 
     # Reference rows first, so that two labels give paired_power_law_bootstrap's exact resamples.
     if len(points):
         points = pd.concat([points[points["arch_label"] == lb] for lb in labels]).reset_index(drop=True)
-        codes, uniques = pd.factorize(points["unit"].astype(str))
-        points["unit_code"] = codes
+        parent_unit = branches["cooldown_of"].map(dict(zip(runs["run_id"], runs["unit"]))).fillna(branches["unit"])
+        codes, uniques = pd.factorize(pd.concat([points["unit"], parent_unit], ignore_index=True).astype(str))
+        points["unit_code"], branches["unit_code"] = codes[:len(points)], codes[len(points):]
         n_units = len(uniques)
     else:
         n_units = 0
@@ -110,7 +131,7 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
         if lb not in labels:
             caveats.skip("all fits", lb, "no finished run with a final loss")
     return FitPoints(points, excluded, axes, labels, arch_of, reference if reference in labels else None,
-                     candidates, counts, n_units, params_kind, config)
+                     candidates, counts, n_units, params_kind, config, branches)
 
 
 def _fitted(runs: pd.DataFrame, flops_col: str, n_col: str) -> tuple[pd.DataFrame, list[dict]]:

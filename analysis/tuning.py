@@ -5,8 +5,9 @@ replaced by trials. Per cell:
 
 * the best trial: the lowest final held-out loss among its finished trials;
 * the run that answers for the cell *tuned*: the best trial when trials train on the
-  planned tokens, else the winner retrained at full tokens (``tune_stage: final``; added
-  by ``plan --extend``), else none (the cell is missing from the tuned answer);
+  planned tokens, else the winner retrained at full tokens (``tune_stage: final``, added
+  by ``plan --extend``; the planned run when every best factor is 1), else none (the cell
+  is missing from the tuned answer);
 * the run that answers *untuned*: the trial at every factor 1 on the planned tokens, i.e.
   the run the rules alone would have planned;
 * edges: a knob whose best factor is the smallest or largest factor tried (finished or
@@ -107,6 +108,20 @@ class Tuning:
                 "lr_rules": {lb: r.to_json() for lb, r in self.lr_rules.items()}}
 
 
+def _branch(runs: pd.DataFrame) -> pd.Series:
+    """Cooldown branches of WSD runs (sweeps/cooldown.py): not trials; they follow their parent."""
+    if "cooldown_of" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["cooldown_of"].notna()
+
+
+def _with_branches(runs: pd.DataFrame, ids: list[str]) -> list[str]:
+    """The runs and the cooldown branches of those runs."""
+    if "cooldown_of" not in runs:
+        return ids
+    return ids + runs[runs["cooldown_of"].isin(set(ids))]["run_id"].tolist()
+
+
 def _factor_cols(g: pd.DataFrame) -> list[str]:
     return [f"tune_{k}" for k in TUNE_KNOBS if f"tune_{k}" in g and g[f"tune_{k}"].notna().any()]
 
@@ -115,7 +130,7 @@ def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[Tu
     """Every tuned cell of the runs table (see the module docstring); [] when nothing was tuned."""
     if "trial" not in runs or not runs["trial"].notna().any():
         return []
-    trials = runs[runs["trial"].notna()].copy()
+    trials = runs[runs["trial"].notna() & ~_branch(runs)].copy()
     trials["val_loss"] = pd.to_numeric(trials["val_loss"], errors="coerce")
     out = []
     for (label, axis_value, size, seed), g in trials.groupby(["arch_label", "axis_value", "size", "seed"], sort=True):
@@ -140,7 +155,8 @@ def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[Tu
             if float(tokens.loc[best.name]) == 1.0:
                 tuned = best["run_id"]
             else:
-                finals = g[(stage == "final") & (g["status"] == "done")]
+                # the winner retrained on full tokens; a winner at every factor 1 is the planned run itself
+                finals = g[stage.isin(["final", "planned"]) & (tokens == 1.0) & (g["status"] == "done")]
                 match = finals[(finals[cols] == pd.Series({c: best[c] for c in cols})).all(axis=1)] if cols else finals
                 tuned = match["run_id"].iloc[0] if len(match) else None
         untuned_rows = g[at_one & (tokens == 1.0) & stage.isin(["trial", "planned"]) & (g["status"] == "done")]
@@ -177,10 +193,11 @@ def find_tuning(runs: pd.DataFrame, params_col: str = "params_total") -> Tuning 
     cells = tuned_cells(runs, params_col)
     if not cells:
         return None
-    others = runs[runs["trial"].isna()]["run_id"].tolist()
-    tuned = others + [c.tuned_run_id for c in cells if c.tuned_run_id]
-    untuned = others + [c.untuned_run_id for c in cells if c.untuned_run_id]
-    trials = runs[runs["trial"].notna() & (runs["tune_stage"].fillna("trial") == "trial")]
+    branch = _branch(runs)
+    others = runs[runs["trial"].isna() & ~branch]["run_id"].tolist()
+    tuned = _with_branches(runs, others + [c.tuned_run_id for c in cells if c.tuned_run_id])
+    untuned = _with_branches(runs, others + [c.untuned_run_id for c in cells if c.untuned_run_id])
+    trials = runs[runs["trial"].notna() & ~branch & (runs["tune_stage"].fillna("trial") == "trial")]
     per_cell = trials.groupby(["arch_label", "axis_value", "size", "seed"]).size()
     trials_per_cell = {str(lb): int(per_cell.loc[lb].max()) for lb in per_cell.index.get_level_values(0).unique()}
     labels = sorted({c.label for c in cells})

@@ -217,9 +217,8 @@ class Planner:
                 n_opt = self.optimum(v)
                 if axis.name == "compute":
                     targets = [n_opt]
-                else:
-                    mid = (axis.points - 1) / 2
-                    targets = [n_opt * axis.spread ** (j - mid) for j in range(axis.points)]
+                else:  # the planned points, and any sizes `plan --extend` added beyond them
+                    targets = [n_opt * axis.spread ** o for o in axis.offsets(v)]
                 for t in targets:
                     out.append(_Point(_fmt(v), self.solver.solve(t), budget=v))
         return out

@@ -3,6 +3,7 @@ training happen once), tiny run specs that train in seconds on 2 CPU cores, and 
 sweep directories whose final losses follow known laws (the analysis tests)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -210,3 +211,54 @@ def write_synthetic_sweep(root, *, archs: dict, sizes=SIZES[:4], seeds=(0,), mod
                                   f"{rows[-1]['step']} kept" if status == "diverged" else ""}
                 atomic_write_json(run / "result.json", result)
     return root
+
+
+def write_curve_sweep(root, runs: list[dict], *, name: str = "curves", eval_points: int = 8,
+                      start_loss: float = 300.0) -> list[str]:
+    """Write runs one by one, each with its own steps and final loss, in the trainer's format
+    (ROOT/runs/<run_id>/{spec.yaml, metrics.jsonl, result.json}, ROOT/sweep.yaml); the run ids in order.
+
+    runs: dicts {"label", "arch", "size" (a SIZES entry), "steps", "final" (final val loss),
+    optional "seed" (0), "schedule" ("cosine"), "cooldown_of" (index of an earlier entry: a
+    WSD cooldown branch, tagged with its parent's run id and sharing its sweep point)}.
+    The eval points sit at log-spaced steps; FLOPs are step x the model's FLOPs per step (both
+    conventions, as the trainer records them). The curve is L(f) = final f^-0.1 + (start_loss
+    - final) e^(-f / 0.01) at the fraction f of training: a high-loss start (an EBT's loss starts
+    near 300 nats), then intermediate points above what a run cooled down at that compute reaches.
+    """
+    root = Path(root)
+    atomic_write_text(root / "sweep.yaml", json.dumps({
+        "name": name, "param_count": "total", "pairing": "tokens", "axis": {"name": "tokens"},
+        "flops": {"convention": "full"}, "seeds": sorted({r.get("seed", 0) for r in runs}),
+        "architectures": [{"label": lb, "arch": a} for lb, a in {r["label"]: r["arch"] for r in runs}.items()]}))
+    ids: list[str] = []
+    for r in runs:
+        parent = runs[r["cooldown_of"]] if "cooldown_of" in r else r
+        point = f"{parent['size'][0]}-{parent['steps']}"
+        tags = {"sweep": name, "pair_id": point, "arch_label": r["label"], "size": r["size"][0], "axis": "tokens",
+                "axis_value": point, "pairing": "tokens"}
+        if "cooldown_of" in r:
+            tags.update(cooldown_of=ids[r["cooldown_of"]], cooldown_fraction=f"{r['steps'] / parent['steps']:g}")
+        model = _model({"arch": r["arch"]}, r["size"])
+        spec = _spec(model, r.get("seed", 0), r["steps"] * BATCH * CONTEXT, tags)
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, schedule=r.get("schedule", "cosine")))
+        assert spec.total_steps == r["steps"]
+        run = root / "runs" / spec.run_id
+        assert not run.exists(), f"{r}: the run of another entry"
+        atomic_write_text(run / "spec.yaml", spec_to_yaml(spec))
+        per = {c: training_step_flops(spec.model, BATCH, CONTEXT, c) for c in ("full", "paper")}
+        rows = []
+        for step in np.unique(np.round(np.geomspace(1, r["steps"], eval_points)).astype(int)):
+            f = step / r["steps"]
+            loss = r["final"] * f ** -0.1 + (start_loss - r["final"]) * math.exp(-f / 0.01)
+            rows.append({"step": int(step), "tokens": int(step) * BATCH * CONTEXT,
+                         "flops_full": step * per["full"], "flops_paper": step * per["paper"],
+                         "train_loss": loss * 1.01, "lr": 1e-3, "grad_norm": 1.0, "val_loss": loss,
+                         "val_ppl": math.exp(loss)})
+        run.joinpath("metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write_json(run / "result.json", {
+            "status": "done", "run_id": spec.run_id, "arch": r["arch"], "step": rows[-1]["step"],
+            "total_steps": spec.total_steps, "final": rows[-1], "val_loss": rows[-1]["val_loss"],
+            "val_ppl": rows[-1]["val_ppl"], "params": param_counts(spec.model), "note": ""})
+        ids.append(spec.run_id)
+    return ids

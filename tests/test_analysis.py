@@ -12,20 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SIZES, VOCAB, chinchilla_law, chinchilla_n_opt, power_law, write_synthetic_sweep
 
-from ebt_scaling.harness.contract.run_dir import atomic_write_json
-from ebt_scaling.harness.contract.spec import load_spec, spec_from_dict
-from ebt_scaling.models.factory import build_model
-from ebt_scaling.models.flops import param_counts
-
 # ---------------------------------------------------------------------------- helpers of the tests
-
 from ebt_scaling.analysis.config import AnalysisConfig  # noqa: E402
 from ebt_scaling.analysis.load import load_runs  # noqa: E402
 from ebt_scaling.analysis.pipeline import analyze  # noqa: E402
 from ebt_scaling.harness.cli import main  # noqa: E402
+from ebt_scaling.harness.contract.run_dir import atomic_write_json
+from ebt_scaling.harness.contract.spec import load_spec, spec_from_dict
+from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.flops import param_counts
 
 T_A, T_B = 30.0, 0.05                      # Transformer++: L = 30 C^-0.05
 E1_B, CROSS = 0.06, 1e20                   # EBT-S1: steeper, meets T++ at 1e20 FLOPs
@@ -246,7 +243,7 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
         # resamples with an edge minimum are dropped: the interval says it is conditional, and how many
         k = round(rec["n_opt_edge_fraction"] * 50)
         assert rec["n_opt_interval_note"].startswith(f"conditional on an interior minimum; {k} of 50 resamples")
-    assert a2["interval_note"].startswith("conditional on interior minima") and f"of 50 resamples" in a2["interval_note"]
+    assert a2["interval_note"].startswith("conditional on interior minima") and "of 50 resamples" in a2["interval_note"]
     from ebt_scaling.analysis.report import build_report
 
     build_report(an, tmp_path / "analysis", tmp_path)

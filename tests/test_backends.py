@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_sweep
 
 from ebt_scaling.harness.cli import main
@@ -15,8 +14,8 @@ from ebt_scaling.harness.contract.run_state import JobView
 from ebt_scaling.harness.dispatch.backend import BACKENDS
 from ebt_scaling.harness.dispatch.cancel import cancel_runs
 from ebt_scaling.harness.dispatch.profiles import load_profile
-from ebt_scaling.harness.dispatch.submit import submit_sweep
 from ebt_scaling.harness.dispatch.submission import Submission
+from ebt_scaling.harness.dispatch.submit import submit_sweep
 from ebt_scaling.harness.dispatch.sweep_status import sweep_status
 
 LIVE = {"PENDING", "RUNNING"}

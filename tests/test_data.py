@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.harness.data import corpus, token_store
 from ebt_scaling.harness.data.common import DataError
 from ebt_scaling.harness.data.corpus import read_works
 from ebt_scaling.harness.data.pipeline import open_dataset, prepare
 from ebt_scaling.harness.data.tokenizer import train_bpe
-from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.models.base import IGNORE_INDEX
 
 VOCAB = 512  # the vocabulary conftest's tiny_spec uses: one Shakespeare build serves both

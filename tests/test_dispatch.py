@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_sweep
 
 from ebt_scaling.harness.cli import main

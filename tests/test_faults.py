@@ -22,13 +22,13 @@ import pytest
 from conftest import comparable
 
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
 from ebt_scaling.harness.dispatch.liveness import is_dead
 from ebt_scaling.harness.dispatch.processes import hostname, proc_start
 from ebt_scaling.harness.dispatch.sweep_status import sweep_status
-from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.contract.spec import spec_to_yaml
 
 LOCAL_TEST_PROFILE = "name: test-local\ngpus_per_node: 0\ncpus_per_task: 1\ntimeout_min: 10\n" \
                      "signal_delay_s: 30\npreempt_grace_s: 10\n"

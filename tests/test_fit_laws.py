@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from conftest import SIZES, power_law, write_synthetic_sweep
 
 from ebt_scaling.analysis.approach3 import Approach3Fit

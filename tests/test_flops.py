@@ -18,8 +18,13 @@ from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
-from ebt_scaling.models.flops import (CONVENTIONS, count_training_step_flops, flops_per_token, param_counts,
-                                      training_step_flops)
+from ebt_scaling.models.flops import (
+    CONVENTIONS,
+    count_training_step_flops,
+    flops_per_token,
+    param_counts,
+    training_step_flops,
+)
 
 TOLERANCE = 0.02  # the contract: `full` within 2% of FlopCounterMode
 

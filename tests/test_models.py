@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.factory import build_model
 

@@ -16,17 +16,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from conftest import comparable, make_sweep as write_sweep
+from conftest import comparable
+from conftest import make_sweep as write_sweep
 
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.dispatch import lease as leases
 from ebt_scaling.harness.dispatch.backends.slurm import slurm_states
 from ebt_scaling.harness.dispatch.job import TrainingJob, preempt_signal
 from ebt_scaling.harness.dispatch.sweep_status import sweep_status
 from ebt_scaling.harness.dispatch.wait import wait_for
-from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.contract.spec import spec_to_yaml
 
 pytestmark = pytest.mark.slurm
 PROFILE = "slurm-local"  # the shipped profile of the cluster slurm_local.sh starts

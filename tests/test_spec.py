@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ebt_scaling.harness.contract.spec import RunSpec, load_spec, spec_from_dict, spec_to_yaml
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.spec import RunSpec, load_spec, spec_from_dict, spec_to_yaml
 
 
 def test_yaml_round_trip_and_stable_run_id(tmp_path):

@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import comparable
 import torch
 import torch.multiprocessing as mp
+from conftest import comparable
 
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import run_state
-from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_to_yaml
+from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.training.trainer import eval_steps, train_run
 
 

@@ -145,3 +145,21 @@ def test_tuned_selection_finds_the_known_lr_optimum_and_flags_edges(tmp_path):
     assert "tuning.png" in files and "## Tuning" in report and "LR(N) rule" in report
     csv = (tmp_path / "analysis" / "runs.csv").read_text()
     assert csv.count("\n") == len(plan.runs) + 1   # every trial is in runs.csv, not only the selected ones
+
+
+def test_reduced_token_trials_answer_through_their_full_token_winner(tmp_path):
+    from ebt_scaling.analysis.tuning import find_tuning
+
+    sweep = _sweep({"lr": [0.5, 1, 2], "token_fraction": 0.5, "equal_trials": False})
+    plan = make_plan(sweep)
+    write_plan(plan, tmp_path)
+    # T++ is best at factor 1 (its planned run answers), EBT at factor 2 (no full-token winner yet)
+    best = {"T++": 1.0, "EBT": 2.0}
+    _write_results(tmp_path, plan.runs, lambda r: 3.0 + abs(math.log(r.lr / (BASE_LR * best[r.arch_label]))))
+    tuning = find_tuning(load_runs(tmp_path).runs)
+    for c in tuning.cells:
+        assert c.best_factors == {"lr": best[c.label]}
+        planned = next(r.run_id for r in plan.runs if (r.arch_label, r.size_name) == (c.label, c.size)
+                       and r.spec.tags["tune_stage"] == "planned")
+        assert c.untuned_run_id == planned
+        assert c.tuned_run_id == (planned if c.label == "T++" else None), c

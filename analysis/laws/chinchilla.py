@@ -101,10 +101,11 @@ class Approach3Law(FitLaw):
     compared = False
 
     def fit(self, points: LabelPoints) -> Fitting:
-        N = points.runs[points.axes["params"]].to_numpy(float)
-        D = points.runs[points.axes["tokens"]].to_numpy(float)
+        rows = points.with_branches  # cooldown branches vary D at one N: what this law needs
+        N = rows[points.axes["params"]].to_numpy(float)
+        D = rows[points.axes["tokens"]].to_numpy(float)
         good = np.isfinite(N) & (N > 0) & np.isfinite(D) & (D > 0)
-        N, D, L = N[good], D[good], points.loss[good]
+        N, D, L = N[good], D[good], rows["val_loss"].to_numpy(float)[good]
         reason = _unsupported(N, D, L)
         if reason:
             return Fitting.done(Skipped("Approach 3", reason))

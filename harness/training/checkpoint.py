@@ -2,7 +2,8 @@
 
 Written atomically (whole file to a temp name, fsync, rename) and kept two deep, so a
 kill during a save, or a latest checkpoint that turns out unreadable, falls back to the
-previous valid one -- and the run log says so.
+previous valid one -- and the run log says so. Checkpoints at the steps a run is asked to
+keep (its cooldown branches start there: cooldown_branch.py) are never rotated away.
 """
 from __future__ import annotations
 
@@ -33,11 +34,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: RunDir, step: int, payload: dict[str, Any]) -> Path:
-    path = run.checkpoint_dir / f"step_{step:08d}.pt"
+def checkpoint_path(run: RunDir, step: int) -> Path:
+    return run.checkpoint_dir / f"step_{step:08d}.pt"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.stem.removeprefix("step_"))
+
+
+def save_checkpoint(run: RunDir, step: int, payload: dict[str, Any], keep: frozenset[int] = frozenset()) -> Path:
+    """Write the checkpoint of `step`; keep the newest KEEP others and those at the `keep` steps."""
+    path = checkpoint_path(run, step)
     # Streamed into the temporary file: no second in-memory copy of a large checkpoint.
     atomic_write_with(path, lambda f: torch.save({"step": step, **payload}, f))
-    for old in run.checkpoints()[KEEP:]:
+    rotating = [p for p in run.checkpoints() if checkpoint_step(p) not in keep]
+    for old in rotating[KEEP:]:
         old.unlink(missing_ok=True)
     return path
 

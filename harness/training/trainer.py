@@ -34,6 +34,7 @@ from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
 from ebt_scaling.models.precision import autocast
 
 from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .cooldown_branch import branch_start, kept_steps
 from .distributed import DistributedContext
 from .schedule import lr_at
 
@@ -120,6 +121,8 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # On the CPU: RNG states must stay CPU tensors; weights and optimizer state are copied
     # to the model's device by load_state_dict.
     state = load_latest_checkpoint(run, map_location="cpu")
+    if state is None:  # a cooldown branch starts from its parent's checkpoint where it can
+        state = branch_start(run, spec, ctx)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -144,6 +147,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
         model.compile_hot_path()
     amp = autocast(device, spec.precision)
     total = spec.total_steps
+    keep = kept_steps(spec)  # its cooldown branches start from these checkpoints
     evals = eval_steps(total, spec.eval.points)
     step_flops = {c: training_step_flops(spec.model, batch_size, spec.model.context, c) for c in CONVENTIONS}
     progress = tqdm(total=total, initial=step, disable=quiet or not ctx.is_main, unit="step",
@@ -203,8 +207,8 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
                 run.append_metrics(row)
             progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
         stopping = stops > 0
-        if step % spec.checkpoint_every == 0 or step == total or stopping:
-            _checkpoint(run, ctx, step, model, optimizer, batches)
+        if step % spec.checkpoint_every == 0 or step == total or stopping or step in keep:
+            _checkpoint(run, ctx, step, model, optimizer, batches, keep)
         if stopping and step < total:
             progress.close()
             if ctx.is_main:
@@ -214,12 +218,13 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     return _finish(run, ctx, spec, "done", step, last_row, model)
 
 
-def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches) -> None:
+def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches,
+                keep: frozenset[int]) -> None:
     # What differs between processes (RNG streams, EBT's replay buffer) is kept per process.
     processes = ctx.gather_objects({"rng": rng_state(), "model": model.process_state()})
     if ctx.is_main:
         save_checkpoint(run, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "data": batches.state_dict(), "processes": processes})
+                                    "data": batches.state_dict(), "processes": processes}, keep)
     ctx.barrier()
 
 
