@@ -7,14 +7,17 @@ to that compute reaches: an intermediate point of a cosine run sits above it, an
 points (an EBT starts near 300 nats) would steer the fit. So the points are the finished
 runs' final points (final loss at final FLOPs), cooldown branches included: a WSD run's
 branches (points.py keeps them apart from the per-axis fits) are finished runs with fewer
-tokens, so they add cooled-down points at several token counts. Seeds of one sweep point
-(same unit, same FLOPs) are averaged first, so that the frontier does not pick the
-luckiest seed.
+tokens, so they add cooled-down points at several token counts. A run with a constant
+schedule never decays, not even at its end, so it is left out (with a warning). Seeds of
+one sweep point (same unit, same FLOPs) are averaged first, so that the frontier does not
+pick the luckiest seed.
 
 The frontier is a running minimum over compute: sorted by FLOPs (ties by loss), a point is
 on it when its loss is below that of every point before it, so it never rises. Bootstrapped
-on the shared draw of matched units: a resample keeps the points of its drawn units and
-takes the running minimum again (a branch is drawn with its parent's unit).
+on the shared draw of matched units (a branch is drawn with its parent's unit): a resample
+repeats each unit as often as it is drawn, so it takes the running minimum of its drawn
+units' points (copies of a point do not move a minimum) and weighs each frontier point by
+its unit's draw count in the fits, as the per-axis power law's bootstrap does.
 """
 from __future__ import annotations
 
@@ -23,9 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ebt_scaling.sweeps.cooldown import is_branch
+
 from .bootstrap import percentile_interval
 from .caveats import Caveats
-from .fits import PowerLawFit, fit_power_law
+from .fits import PowerLawFit, fit_power_law, weighted_loglog_fits
 from .laws.law import Skipped
 from .points import FitPoints
 
@@ -38,7 +43,7 @@ class Envelope:
     are on the running-minimum frontier, the frontier's power laws, and per resample the
     frontier's slope and N_opt exponent."""
 
-    n_runs: int                         # finished runs (final points, branches included)
+    n_runs: int                         # finished runs entered (final points, branches included)
     n_branches: int                     # of them, cooldown branches of WSD runs
     flops: np.ndarray                   # per point (seeds of a sweep point averaged), ascending
     loss: np.ndarray                    # its loss (geometric mean over seeds)
@@ -74,59 +79,71 @@ class Envelope:
 
 
 def envelopes(points: FitPoints, caveats: Caveats) -> dict[str, Envelope | Skipped]:
-    _schedule_caveats(points, caveats)
-    return {lb: _envelope(points, lb, caveats) for lb in points.labels}
+    runs = {lb: points.of(lb).with_branches for lb in points.labels}
+    _schedule_caveats(runs, caveats)
+    return {lb: _envelope(points, lb, r, caveats) for lb, r in runs.items()}
 
 
-def _schedule_caveats(points: FitPoints, caveats: Caveats) -> None:
-    """Say how many cooled-down points each schedule contributes."""
-    runs = points.with_branches
-    if runs.empty:
-        return
-    schedule = runs["schedule"].fillna("cosine")
-    single = runs[schedule != "wsd"]
+def _schedules(runs: pd.DataFrame) -> pd.Series:
+    return runs["schedule"].fillna("cosine")
+
+
+def _schedule_caveats(runs: dict[str, pd.DataFrame], caveats: Caveats) -> None:
+    """Say which runs each schedule lets in, and how many points they give."""
+    per_label = {lb: _schedules(r) for lb, r in runs.items() if len(r)}
+    constant = {lb: int((s == "constant").sum()) for lb, s in per_label.items()}
+    if any(constant.values()):
+        counts = ", ".join(f"{lb} {n}" for lb, n in constant.items() if n)
+        caveats.warn(f"Approach 1: {sum(constant.values())} run(s) with a constant learning-rate schedule left out "
+                     f"({counts}): a constant rate never decays, so no point of such a run is cooled down; train them "
+                     "with a cosine or WSD schedule to enter them")
+    single = pd.concat([pd.Series(dtype=object), *(s[~s.isin(("wsd", "constant"))] for s in per_label.values())])
     if len(single):
-        kinds = " / ".join(sorted(schedule[schedule != "wsd"].unique()))
+        kinds = " / ".join(sorted(single.unique()))
         caveats.warn(f"Approach 1: {len(single)} run(s) with a {kinds} learning-rate schedule enter with their "
-                     "final point only (a cosine schedule has decayed only there; a constant one never does): one "
-                     "point per run. A WSD schedule with cooldown branches (sweep key `cooldown: {fractions: "
-                     "[...]}`) gives several cooled-down token counts per run")
-    wsd = runs[schedule == "wsd"]
-    if len(wsd):
-        branch = wsd["cooldown_of"].notna()
-        per_label = "; ".join(f"{lb}: {int(g['cooldown_of'].notna().sum())} branch point(s) of "
-                              f"{int(g['cooldown_of'].isna().sum())} WSD run(s)" for lb, g in wsd.groupby("arch_label"))
-        hint = "" if branch.any() else " (add sweep key `cooldown: {fractions: [...]}` for more token counts)"
-        caveats.warn(f"Approach 1: WSD cooldown branches entered beside the runs' final points: {per_label}{hint}")
+                     "final point only (a cosine schedule has decayed only there): one point per run. A WSD "
+                     "schedule with cooldown branches (sweep key `cooldown: {fractions: [...]}`) gives several "
+                     "cooled-down token counts per run")
+    wsd = {lb: runs[lb][s == "wsd"] for lb, s in per_label.items() if (s == "wsd").any()}
+    if wsd:
+        branch = {lb: is_branch(w) for lb, w in wsd.items()}
+        counts = "; ".join(f"{lb}: {int(b.sum())} branch point(s) of {int((~b).sum())} WSD run(s)"
+                           for lb, b in branch.items())
+        hint = ("" if any(b.any() for b in branch.values())
+                else " (add sweep key `cooldown: {fractions: [...]}` for more token counts)")
+        caveats.warn(f"Approach 1: WSD cooldown branches entered beside the runs' final points: {counts}{hint}")
 
 
-def _envelope(points: FitPoints, lb: str, caveats: Caveats) -> Envelope | Skipped:
-    p = points.of(lb).with_branches
+def _envelope(points: FitPoints, lb: str, runs: pd.DataFrame, caveats: Caveats) -> Envelope | Skipped:
+    decays = _schedules(runs) != "constant"
+    p = runs[decays]
+    left_out = f" ({int((~decays).sum())} constant-schedule run(s) left out)" if not decays.all() else ""
     c_col, n_col = points.flops_col, points.n_col
     groups = _sweep_points(p, c_col, n_col)
-    front = _running_min(np.log(groups["loss"].to_numpy())[None, :], np.ones((1, len(groups)), bool))[0]
+    front = _running_min(np.log(groups["loss"].to_numpy(float))[None, :], np.ones((1, len(groups)), bool))[0]
     if front.sum() < 2:
-        skipped = Skipped(WHAT, f"{len(p)} finished run(s), {int(front.sum())} point(s) on the running minimum "
-                          "of loss over compute: the frontier's power law needs >= 2")
+        skipped = Skipped(WHAT, f"{len(p)} finished run(s) with a decaying schedule{left_out}, {int(front.sum())} "
+                          "point(s) on the running minimum of loss over compute: the frontier's power law needs >= 2")
         caveats.skip(skipped.what, lb, skipped.reason)
         return skipped
     C, L, N = (groups[k].to_numpy(float) for k in ("flops", "loss", "size"))
     fit = fit_power_law(C[front], L[front])
-    sizes = np.unique(N)
     distinct = np.unique(N[front]).size
     nfit = fit_power_law(C[front], N[front]) if distinct >= 3 else None
     slopes = n_exp = None
-    counts = points.counts
-    if len(counts):   # a resample keeps the points of its drawn units (duplicates do not change a minimum)
-        keep = counts[:, groups["unit_code"].to_numpy()] > 0                         # (R, points)
-        on = _running_min(np.broadcast_to(np.log(L), keep.shape), keep)
-        slopes = _masked_slopes(np.log(C), np.broadcast_to(np.log(L), on.shape), on)
+    if len(points.counts):
+        # A resample repeats each drawn unit: its frontier is the running minimum of the drawn
+        # points (copies do not move it), and each frontier point weighs its draw count.
+        drawn = points.counts[:, groups["unit_code"].to_numpy(np.int64)]           # (R, points)
+        on = _running_min(np.broadcast_to(np.log(L), drawn.shape), drawn > 0)
+        weights = np.where(on, drawn, 0.0)
+        slopes = weighted_loglog_fits(np.log(C), np.log(L), weights)[0]
         if nfit is not None:
-            onehot = N[:, None] == sizes[None, :]
+            onehot = N[:, None] == np.unique(N)[None, :]
             n_on = ((on.astype(float) @ onehot) > 0).sum(axis=1)
-            n_exp = np.where(n_on >= 3, _masked_slopes(np.log(C), np.broadcast_to(np.log(N), on.shape), on), np.nan)
+            n_exp = np.where(n_on >= 3, weighted_loglog_fits(np.log(C), np.log(N), weights)[0], np.nan)
     on_runs = sorted(r for ids in groups["run_ids"][front] for r in ids)
-    n_branches = int(p["cooldown_of"].notna().sum())
+    n_branches = int(is_branch(p).sum())
     return Envelope(len(p), n_branches, C, L, N, front, on_runs, fit, nfit, distinct, points.config.ci, slopes, n_exp)
 
 
@@ -146,16 +163,3 @@ def _running_min(log_loss: np.ndarray, present: np.ndarray) -> np.ndarray:
     best_before = np.concatenate([np.full((len(masked), 1), np.inf),
                                   np.minimum.accumulate(masked, axis=1)[:, :-1]], axis=1)
     return present & (masked < best_before)
-
-
-def _masked_slopes(x: np.ndarray, Y: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Least-squares slope of each row of Y against x over the row's mask (nan with < 2 points or no spread)."""
-    m = M.astype(float)
-    n = m.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        xm = (m @ x) / n
-        ym = (m * Y).sum(axis=1) / n
-        dx = x[None, :] - xm[:, None]
-        sxx = (m * dx * dx).sum(axis=1)
-        sxy = (m * dx * (Y - ym[:, None])).sum(axis=1)
-        return np.where((n >= 2) & (sxx > 1e-12), sxy / sxx, np.nan)

@@ -1,6 +1,7 @@
-"""Chinchilla Approach 2 of each label: isoFLOP minima. With budget tags (an isoFLOP
-sweep) each budget's runs are its points; otherwise each run's loss at a budget is read off
-its training curve. N* is the minimum of the parabola through the lowest-loss size and its
+"""Chinchilla Approach 2 of each label: isoFLOP minima. Each budget's runs (budget tags: an
+isoFLOP sweep) are its points, with their final, cooled-down loss; a sweep without budgets
+has no Approach 2 (a training curve's intermediate points are not cooled down, and its first
+ones are warmup). N* is the minimum of the parabola through the lowest-loss size and its
 neighbours (in log N); budgets whose minimum is on the size grid's edge are dropped.
 N* ∝ C^a from >= 2 budgets. Bootstrapped on the shared draw of matched units: a resample
 keeps the runs of its drawn units. (Approach 1: approach1.py; Approach 3 is a fit law:
@@ -16,12 +17,9 @@ import pandas as pd
 
 from .bootstrap import percentile_interval
 from .caveats import Caveats
-from .curves import CURVE_TOL, curve_arrays, log_interp
 from .fits import PowerLawFit, fit_power_law
 from .laws.law import Skipped
 from .points import FitPoints
-
-A2_GRID = 8
 
 
 @dataclass(frozen=True)
@@ -104,16 +102,17 @@ class Isoflop:
         return out
 
 
-def isoflops(points: FitPoints, curves: pd.DataFrame, caveats: Caveats) -> dict[str, Isoflop | Skipped]:
-    return {lb: _isoflop(points, lb, curves, caveats) for lb in points.labels}
+def isoflops(points: FitPoints, caveats: Caveats) -> dict[str, Isoflop | Skipped]:
+    return {lb: _isoflop(points, lb, caveats) for lb in points.labels}
 
 
-def _isoflop(points: FitPoints, lb: str, curves: pd.DataFrame, caveats: Caveats) -> Isoflop | Skipped:
-    mode, groups = _budget_groups(points, lb, curves, caveats)
+def _isoflop(points: FitPoints, lb: str, caveats: Caveats) -> Isoflop | Skipped:
+    mode, groups = _budget_groups(points, lb, caveats)
     if not groups:
         tagged = "budget" in points.runs and points.of(lb).runs["budget"].notna().any()
         skipped = Skipped("Approach 2 (isoFLOP)", "no compute budget with >= 3 distinct model sizes "
-                          + ("in a budget-tagged group" if tagged else "covered by training curves"))
+                          + ("in a budget-tagged group" if tagged else "(it needs an isoFLOP sweep: runs trained to a "
+                             "budget; points along a training curve are not cooled down)"))
         caveats.skip(skipped.what, lb, skipped.reason)
         return skipped
     ci, counts = points.config.ci, points.counts
@@ -170,7 +169,7 @@ def _isoflop(points: FitPoints, lb: str, curves: pd.DataFrame, caveats: Caveats)
     return Isoflop(mode, budgets, fit, loss_fit, exponents, ci, tuple(frontiers))
 
 
-def _budget_groups(points: FitPoints, lb: str, curves: pd.DataFrame,
+def _budget_groups(points: FitPoints, lb: str,
                    caveats: Caveats) -> tuple[str, list[tuple[float, pd.DataFrame, np.ndarray]]]:
     """How the budgets were read, and per budget (compute, runs with >= 3 sizes, their log loss at it)."""
     p = points.of(lb).runs
@@ -189,28 +188,7 @@ def _budget_groups(points: FitPoints, lb: str, curves: pd.DataFrame,
                                  "convention or pairing)")
                 groups.append((comp, g, np.log(g["val_loss"].to_numpy(float))))
         return mode, groups
-    arrays = curve_arrays(curves[curves["run_id"].isin(p["run_id"])], flops_col)
-    runs = p[p["run_id"].isin(list(arrays))]
-    if runs[n_col].nunique() < 3:
-        return "", groups
-    mode = ("training curves: each run's loss at the budget by log-log interpolation between eval points (an "
-            "intermediate point of a decaying LR schedule overstates the loss of a run trained to that budget)")
-    cover = []   # budgets where >= 3 sizes have a curve point
-    for _, r in runs.iterrows():
-        f, _loss = arrays[r["run_id"]]
-        cover.append((f[0], f[-1] * (1 + CURVE_TOL), r[n_col]))
-    lo = min(c[0] for c in cover)
-    hi = max(c[1] for c in cover)
-    grid = np.geomspace(lo, hi / (1 + CURVE_TOL), 4 * A2_GRID)
-    good = [c for c in grid if len({n for a, b_, n in cover if a <= c <= b_}) >= 3]
-    if good:
-        for c in np.geomspace(min(good), max(good), min(A2_GRID, len(good))):
-            vals = np.array([log_interp(*arrays[r], np.array([c]))[0] for r in runs["run_id"]])
-            keep = np.isfinite(vals)
-            g = runs[keep]
-            if g[n_col].nunique() >= 3:
-                groups.append((float(c), g, vals[keep]))
-    return mode, groups
+    return "", groups   # no budget tags: no isoFLOP groups (see the module docstring)
 
 
 

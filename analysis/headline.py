@@ -26,19 +26,27 @@ def headline_sentences(an: Analysis) -> list[str]:
     ref = an.reference
     if not an.comparisons:
         reasons = [s["reason"] for s in an.caveats.skipped if s["what"] in ("comparisons", "power law vs flops")]
+        if an.tuning is not None:
+            missing = [c for c in an.tuning.tuning.cells if c.tuned_run_id is None]
+            reasons.insert(0, f"{len(missing)} tuned cell(s) have no tuned run yet (reduced-token trials need their "
+                              "winner at full tokens: `ebt-scaling plan --extend SWEEP_DIR`)" if missing else
+                           "the tuned runs of two architectures do not overlap")
         out.append("No comparison of architectures could be made" + (f": {reasons[0]}" if reasons else
                                                                       " (no finished runs of two architectures)") + ".")
+        if an.tuning is not None:
+            out.extend(_tuning(an))
         return out
-    out.append(estimator_sentence(an))
     for cand, comp in an.comparisons.items():
+        out.append(estimator_sentence(an, cand))
         frontier = an.frontiers.get(cand)
-        if frontier is not None:
+        on_frontier = frontier is not None and (frontier.efficiency or frontier.slopes is not None)
+        if on_frontier:
             out.extend(_frontier(an, cand, frontier))
         rate = comp.rates.get("flops")
         if not isinstance(rate, SlopeComparison):
             out.append(f"{cand} vs {ref}: no FLOP power law ({rate.reason if rate is not None else 'skipped'}).")
             continue
-        if frontier is not None:
+        if on_frontier:
             out.append("Per-axis power law through every run (off-optimal sizes included, so not the frontier): "
                        + _slopes(an, cand, rate))
             continue
@@ -49,7 +57,7 @@ def headline_sentences(an: Analysis) -> list[str]:
         # seed noise is propagated to the per-axis FLOP slopes only (frontier answers: the spread alone)
         answers = {c: answer(an, c) for c in an.candidates}
         sentences = [seed_sentence(an.seeds.spreads, an.seeds.intervals.get(c), a[1], c)
-                     for c, a in answers.items() if a is not None and a[2] == "per-axis FLOP power law"]
+                     for c, a in answers.items() if a is not None and a[2] == PER_AXIS]
         out.extend(sentences or [seed_sentence(an.seeds.spreads, None, None, "")])
     if an.tuning is not None:
         out.extend(_tuning(an))
@@ -65,16 +73,27 @@ def headline_sentences(an: Analysis) -> list[str]:
     return out
 
 
-def estimator_sentence(an: Analysis) -> str:
-    """Which estimator the headline's answer comes from."""
+PER_AXIS = "per-axis FLOP power law"
+A2_FRONTIER = "Approach 2 frontier"
+
+
+def estimator_sentence(an: Analysis, cand: str) -> str:
+    """Which estimator the answer for one candidate comes from, and why."""
+    ref = an.reference
     tuned = " of the tuned runs (each cell's best trial)" if an.tuning is not None else ""
-    if an.frontiers:
-        used = sorted({e for f in an.frontiers.values() for e in f.estimators})
-        return ("Estimator: the compute-optimal frontier L*(C) of an isoFLOP sweep" + tuned + ": "
-                + "; ".join(ESTIMATORS[e] for e in used) + ".")
+    frontier = an.frontiers.get(cand)
+    if frontier is not None:
+        missing = "; ".join(f"{ESTIMATORS[k]} missing: {why}" for k, why in frontier.skipped.items())
+        if frontier.efficiency:
+            used = "; ".join(ESTIMATORS[e] for e in frontier.estimators)
+            return (f"Estimator for {cand} vs {ref}: the compute-optimal frontier L*(C) of an isoFLOP sweep{tuned}: "
+                    f"{used}" + (f" ({missing})" if missing else "") + ".")
+        return (f"Estimator for {cand} vs {ref}: the per-axis power law of final loss against FLOPs through every "
+                f"finished run{tuned}, off-optimal sizes included, because this isoFLOP sweep has no frontier yet "
+                f"({missing}).")
     axis = (an.data.meta or {}).get("axis") or "parameters"
-    return (f"Estimator: the per-axis power law of final loss against FLOPs through every finished run{tuned} (a "
-            f"{axis} sweep: each run is one point of the curve; no isoFLOP frontier).")
+    return (f"Estimator for {cand} vs {ref}: the per-axis power law of final loss against FLOPs through the finished "
+            f"runs{tuned} (a {axis} sweep: each run is one point of the curve).")
 
 
 def answer(an: Analysis, cand: str) -> tuple[float, list | None, str] | None:
@@ -82,12 +101,12 @@ def answer(an: Analysis, cand: str) -> tuple[float, list | None, str] | None:
     frontier = an.frontiers.get(cand)
     if frontier is not None and frontier.slopes is not None:
         j = frontier.slopes.to_json()
-        return j["advantage"], j.get("intervals", {}).get("advantage"), "Approach 2 frontier"
+        return j["advantage"], j.get("intervals", {}).get("advantage"), A2_FRONTIER
     comp = an.comparisons.get(cand)
     rate = comp.rates.get("flops") if comp else None
     if isinstance(rate, SlopeComparison):
         j = rate.to_json()
-        return j["advantage"], j.get("intervals", {}).get("advantage"), "per-axis FLOP power law"
+        return j["advantage"], j.get("intervals", {}).get("advantage"), PER_AXIS
     return None
 
 
@@ -111,23 +130,37 @@ def _frontier(an: Analysis, cand: str, frontier) -> list[str]:
     return out
 
 
+def answer_text(found: tuple | None) -> str:
+    """An ``answer`` in words."""
+    if found is None:
+        return "no answer"
+    return f"{pct(found[0])} {fmt_interval(found[1], 3, pct=True)} ({found[2]})"
+
+
 def _tuning(an: Analysis) -> list[str]:
     t = an.tuning
+    cells = t.tuning.cells
     out = [t.tuning.budget_rule()]
+    partial = [c for c in cells if c.n_done < c.n_trials]
+    if partial:
+        out.append(f"{len(partial)} of {len(cells)} tuned cell(s) are not fully tried (e.g. {partial[0].name} of "
+                   f"{partial[0].label}: {partial[0].n_done} of {partial[0].n_trials} trials finished): their best "
+                   "trial is the best so far.")
     untuned = t.untuned
-    for cand in an.candidates:
+    n_tuned = sum(c.tuned_run_id is not None for c in cells)
+    n_untuned = sum(c.untuned_run_id is not None for c in cells)
+    candidates = list(dict.fromkeys([*an.candidates, *(untuned.candidates if untuned is not None else [])]))
+    for cand in candidates:
         tuned_answer = answer(an, cand)
         untuned_answer = answer(untuned, cand) if untuned is not None else None
-        if tuned_answer is None:
-            continue
-        side = (f"untuned (the rules' values) {pct(untuned_answer[0])} {fmt_interval(untuned_answer[1], 3, pct=True)}"
-                if untuned_answer else "untuned: no answer (no finished untuned pair)")
-        out.append(f"{cand} vs {an.reference}, tuned vs untuned: scaling-rate advantage tuned "
-                   f"{pct(tuned_answer[0])} {fmt_interval(tuned_answer[1], 3, pct=True)}, {side} "
-                   f"({tuned_answer[2]}).")
+        out.append(f"{cand} vs {an.reference}, scaling-rate advantage tuned {answer_text(tuned_answer)} vs untuned "
+                   f"(the rules' values) {answer_text(untuned_answer)}.")
+    if n_tuned != n_untuned:
+        out.append(f"The two answers cover different cells: {n_tuned} tuned and {n_untuned} untuned cell(s) have a "
+                   "finished run.")
     edges = t.tuning.edge_cells
     if edges:
-        shown = "; ".join(f"{c.label} {c.size} ({', '.join(f'{k} {v}' for k, v in c.edges.items())})"
+        shown = "; ".join(f"{c.label} {c.name} ({', '.join(f'{k} {v}' for k, v in c.edges.items())})"
                           for c in edges[:6])
         more = f" and {len(edges) - 6} more" if len(edges) > 6 else ""
         out.append(f"Best value on the grid's edge in {len(edges)} cell(s): {shown}{more}; the optimum may lie "
@@ -163,7 +196,8 @@ def _efficiency(eff: Efficiency, ref: str, cand: str) -> list[str]:
             parts.append(f"at {row['compute']:.3g} FLOPs{what} {cand} needs {fmt_num(row[name])}× "
                          f"{fmt_interval(row.get(f'{name}_interval'))} the compute of {ref} for the same loss")
     if parts:
-        out.append("Power-law fits: " + "; ".join(parts) + f" (>1: {cand} needs more; the EBT paper: ≈10× at its scales).")
+        out.append("Power-law fits: " + "; ".join(parts)
+                   + f" (>1: {cand} needs more; the EBT paper: ≈10× at its scales).")
     for law, crossover in eff.crossovers.items():
         out.append(law.crossover_sentence(crossover.to_json(), eff.budget,
                                           _overtakes(crossover.found.better_below, ref, cand)))

@@ -242,7 +242,8 @@ def tune_columns(tags: dict) -> dict:
         return {}
     out = {"trial": tags["trial"], "tune_stage": tags.get("tune_stage", "trial"),
            "tune_tokens": _float(tags.get("tune_tokens")) or 1.0}
-    out.update({k: _float(v) for k, v in tags.items() if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")})
+    out.update({k: _float(v) for k, v in tags.items()
+                if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")})
     return out
 
 
@@ -284,6 +285,8 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
                      "arch": r.get("arch"), "arch_label": r.get("arch_label"), "pair_id": r.get("pair_id"),
                      "unit": unit_key(tags, r.get("pair_id") or r["run_id"]), "seed": r.get("seed"),
                      "axis": tags.get("axis"), "axis_value": r.get("axis_value"), "size": r.get("size"),
+                     "budget": _float(tags.get("budget")), "cooldown_of": tags.get("cooldown_of"),
+                     "schedule": None, "model_init": None,   # not in plan.json (the spec's fields)
                      **tune_columns(tags), "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
                      "tokens_planned": r.get("tokens"), "tokens": 0, "step": 0, "total_steps": r.get("steps")})
     return rows

@@ -107,7 +107,7 @@ def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis
     points = select_points(data, config, caveats)
     pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
     approach1 = envelopes(points, caveats)
-    approach2 = isoflops(points, data.curves, caveats)
+    approach2 = isoflops(points, caveats)
     laws: dict = {}
     for law, by_label in pending.items():
         laws[law] = {}
@@ -120,9 +120,7 @@ def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis
                    for cand in points.candidates}
     frontiers = {}
     if is_frontier_sweep(points, (data.meta or {}).get("axis")):
-        for cand in points.candidates:
-            found = compare_frontiers(points, points.reference, cand, approach2, laws, caveats)
-            if found is not None:
-                frontiers[cand] = found
+        frontiers = {cand: compare_frontiers(points, points.reference, cand, approach2, laws, caveats)
+                     for cand in points.candidates}
     return Analysis(config, data, points, laws, approach1, approach2, comparisons,
                     flops_per_token_ratios(points), caveats, frontiers, seed_noise(points))

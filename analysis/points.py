@@ -11,8 +11,10 @@ Cooldown branches of WSD runs (tag ``cooldown_of``; sweeps/cooldown.py) are kept
 ``branches``: at one size they add several token counts, which would bend a fit along the
 parameters axis (per-axis laws, Approach 2, the comparisons), but they are cooled-down
 points where varied tokens are wanted: Approach 1's frontier and Approach 3's L(N, D) read
-``with_branches``. A branch is drawn with its parent's unit (it shares the parent's stable
-phase, so it is not an independent sample).
+``LabelPoints.with_branches``. A branch is drawn with its parent's unit (it shares the
+parent's stable phase, so it is not an independent sample), so it enters only once its
+parent is fitted: until then it is listed as excluded (its parent not finished), and every
+unit the bootstrap draws holds a fitted run.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.sweeps.cooldown import is_branch
 
 from .axes import OWN_AXIS_COLUMNS
 from .bootstrap import draw_units, unit_counts
@@ -48,11 +51,6 @@ class FitPoints:
     params_kind: str                     # "total" | "non_embedding"
     config: AnalysisConfig
     branches: pd.DataFrame = field(default_factory=pd.DataFrame)  # fitted labels' finished cooldown branches
-
-    @property
-    def with_branches(self) -> pd.DataFrame:
-        """The fitted runs and the cooldown branches (Approach 1 and 3's points)."""
-        return pd.concat([self.runs, self.branches], ignore_index=True) if len(self.branches) else self.runs
 
     @property
     def flops_col(self) -> str:
@@ -89,8 +87,10 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
     runs = data.runs
     if "cooldown_of" not in points:
         points["cooldown_of"] = None
-    is_branch = points["cooldown_of"].notna()
-    branches, points = points[is_branch].copy(), points[~is_branch].reset_index(drop=True)
+    branch = is_branch(points)
+    branches, points = points[branch].copy(), points[~branch].reset_index(drop=True)
+    branches, orphans = _with_fitted_parent(branches, points)
+    excluded.extend(orphans)
     arch_of = {lb: str(g["arch"].dropna().iloc[0]) if g["arch"].notna().any() else "?"
                for lb, g in runs.groupby("arch_label")}
     reference = _reference(arch_of, config, meta, caveats)
@@ -110,14 +110,13 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
         if col in points:
             points[col] = pd.to_numeric(points[col], errors="coerce")
             branches[col] = pd.to_numeric(branches[col], errors="coerce")
-    branches = branches[branches["arch_label"].isin(labels)].reset_index(drop=True)
 
     # Reference rows first, so that two labels give paired_power_law_bootstrap's exact resamples.
     if len(points):
         points = pd.concat([points[points["arch_label"] == lb] for lb in labels]).reset_index(drop=True)
-        parent_unit = branches["cooldown_of"].map(dict(zip(runs["run_id"], runs["unit"]))).fillna(branches["unit"])
-        codes, uniques = pd.factorize(pd.concat([points["unit"], parent_unit], ignore_index=True).astype(str))
-        points["unit_code"], branches["unit_code"] = codes[:len(points)], codes[len(points):]
+        codes, uniques = pd.factorize(points["unit"].astype(str))
+        points["unit_code"] = codes
+        branches["unit_code"] = branches["cooldown_of"].map(dict(zip(points["run_id"], codes))).astype(np.int64)
         n_units = len(uniques)
     else:
         n_units = 0
@@ -150,6 +149,17 @@ def _fitted(runs: pd.DataFrame, flops_col: str, n_col: str) -> tuple[pd.DataFram
                          "note": "done but no finite final val_loss or FLOPs recorded: not fitted",
                          "step": _int(r.get("step")), "total_steps": _int(r.get("total_steps"))})
     return done[ok].reset_index(drop=True), excluded
+
+
+def _with_fitted_parent(branches: pd.DataFrame, points: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """The finished cooldown branches whose parent is fitted, and the others as excluded
+    (a branch is drawn with its parent's unit: without the parent it has none)."""
+    fitted = branches["cooldown_of"].isin(set(points["run_id"]))
+    excluded = [{"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": "done",
+                 "note": f"cooldown branch of {r['cooldown_of']}: parent not finished (enters once its parent is "
+                         "fitted)", "step": _int(r.get("step")), "total_steps": _int(r.get("total_steps"))}
+                for _, r in branches[~fitted].iterrows()]
+    return branches[fitted].reset_index(drop=True), excluded
 
 
 def _reference(arch_of: dict[str, str], config: AnalysisConfig, meta: dict, caveats: Caveats) -> str | None:

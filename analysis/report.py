@@ -25,7 +25,7 @@ from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_writ
 from ebt_scaling.harness.evaluation.report import plot_thinking, table3
 
 from .axes import AXIS_UNITS
-from .headline import answer
+from .headline import answer, answer_text
 from .laws.law import FitLaw
 from .laws.power import POWER_LAW
 from .numbers import fmt_interval, fmt_num
@@ -201,24 +201,20 @@ def _tuning(doc: Doc, an: Analysis) -> None:
     for c in t.cells:
         best = ", ".join(f"{k}×{v:g}" for k, v in (c.best_factors or {}).items()) or "-"
         edges = ", ".join(f"{k} at the {side} edge" for k, side in c.edges.items())
-        rows.append([c.label, c.size, c.seed, f"{c.n_done}/{c.n_trials}", best,
+        rows.append([c.label, c.name, c.seed, f"{c.n_done}/{c.n_trials}", best,
                      "-" if c.best_loss is None else f"{c.best_loss:.4f}",
                      "-" if c.untuned_loss is None else f"{c.untuned_loss:.4f}",
                      "-" if c.best_lr is None else f"{c.best_lr:.3g}", edges])
-    doc.table(["label", "size", "seed", "trials done", "best factors", "best loss", "untuned loss", "best LR",
+    doc.table(["label", "cell", "seed", "trials done", "best factors", "best loss", "untuned loss", "best LR",
                "edge"], rows)
     untuned = an.tuning.untuned
-    side = []
-    for cand in an.candidates:
-        tuned_a = answer(an, cand)
-        untuned_a = answer(untuned, cand) if untuned is not None else None
-        side.append([f"{cand} vs {an.reference}",
-                     "-" if tuned_a is None else f"{pct(tuned_a[0])} {fmt_interval(tuned_a[1], 3, pct=True)}",
-                     "-" if untuned_a is None else f"{pct(untuned_a[0])} {fmt_interval(untuned_a[1], 3, pct=True)}",
-                     tuned_a[2] if tuned_a else "-"])
+    candidates = list(dict.fromkeys([*an.candidates, *(untuned.candidates if untuned is not None else [])]))
+    side = [[f"{cand} vs {an.reference}", answer_text(answer(an, cand)),
+             answer_text(answer(untuned, cand) if untuned is not None else None)] for cand in candidates]
     if side:
-        doc.p("Tuned and untuned answers side by side (scaling-rate advantage, b_cand / b_ref - 1):")
-        doc.table(["comparison", "tuned", "untuned", "estimator"], side)
+        doc.p("Tuned and untuned answers side by side (scaling-rate advantage, b_cand / b_ref - 1, and the "
+              "estimator each used):")
+        doc.table(["comparison", "tuned", "untuned"], side)
     doc.ul(["LR(N) rule, " + r.sentence() for r in t.lr_rules.values()])
 
 
@@ -392,7 +388,6 @@ def _slug(s: str) -> str:
 
 def _runs_tables(doc: Doc, an: Analysis) -> None:
     r = an.result
-    runs = an.data.runs.copy()
     conv = an.config.convention
     ncol = r["config"]["params_column"]
     excluded = r["runs"]["excluded"]
@@ -406,15 +401,18 @@ def _runs_tables(doc: Doc, an: Analysis) -> None:
     else:
         doc.p("None: every run finished and was fitted.")
     doc.h(2, "All runs")
-    sort_cols = [c for c in ("arch_label", ncol, "tokens_planned", "seed", "run_id") if c in runs]
+    runs = an.all_runs.copy()   # a tuned sweep: every trial, not only those the answer fits
+    tuned = an.tuning is not None
+    sort_cols = [c for c in ("arch_label", ncol, "tokens_planned", "seed", "trial", "run_id") if c in runs]
     runs = runs.sort_values(sort_cols, kind="stable", na_position="last")
     rows = []
     for _, x in runs.iterrows():
-        rows.append([x["run_id"], x.get("arch_label"), x.get("size"), x.get("seed"), x["status"],
+        trial = [x.get("trial") if isinstance(x.get("trial"), str) else ""] if tuned else []
+        rows.append([x["run_id"], x.get("arch_label"), x.get("size"), x.get("seed"), *trial, x["status"],
                      fmt_num(_f(x.get(ncol)), 4), fmt_num(_f(x.get("tokens")), 4),
                      fmt_num(_f(x.get(f"flops_{conv}")), 4), fmt_num(_f(x.get("val_loss")), 5), x.get("note") or ""])
-    doc.table(["run id", "label", "size", "seed", "status", f"N ({r['config']['params']})", "tokens",
-               f"FLOPs ({conv})", "final val loss", "note"], rows)
+    doc.table(["run id", "label", "size", "seed", *(["trial"] if tuned else []), "status",
+               f"N ({r['config']['params']})", "tokens", f"FLOPs ({conv})", "final val loss", "note"], rows)
 
 
 def _f(v):

@@ -102,6 +102,8 @@ def seed_sentence(spreads: dict[str, SeedSpread], seed_interval: list[float] | N
         return f"Seed-to-seed spread: {where}."
     width_s = seed_interval[1] - seed_interval[0]
     width_b = bootstrap_interval[1] - bootstrap_interval[0]
+    if not (math.isfinite(width_s) and math.isfinite(width_b)):
+        return f"Seed-to-seed spread: {where}; no bootstrap interval to set it beside."
     verdict = ("is at least as wide, so it includes seed noise" if width_b >= width_s else
                "is narrower, so it does not include seed noise: read the answer with the wider of the two")
     return (f"Seed-to-seed spread: {where}. Seed noise alone moves {cand}'s FLOP slope advantage within "

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ebt_scaling.sweeps.cooldown import is_branch
 from ebt_scaling.sweeps.sweep_spec import TUNE_KNOBS
 
 TRIED = ("done", "diverged")   # a diverged trial was tried: its factor bounds the grid
@@ -35,9 +36,7 @@ class TunedCell:
     axis_value: str
     size: str
     seed: int
-    unit: str
     params: float
-    knobs: tuple[str, ...]
     grid: dict[str, list[float]]          # knob -> sorted factors tried (done or diverged)
     n_trials: int                         # trials planned in the cell
     n_done: int
@@ -49,6 +48,11 @@ class TunedCell:
     untuned_run_id: str | None
     untuned_loss: float | None
     edges: dict[str, str]                 # knob -> "low" | "high"
+
+    @property
+    def name(self) -> str:
+        """The cell in words: its size, and the axis value when that is not the size (a budget)."""
+        return self.size if self.axis_value == self.size else f"{self.size} at {self.axis_value}"
 
     def to_json(self) -> dict:
         return {"label": self.label, "axis_value": self.axis_value, "size": self.size, "seed": self.seed,
@@ -93,26 +97,24 @@ class Tuning:
         return [c for c in self.cells if c.edges]
 
     def budget_rule(self) -> str:
-        counts = sorted(set(self.trials_per_cell.values()))
+        counts = sorted({c.n_trials for c in self.cells})
         per = ", ".join(f"{lb} {n}" for lb, n in self.trials_per_cell.items())
-        if len(counts) == 1:
-            return (f"Tuning budget: every architecture gets the same number of trials per cell ({counts[0]}); an "
-                    "architecture with fewer knobs spends the difference on more LR values.")
-        return f"Tuning budget: unequal trials per cell ({per}): the comparison favours the better-tuned architecture."
+        if len(counts) != 1:
+            return (f"Tuning budget: unequal trials per cell (most per cell: {per}): the comparison favours the "
+                    "better-tuned architecture.")
+        lr_grids = {lb: tuple(sorted({f for c in self.cells if c.label == lb for f in c.grid.get("lr", [])}))
+                    for lb in self.trials_per_cell}
+        extended = (" An architecture with fewer knobs spends the difference on more LR values (LR factors: "
+                    + "; ".join(f"{lb} {', '.join(f'{f:g}' for f in g)}" for lb, g in lr_grids.items()) + ")."
+                    if len(set(lr_grids.values())) > 1 else "")
+        return f"Tuning budget: every architecture gets the same number of trials per cell ({counts[0]})." + extended
 
     def to_json(self) -> dict:
         return {"budget_rule": self.budget_rule(), "trials_per_cell": self.trials_per_cell,
                 "cells": [c.to_json() for c in self.cells],
-                "edge_cells": [f"{c.label} {c.size} seed {c.seed}: best {k} factor at the {side} edge"
+                "edge_cells": [f"{c.label} {c.name} seed {c.seed}: best {k} factor at the {side} edge"
                                for c in self.edge_cells for k, side in c.edges.items()],
                 "lr_rules": {lb: r.to_json() for lb, r in self.lr_rules.items()}}
-
-
-def _branch(runs: pd.DataFrame) -> pd.Series:
-    """Cooldown branches of WSD runs (sweeps/cooldown.py): not trials; they follow their parent."""
-    if "cooldown_of" not in runs:
-        return pd.Series(False, index=runs.index)
-    return runs["cooldown_of"].notna()
 
 
 def _with_branches(runs: pd.DataFrame, ids: list[str]) -> list[str]:
@@ -130,7 +132,7 @@ def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[Tu
     """Every tuned cell of the runs table (see the module docstring); [] when nothing was tuned."""
     if "trial" not in runs or not runs["trial"].notna().any():
         return []
-    trials = runs[runs["trial"].notna() & ~_branch(runs)].copy()
+    trials = runs[runs["trial"].notna() & ~is_branch(runs)].copy()
     trials["val_loss"] = pd.to_numeric(trials["val_loss"], errors="coerce")
     out = []
     for (label, axis_value, size, seed), g in trials.groupby(["arch_label", "axis_value", "size", "seed"], sort=True):
@@ -162,8 +164,8 @@ def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[Tu
         untuned_rows = g[at_one & (tokens == 1.0) & stage.isin(["trial", "planned"]) & (g["status"] == "done")]
         untuned = untuned_rows.iloc[0] if len(untuned_rows) else None
         out.append(TunedCell(
-            str(label), str(axis_value), str(size), int(seed), str(g["unit"].iloc[0]),
-            float(pd.to_numeric(g[params_col], errors="coerce").median()), knobs, grid, int(len(grid_rows)),
+            str(label), str(axis_value), str(size), int(seed),
+            float(pd.to_numeric(g[params_col], errors="coerce").median()), grid, int(len(grid_rows)),
             int(len(done)), best_factors, float(best["val_loss"]) if best is not None else None,
             float(best["lr"]) if best is not None else None, best["run_id"] if best is not None else None, tuned,
             untuned["run_id"] if untuned is not None else None,
@@ -193,7 +195,7 @@ def find_tuning(runs: pd.DataFrame, params_col: str = "params_total") -> Tuning 
     cells = tuned_cells(runs, params_col)
     if not cells:
         return None
-    branch = _branch(runs)
+    branch = is_branch(runs)
     others = runs[runs["trial"].isna() & ~branch]["run_id"].tolist()
     tuned = _with_branches(runs, others + [c.tuned_run_id for c in cells if c.tuned_run_id])
     untuned = _with_branches(runs, others + [c.untuned_run_id for c in cells if c.untuned_run_id])

@@ -19,9 +19,11 @@ gets ``keep_steps`` (its branches' branch steps), so the trainer keeps those che
 tags are not in the run id, so the parent's id does not change.
 
 A branch's GPU-hours count its cooldown steps only (it starts from its parent's checkpoint);
-its FLOPs are those of all its tokens (the compute its loss stands for). Tuning trials
-(tune_stage "trial") are not branched: the tuning picks a value by final loss at its own
-tokens, and branching every trial would multiply the grid's cost.
+its FLOPs are those of all its tokens (the compute its loss stands for). Tuning trials are
+not branched (the tuning picks a value by final loss at its own tokens, and branching every
+trial would multiply the grid's cost), except the one that is the planned run: every factor
+1 at full tokens (tune_stage ``trial`` when trials train on full tokens, ``planned`` when they
+do not). A full-token winner (tune_stage ``final``) is branched too: it answers for its cell.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 
+import pandas as pd
+
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_hash
-from ebt_scaling.harness.training.schedule import lr_at
+from ebt_scaling.harness.training.schedule import first_lr_difference, wsd_decay_start
 
 from .sweep_spec import CooldownSpec
 
@@ -43,11 +47,6 @@ class BranchSchedule:
     train: TrainSpec
     steps: int
     branch_step: int
-
-
-def decay_start(steps: int, train: TrainSpec) -> int:
-    """The first step of a WSD run's decay (as harness/training/schedule.py places it)."""
-    return steps - max(1, int(train.decay_fraction * steps))
 
 
 def warmup_fraction_for(warmup_steps: int, steps: int) -> float | None:
@@ -74,13 +73,11 @@ def branch_schedule(train: TrainSpec, steps: int, tokens_per_step: int, fraction
     if w is None:
         return f"{b_steps} step(s) cannot hold the parent's {warmup} warmup steps"
     b_train = replace(train, tokens=b_steps * tokens_per_step, warmup_fraction=w)
-    start, parent_start = decay_start(b_steps, b_train), decay_start(steps, train)
+    start, parent_start = wsd_decay_start(b_steps, b_train), wsd_decay_start(steps, train)
     if not max(warmup, 1) <= start < parent_start:
         return (f"its decay would start at step {start}, outside the parent's stable phase (steps {warmup} to "
                 f"{parent_start - 1})")
-    # Piecewise closed forms with the same peak and warmup: equal at every step is what the
-    # trainer relies on, so check every step rather than argue it.
-    differ = next((s for s in range(start) if lr_at(s, b_steps, b_train) != lr_at(s, steps, train)), None)
+    differ = first_lr_difference(start, b_steps, b_train, steps, train)
     if differ is not None:
         return f"its learning rate differs from the parent's at step {differ}"
     return BranchSchedule(b_train, b_steps, start)
@@ -98,7 +95,7 @@ def add_branches(planner, runs: list) -> list:
     skipped: dict[str, list[str]] = {}
     branches, trials = [], 0
     for run in runs:
-        if run.spec.tags.get("tune_stage") == "trial":
+        if not takes_branches(run.spec.tags):
             trials += 1
             continue
         mine = []
@@ -120,13 +117,32 @@ def add_branches(planner, runs: list) -> list:
         planner.warnings.append(f"cooldown: {what} skipped for {len(reasons)} run(s) (a branch must equal its parent "
                                 f"until its decay starts), e.g. {reasons[0]}")
     if trials:
-        planner.warnings.append(f"cooldown: {trials} tuning trial(s) not branched (the tuning compares final losses)")
+        planner.warnings.append(f"cooldown: {trials} tuning trial(s) not branched (the tuning compares final losses; "
+                                "each cell's planned run, every factor 1 at full tokens, is)")
     if branches:
         planner.warnings.append(
             f"cooldown: {len(branches)} branch run(s); a branch's GPU-hours count only its cooldown steps (it starts "
             "from its parent's checkpoint at tag branch_step; started before the parent has that checkpoint, it "
             "trains from scratch to the same result at its full cost)")
     return runs + branches
+
+
+def takes_branches(tags: dict[str, str]) -> bool:
+    """Whether a planned run gets cooldown branches: every run but a tuning trial other than
+    the planned run (a factor other than 1, or reduced tokens: tag ``tune_tokens``)."""
+    stage = tags.get("tune_stage")
+    if stage is None or stage == "final":
+        return True
+    factors = [v for k, v in tags.items() if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")]
+    return "tune_tokens" not in tags and all(float(v) == 1.0 for v in factors)
+
+
+def is_branch(runs: pd.DataFrame) -> pd.Series:
+    """Per row of a runs table (analysis/load.py), whether it is a cooldown branch (tag
+    ``cooldown_of``); False for every row of a table without that column."""
+    if "cooldown_of" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["cooldown_of"].notna()
 
 
 def _branch(run, fraction: float):

@@ -33,6 +33,7 @@ from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.run_dir import read_json
 from ebt_scaling.harness.contract.throughput import ThroughputFile
 
+from .cooldown import is_branch
 from .generate import Plan, PlannedRun, make_plan
 from .sweep_spec import SweepSpec, axis_values, dump_sweep, load_sweep, sweep_from_dict
 
@@ -76,8 +77,8 @@ def budget_minima(sweep: SweepSpec, findings: Findings) -> dict[tuple[str, str],
     >= 3 sizes are needed; the edge is the planned grid's, so a minimum on the largest
     finished size while a larger one is still planned (or failed: resubmit it) is open."""
     runs = findings.runs[findings.runs["axis_value"].notna()]
-    if "cooldown_of" in runs:  # a cooldown branch trains on less than its budget: no isoFLOP point (nor in Approach 2)
-        runs = runs[runs["cooldown_of"].isna()]
+    # A cooldown branch trains on less than its budget: no isoFLOP point (nor in Approach 2).
+    runs = runs[~is_branch(runs)]
     col = f"params_{sweep.param_count}"
     out = {}
     for (label, value), g in runs.groupby(["arch_label", "axis_value"], sort=False):

@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import RunSpec, identity_dict, spec_hash
 from ebt_scaling.harness.contract.throughput import Rate, Rates, ThroughputFile, default_mfu
@@ -252,7 +252,9 @@ class Planner:
         runs: list[PlannedRun] = []
         seen: dict[str, PlannedRun] = {}
         warned: set[str] = set()
-        for point in self.points():
+        points = self.points()
+        self._check_repeat({p.axis_value for p in points})
+        for point in points:
             solved = point.solved
             shape = solved.shape
             if solved.warning and solved.warning not in warned:
@@ -337,12 +339,24 @@ class Planner:
         runs = cooldown.add_branches(self, runs)
         return Plan(sweep, runs, self.warnings, self.rates.file)
 
+    def _check_repeat(self, values: set[str]) -> None:
+        repeat = self.sweep.repeat
+        if repeat is None:
+            return
+        for i, v in enumerate(repeat.at):   # a warning: overriding the axis of a preset must not fail it
+            if v not in values:
+                self.warnings.append(f"repeat.at[{i}]: {v!r} is not an axis value of this sweep (one of "
+                                     f"{', '.join(sorted(values)[:12])}): no repeated seeds there")
+        for i, seed in enumerate(repeat.seeds):
+            require(seed not in self.sweep.seeds, f"repeat.seeds[{i}]",
+                    f"seed {seed} is already one of seeds {list(self.sweep.seeds)}; give another")
+
     def seeds_at(self, axis_value: str) -> tuple[int, ...]:
         """The sweep's seeds, plus ``repeat.seeds`` at the axis values ``repeat.at`` names."""
         repeat = self.sweep.repeat
         if repeat is None or axis_value not in repeat.at:
             return self.sweep.seeds
-        return self.sweep.seeds + tuple(s for s in repeat.seeds if s not in self.sweep.seeds)
+        return self.sweep.seeds + repeat.seeds
 
     # ----------------------------------------------------------------- ids
     def _model_json(self, arch_index: int, shape: Shape) -> str:

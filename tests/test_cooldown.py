@@ -168,6 +168,36 @@ def test_cooldown_needs_a_wsd_schedule():
     assert "\n" not in message and "cooldown: needs base.train.schedule: wsd" in message
 
 
+def _branched(plan) -> dict[str, set[str]]:
+    """Each parent's branch fractions, by the parent's tune_stage and factors."""
+    by_id = {r.run_id: r for r in plan.runs}
+    out: dict[str, set[str]] = {}
+    for r in plan.runs:
+        if "cooldown_of" in r.spec.tags:
+            t = by_id[r.spec.tags["cooldown_of"]].spec.tags
+            key = f"{t['tune_stage']} lr={t['tune_lr']} tokens={t.get('tune_tokens', '1')}"
+            out.setdefault(key, set()).add(r.spec.tags["cooldown_fraction"])
+    return out
+
+
+def test_a_tuned_sweep_branches_its_planned_runs_and_winners_not_its_trials():
+    # Trials on full tokens: the trial at factor 1 is the planned run, the only one branched per cell.
+    plan = _plan(_sweep(cooldown={"fractions": [0.5]}, tune={"lr": [0.5, 1, 2]}))
+    assert _branched(plan) == {"trial lr=1 tokens=1": {"0.5"}}
+    assert sum("cooldown_of" in r.spec.tags for r in plan.runs) == 4   # 2 labels x 2 sizes
+    assert any(w.startswith("cooldown: 8 tuning trial(s) not branched") for w in plan.warnings), plan.warnings
+    # Trials on half the tokens: the planned run kept at full tokens and a full-token winner
+    # (tune_stage final) are branched; the reduced-token trials (factor 1 included) are not.
+    first = plan.runs[0]
+    extra = [{"label": "T++", "axis_value": first.axis_value, "size": first.size_name, "factors": {"lr": 2},
+              "full_tokens": True}]
+    plan = _plan(_sweep(cooldown={"fractions": [0.5]},
+                        tune={"lr": [0.5, 1, 2], "token_fraction": 0.5, "extra": extra}))
+    assert _branched(plan) == {"planned lr=1 tokens=1": {"0.5"}, "final lr=2 tokens=1": {"0.5"}}
+    assert sum("cooldown_of" in r.spec.tags for r in plan.runs) == 5
+    assert any(w.startswith("cooldown: 12 tuning trial(s) not branched") for w in plan.warnings), plan.warnings
+
+
 # ------------------------------------------------------------------------------ analysis
 def test_branches_stay_out_of_per_axis_fits_and_join_approach_3(tmp_path):
     runs = [{"label": "T++", "arch": "transformer", "size": SIZES[i], "steps": 40, "final": 4.0 - 0.3 * i,
@@ -187,3 +217,21 @@ def test_branches_stay_out_of_per_axis_fits_and_join_approach_3(tmp_path):
     label = points.of("T++")
     assert len(label.runs) == 3 and len(label.with_branches) == 6
     assert np.unique(label.with_branches["tokens"]).size == 2
+
+
+def test_a_branch_enters_only_with_its_fitted_parent(tmp_path):
+    """A finished branch whose parent is unfinished has no unit to be drawn with: it is listed
+    as excluded, and every unit of the bootstrap holds a fitted run."""
+    runs = [{"label": "T++", "arch": "transformer", "size": SIZES[i], "steps": 40, "final": 4.0 - 0.3 * i,
+             "schedule": "wsd"} for i in range(3)]
+    runs += [{"label": "T++", "arch": "transformer", "size": SIZES[i], "steps": 20, "final": 4.2 - 0.3 * i,
+              "schedule": "wsd", "cooldown_of": i} for i in range(3)]
+    ids = write_curve_sweep(tmp_path, runs)
+    (tmp_path / "runs" / ids[0] / "result.json").unlink()   # the first parent: unfinished (partial)
+    points = select_points(load_runs(tmp_path), AnalysisConfig(bootstrap=50), Caveats())
+    assert sorted(points.runs["run_id"]) == sorted(ids[1:3])
+    assert sorted(points.branches["run_id"]) == sorted(ids[4:])
+    orphan = [e for e in points.excluded if e["run_id"] == ids[3]]
+    assert len(orphan) == 1 and "parent not finished" in orphan[0]["note"], points.excluded
+    assert points.n_units == 2 and points.counts.shape == (50, 2)
+    assert set(points.branches["unit_code"]) <= set(points.runs["unit_code"]) == {0, 1}

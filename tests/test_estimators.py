@@ -185,3 +185,71 @@ def test_approach3_recovers_the_law(isoflop_analysis):
         assert a3[key] == pytest.approx(LAW[key], rel=rel), f"{key}: true {LAW[key]}, estimated {a3[key]}"
     truth = LAW["beta"] / (LAW["alpha"] + LAW["beta"])
     assert a3["a"] == pytest.approx(truth, abs=1e-3), f"N_opt exponent: true {truth}, estimated {a3['a']}"
+
+
+def _pareto_slope(c: np.ndarray, loss: np.ndarray, repeats: np.ndarray) -> float:
+    """Brute force: the rows repeated, a row on the frontier when no other point has <= compute
+    and <= loss (its copies are not other points), log L on log C over every frontier row."""
+    c, loss = np.repeat(c, repeats), np.repeat(loss, repeats)
+    on = [not np.any((c <= ci) & (loss <= li) & ((c != ci) | (loss != li))) for ci, li in zip(c, loss)]
+    x, y = np.log(c[on]), np.log(loss[on])
+    return float(np.polyfit(x, y, 1)[0]) if np.unique(x).size >= 2 else math.nan
+
+
+def test_approach1_bootstrap_repeats_each_unit_as_often_as_it_is_drawn(tmp_path):
+    """Four sizes x three step counts, one run per unit, losses scattered around L = A C^-b: each
+    resample's frontier slope equals that of the resample built by repeating every unit's run as
+    often as it is drawn, so a point drawn twice weighs twice (not once, as a mere subsample would)."""
+    rng = np.random.default_rng(3)
+    runs = []
+    for size in SIZES[:4]:
+        per = _shape(size)[1]
+        for steps in (20, 45, 100):
+            runs.append({"label": "T++", "arch": "transformer", "size": size, "steps": steps,
+                         "final": _frontier_loss(steps * per) * math.exp(0.03 * rng.standard_normal())})
+    write_curve_sweep(tmp_path, runs)
+    config = AnalysisConfig(bootstrap=300, workers=1)
+    points = select_points(load_runs(tmp_path), config, Caveats())
+    env = envelopes(points, Caveats())["T++"]
+    assert isinstance(env, Envelope), env
+
+    table = points.runs
+    c, loss = table[points.flops_col].to_numpy(float), table["val_loss"].to_numpy(float)
+    draws = points.counts[:, table["unit_code"].to_numpy()].astype(int)     # (resamples, runs)
+    assert draws.max() >= 2   # some unit drawn more than once: the weights matter
+    truth = np.array([_pareto_slope(c, loss, d) for d in draws])
+    presence = np.array([_pareto_slope(c, loss, (d > 0).astype(int)) for d in draws])
+    assert np.allclose(env.slope_samples, truth, rtol=1e-9, atol=1e-12, equal_nan=True)
+    # the test can fail: presence-only weights give other slopes in most resamples
+    differ = ~np.isclose(presence, truth, rtol=1e-6, equal_nan=True)
+    assert differ.mean() > 0.5, differ.mean()
+    lo, hi = env.to_json()["intervals"]["slope"]
+    assert (lo, hi) == pytest.approx(tuple(np.nanpercentile(truth, [2.5, 97.5])), rel=1e-9)
+
+
+def test_approach1_leaves_constant_schedule_runs_out(tmp_path):
+    """Three cosine runs on L = A C^-b and two constant-schedule runs 0.8x below it: the
+    constant runs never cooled down, so they are left out, with a warning that counts them;
+    a label with constant runs only is skipped, saying why."""
+    runs = []
+    for i, size in enumerate(SIZES[:3]):
+        runs.append({"label": "T++", "arch": "transformer", "size": size, "steps": 40 * 2 ** i})
+    for i, size in enumerate(SIZES[:2]):
+        runs.append({"label": "T++", "arch": "transformer", "size": size, "steps": 60 * 2 ** i, "schedule": "constant"})
+        runs.append({"label": "const", "arch": "transformer", "size": size, "steps": 70 * 2 ** i,
+                     "schedule": "constant"})
+    for r in runs:
+        c = r["steps"] * _shape(r["size"])[1]
+        r["final"] = _frontier_loss(c) * (0.8 if r.get("schedule") == "constant" else 1.0)
+    ids = write_curve_sweep(tmp_path, runs)
+    found, caveats = _approach1(tmp_path, bootstrap=0)
+    got = found["T++"].to_json()
+    cosine = sorted(ids[k] for k, r in enumerate(runs) if "schedule" not in r)
+    assert got["n_runs"] == 3 and got["runs_on_envelope"] == cosine, got
+    assert got["slope"] == pytest.approx(-FRONT_B, abs=1e-9)
+    assert any(w.startswith("Approach 1: 4 run(s) with a constant learning-rate schedule left out (T++ 2, const 2)")
+               for w in caveats.warnings), caveats.warnings
+    assert any("3 run(s) with a cosine learning-rate schedule enter with their final point only" in w
+               for w in caveats.warnings), caveats.warnings
+    const = found["const"]
+    assert const.to_json()["status"] == "skipped" and "2 constant-schedule run(s) left out" in const.reason

@@ -34,7 +34,7 @@ def analysis(tmp_path_factory):
 
 def test_headline_says_it_uses_the_frontier(analysis):
     head = analysis.result["headline"]
-    assert head[0].startswith("Estimator: the compute-optimal frontier")
+    assert head[0].startswith("Estimator for EBT vs T++: the compute-optimal frontier")
     assert any(h.startswith("On the frontier (Approach 2)") for h in head)
     assert any(h.startswith("Per-axis power law through every run") for h in head)
 

@@ -212,7 +212,7 @@ def test_isoflop_grid_tokens_are_budget_over_flops_per_token():
     assert len(budgets) == 5 and budgets[0] == pytest.approx(1e17) and budgets[-1] == pytest.approx(1e19)
     for budget in budgets:
         at = [r for r in runs if r.budget == budget]
-        t_runs = [r for r in at if r.arch == "transformer"]
+        t_runs = [r for r in at if r.arch == "transformer" and r.seed == 0]  # the preset repeats seed 1 at 1e17
         assert len(t_runs) == sweep_.axis.points
         params = sorted(r.params["total"] for r in t_runs)
         ratios = [b / a for a, b in zip(params, params[1:])]

@@ -79,6 +79,20 @@ def test_bad_tune_blocks_are_one_line_errors_naming_the_key(tune, key):
     assert key in str(err.value) and "\n" not in str(err.value)
 
 
+def test_bad_repeat_blocks_are_named():
+    with pytest.raises(ConfigError) as err:
+        make_plan(_sweep(None, repeat={"at": ["a"], "seeds": [0]}))
+    assert "repeat.seeds[0]" in str(err.value) and "\n" not in str(err.value)
+    plan = make_plan(_sweep(None, repeat={"at": ["zz"], "seeds": [1]}))   # e.g. a preset whose axis was overridden
+    assert any(w.startswith("repeat.at[0]: 'zz' is not an axis value") for w in plan.warnings)
+    assert {r.seed for r in plan.runs} == {0}
+
+
+def test_repeat_adds_seeds_at_the_named_values_only():
+    runs = make_plan(_sweep(None, repeat={"at": ["b"], "seeds": [3, 4]})).runs
+    assert sorted({(r.size_name, r.seed) for r in runs}) == [("a", 0), ("b", 0), ("b", 3), ("b", 4), ("c", 0)]
+
+
 # ---------------------------------------------------------------------------- synthetic results
 
 def _true_best_lr(n: float) -> float:
@@ -138,7 +152,7 @@ def test_tuned_selection_finds_the_known_lr_optimum_and_flags_edges(tmp_path):
         assert rule.coefficient == pytest.approx(math.exp(intercept), rel=1e-9)
     result = an.result
     assert "same number of trials per cell" in result["tuning"]["budget_rule"]
-    assert any("tuned vs untuned" in h for h in result["headline"])
+    assert any("scaling-rate advantage tuned" in h and "vs untuned" in h for h in result["headline"])
     from ebt_scaling.analysis.report import build_report
     files = build_report(an, tmp_path / "analysis", tmp_path)["files"]
     report = (tmp_path / "analysis" / "report.md").read_text()
@@ -163,3 +177,17 @@ def test_reduced_token_trials_answer_through_their_full_token_winner(tmp_path):
                        and r.spec.tags["tune_stage"] == "planned")
         assert c.untuned_run_id == planned
         assert c.tuned_run_id == (planned if c.label == "T++" else None), c
+
+
+def test_run_takes_a_planned_sweep_directory(tmp_path, capsys):
+    """After `plan --extend DIR`, `run DIR` trains what is missing and re-analyses; with every
+    run finished it only analyses."""
+    from ebt_scaling.harness.cli import main
+
+    plan = make_plan(_sweep({"lr": [0.5, 1, 2], "equal_trials": False}))
+    write_plan(plan, tmp_path)
+    _write_results(tmp_path, plan.runs, lambda r: 3.0 + abs(math.log(r.lr / BASE_LR)) + r.params["total"] ** -0.1)
+    assert main(["run", str(tmp_path), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "planned already" in out and "skipped 18 done" in out
+    assert (tmp_path / "analysis" / "report.md").exists()

@@ -95,5 +95,6 @@ def extend(args) -> int:
         return 0
     written = write_plan(ext.plan, args.extend)
     print(f"wrote {args.extend}: {len(ext.new_run_ids)} new runs ({written['written']} run specs written, "
-          f"{written['kept']} unchanged); sweep.yaml, plan.json", file=sys.stderr)
+          f"{written['kept']} unchanged); sweep.yaml, plan.json; train them with `ebt-scaling run {args.extend}` "
+          f"(or `ebt-scaling submit {args.extend}`)", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..dispatch.backend import BACKENDS
 
     parser.add_argument("sweep", nargs="?", default="tiny",
-                        help="sweep file or preset (default: tiny, the CPU embedded default)")
+                        help="sweep file, preset or planned sweep directory (default: tiny, the CPU embedded default)")
     parser.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
     parser.add_argument("--cluster", choices=BACKENDS.names(), default="local",
                         help="where runs train (default: local: this machine's GPUs, else its CPU)")
@@ -37,9 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     overrides = parse_overrides(args.overrides)
-    sweep = load_sweep(args.sweep, overrides)
-    out = args.out or f"runs/{sweep.name}"
-    print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
+    if (Path(args.sweep) / "runs").is_dir():   # a planned sweep directory (e.g. after `plan --extend`)
+        out = args.out or args.sweep
+        print(f"[1/3] sweep directory {args.sweep}: planned already", flush=True)
+    else:
+        sweep = load_sweep(args.sweep, overrides)
+        out = args.out or f"runs/{sweep.name}"
+        print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
     sweep_dir = resolve_sweep_dir(args.sweep, out, overrides)
     profile = load_profile(args.profile, args.cluster)
     print(f"[2/3] training on {args.cluster} (profile {profile.name}); finished runs are skipped", flush=True)

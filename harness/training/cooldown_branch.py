@@ -24,7 +24,7 @@ from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 
 from .checkpoint import checkpoint_path
 from .distributed import DistributedContext
-from .schedule import lr_at
+from .schedule import first_lr_difference
 
 
 def kept_steps(spec: RunSpec) -> frozenset[int]:
@@ -109,7 +109,7 @@ def _unusable(parent: RunDir, parent_id: str, spec: RunSpec, step: int) -> str |
     if as_branch.run_id != spec.run_id:
         return "its spec differs from this one in more than train.tokens and train.warmup_fraction"
     mine, total = spec.total_steps, theirs.total_steps
-    differ = next((s for s in range(step) if lr_at(s, mine, spec.train) != lr_at(s, total, theirs.train)), None)
+    differ = first_lr_difference(step, mine, spec.train, total, theirs.train)
     if differ is not None:
         return f"its learning rate differs from this run's at step {differ}"
     return None
