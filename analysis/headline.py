@@ -80,7 +80,7 @@ A2_FRONTIER = "Approach 2 frontier"
 def estimator_sentence(an: Analysis, cand: str) -> str:
     """Which estimator the answer for one candidate comes from, and why."""
     ref = an.reference
-    tuned = " of the tuned runs (each cell's best trial)" if an.tuning is not None else ""
+    tuned = " (the tuned runs: each cell's best trial)" if an.tuning is not None else ""
     frontier = an.frontiers.get(cand)
     if frontier is not None:
         missing = "; ".join(f"{ESTIMATORS[k]} missing: {why}" for k, why in frontier.skipped.items())

@@ -241,7 +241,7 @@ def tune_columns(tags: dict) -> dict:
     if "trial" not in tags:
         return {}
     out = {"trial": tags["trial"], "tune_stage": tags.get("tune_stage", "trial"),
-           "tune_tokens": _float(tags.get("tune_tokens")) or 1.0}
+           "tune_tokens": _float(tags.get("tune_tokens")) or 1.0, "trial_source": tags.get("trial_source", "grid")}
     out.update({k: _float(v) for k, v in tags.items()
                 if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")})
     return out

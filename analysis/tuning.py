@@ -39,6 +39,7 @@ class TunedCell:
     params: float
     grid: dict[str, list[float]]          # knob -> sorted factors tried (done or diverged)
     n_trials: int                         # trials planned in the cell
+    n_extra: int                          # of those, added beyond the grid by `plan --extend`
     n_done: int
     best_factors: dict[str, float] | None
     best_loss: float | None
@@ -97,17 +98,21 @@ class Tuning:
         return [c for c in self.cells if c.edges]
 
     def budget_rule(self) -> str:
-        counts = sorted({c.n_trials for c in self.cells})
-        per = ", ".join(f"{lb} {n}" for lb, n in self.trials_per_cell.items())
+        counts = sorted({c.n_trials - c.n_extra for c in self.cells})
+        extra = {lb: sum(c.n_extra for c in self.cells if c.label == lb) for lb in self.trials_per_cell}
+        extended = ("" if not any(extra.values()) else " Beyond the grid, `plan --extend` added trials where a best "
+                    "value sat on its edge: " + ", ".join(f"{lb} {n}" for lb, n in extra.items()) + ".")
         if len(counts) != 1:
-            return (f"Tuning budget: unequal trials per cell (most per cell: {per}): the comparison favours the "
-                    "better-tuned architecture.")
+            per = ", ".join(f"{lb} {n}" for lb, n in self.trials_per_cell.items())
+            return (f"Tuning budget: unequal grid trials per cell (most per cell: {per}): the comparison favours the "
+                    "better-tuned architecture." + extended)
         lr_grids = {lb: tuple(sorted({f for c in self.cells if c.label == lb for f in c.grid.get("lr", [])}))
                     for lb in self.trials_per_cell}
-        extended = (" An architecture with fewer knobs spends the difference on more LR values (LR factors: "
-                    + "; ".join(f"{lb} {', '.join(f'{f:g}' for f in g)}" for lb, g in lr_grids.items()) + ")."
-                    if len(set(lr_grids.values())) > 1 else "")
-        return f"Tuning budget: every architecture gets the same number of trials per cell ({counts[0]})." + extended
+        spent = (" An architecture with fewer knobs spends the difference on more LR values (LR factors: "
+                 + "; ".join(f"{lb} {', '.join(f'{f:g}' for f in g)}" for lb, g in lr_grids.items()) + ")."
+                 if len(set(lr_grids.values())) > 1 else "")
+        return (f"Tuning budget: every architecture gets the same number of grid trials per cell ({counts[0]})."
+                + spent + extended)
 
     def to_json(self) -> dict:
         return {"budget_rule": self.budget_rule(), "trials_per_cell": self.trials_per_cell,
@@ -166,6 +171,7 @@ def tuned_cells(runs: pd.DataFrame, params_col: str = "params_total") -> list[Tu
         out.append(TunedCell(
             str(label), str(axis_value), str(size), int(seed),
             float(pd.to_numeric(g[params_col], errors="coerce").median()), grid, int(len(grid_rows)),
+            int((grid_rows.get("trial_source", pd.Series("grid", index=grid_rows.index)) == "extend").sum()),
             int(len(done)), best_factors, float(best["val_loss"]) if best is not None else None,
             float(best["lr"]) if best is not None else None, best["run_id"] if best is not None else None, tuned,
             untuned["run_id"] if untuned is not None else None,

@@ -11,7 +11,8 @@ both ways (analysis/tuning.py).
 Every trial is tagged: ``trial`` (its factors, e.g. ``lr=0.5,alpha_init=2``), one
 ``tune_<knob>`` per knob of its label's grid, and ``tune_stage``: ``trial``; ``planned``
 for the run at factor 1 kept at full tokens when trials train on fewer tokens; ``final``
-for a winner added at full tokens by ``plan --extend``.
+for a winner added at full tokens by ``plan --extend``. Trials of ``tune.extra`` also
+carry ``trial_source: extend``.
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def expand_trials(planner, runs: list) -> list:
                 f"{extra.size!r}; remove the entry")
         fraction = 1.0 if extra.full_tokens else tune.token_fraction
         for base in bases:
-            out.append(_trial(planner, base, dict(extra.factors), fraction, "final" if extra.full_tokens else "trial"))
+            out.append(_trial(planner, base, dict(extra.factors), fraction, "final" if extra.full_tokens else "trial",
+                              extended=True))
     return _unique(planner, out)
 
 
@@ -122,8 +124,10 @@ def _unique(planner, runs: list) -> list:
     return list(seen.values())
 
 
-def _trial(planner, run, factors: dict[str, float], token_fraction: float, stage: str):
-    """The planned run with its knobs multiplied by ``factors`` and its tokens by the fraction."""
+def _trial(planner, run, factors: dict[str, float], token_fraction: float, stage: str, extended: bool = False):
+    """The planned run with its knobs multiplied by ``factors`` and its tokens by the fraction
+    (``extended``: a trial of ``tune.extra``, tagged so that the analysis can tell the grid's
+    trials from those `plan --extend` added)."""
     spec, train, model = run.spec, run.spec.train, run.spec.model
     where = f"{run.arch_label} at {run.axis_value} ({run.size_name})"
     f = {k: factors.get(k, 1.0) for k in TUNE_KNOBS}
@@ -146,6 +150,8 @@ def _trial(planner, run, factors: dict[str, float], token_fraction: float, stage
                 **{f"tune_{k}": f"{v:g}" for k, v in factors.items()}}
         if token_fraction != 1.0:
             tags["tune_tokens"] = f"{token_fraction:g}"
+        if extended:
+            tags["trial_source"] = "extend"
         new_spec = replace(spec, model=new_model, train=new_train, tags=tags)
     except ConfigError as exc:
         raise ConfigError(f"tune: gives {where} an invalid {exc}; adjust the factors") from None

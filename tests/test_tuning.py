@@ -151,7 +151,7 @@ def test_tuned_selection_finds_the_known_lr_optimum_and_flags_edges(tmp_path):
         assert rule.exponent == pytest.approx(slope, rel=1e-9)
         assert rule.coefficient == pytest.approx(math.exp(intercept), rel=1e-9)
     result = an.result
-    assert "same number of trials per cell" in result["tuning"]["budget_rule"]
+    assert "same number of grid trials per cell" in result["tuning"]["budget_rule"]
     assert any("scaling-rate advantage tuned" in h and "vs untuned" in h for h in result["headline"])
     from ebt_scaling.analysis.report import build_report
     files = build_report(an, tmp_path / "analysis", tmp_path)["files"]
@@ -177,6 +177,21 @@ def test_reduced_token_trials_answer_through_their_full_token_winner(tmp_path):
                        and r.spec.tags["tune_stage"] == "planned")
         assert c.untuned_run_id == planned
         assert c.tuned_run_id == (planned if c.label == "T++" else None), c
+
+
+def test_budget_rule_counts_grid_trials_and_names_extended_ones(tmp_path):
+    """Trials `plan --extend` adds (tune.extra) are counted apart from the grid's."""
+    from ebt_scaling.analysis.tuning import find_tuning
+
+    extra = [{"label": "EBT", "axis_value": "a", "size": "a", "factors": {"lr": 4.0}}]
+    plan = make_plan(_sweep({"lr": [0.5, 1, 2], "equal_trials": False, "extra": extra}))
+    write_plan(plan, tmp_path)
+    _write_results(tmp_path, plan.runs, lambda r: 3.0 + abs(math.log(r.lr / BASE_LR)))
+    tuning = find_tuning(load_runs(tmp_path).runs)
+    cell = next(c for c in tuning.cells if (c.label, c.size) == ("EBT", "a"))
+    assert (cell.n_trials, cell.n_extra) == (4, 1)
+    rule = tuning.budget_rule()
+    assert "same number of grid trials per cell (3)" in rule and "added trials" in rule and "EBT 1" in rule
 
 
 def test_run_takes_a_planned_sweep_directory(tmp_path, capsys):
