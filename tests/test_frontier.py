@@ -59,3 +59,20 @@ def test_frontier_slopes_match_the_true_local_slopes(analysis):
         lo, hi = min(BUDGETS), max(BUDGETS)
         true = np.log(true_frontier(TRUE[lb], hi) / true_frontier(TRUE[lb], lo)) / np.log(hi / lo)
         assert est == pytest.approx(true, rel=0.1), (lb, true, est)
+
+
+def test_an_approach3_fit_without_a_frontier_is_skipped_not_raised():
+    """A fit with beta <= 0 has no compute-optimal split: its frontier math fails, so the
+    comparison must skip it with a reason instead of stopping the analysis."""
+    from ebt_scaling.analysis.approach3 import Approach3Fit
+    from ebt_scaling.analysis.frontier import _approach3_curve
+    from ebt_scaling.analysis.laws.chinchilla import Approach3Result
+
+    bad = Approach3Result(Approach3Fit(E=1.0, A=10.0, B=5.0, alpha=0.3, beta=-0.001), None)
+    with pytest.raises(ValueError):
+        bad.log_K   # noqa: B018 -- what the analysis used to hit
+    curve, why = _approach3_curve(bad, 6.0)
+    assert curve is None and "no frontier" in why
+    good = Approach3Result(Approach3Fit(**TRUE["EBT"]), None)
+    curve, why = _approach3_curve(good, 12.0)   # q = 12: twice 6 N D, so the same loss costs twice the FLOPs
+    assert why is None and curve.curve.predict(2e13) == pytest.approx(good.predict(1e13), rel=1e-12)
