@@ -108,6 +108,17 @@ def chinchilla_n_opt(law_params: dict, C) -> np.ndarray:
     return G * (np.asarray(C, dtype=float) / 6.0) ** (be / (al + be))
 
 
+def interior_budgets(law_params: dict, sizes, n: int) -> list[float]:
+    """n log-spaced budgets whose true optimum (chinchilla_n_opt) lies between the 3rd and the
+    5th of ``sizes``: every budget has an interior isoFLOP minimum."""
+    ns = [param_counts(spec_from_dict({"model": {"n_layers": s[1], "d_model": s[2], "n_heads": s[3],
+                                                 "vocab_size": VOCAB}}).model)["total"] for s in sizes]
+    grid = np.geomspace(1e8, 1e16, 4001)
+    n_opt = chinchilla_n_opt(law_params, grid)
+    return list(np.geomspace(grid[np.argmin(abs(np.log(n_opt / ns[2])))],
+                             grid[np.argmin(abs(np.log(n_opt / ns[4])))], n))
+
+
 def _model(a: dict, size: tuple) -> dict:
     model = {"arch": a["arch"], "n_layers": size[1], "d_model": size[2], "n_heads": size[3], "vocab_size": VOCAB,
              "context": CONTEXT}

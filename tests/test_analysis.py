@@ -10,9 +10,8 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import SIZES, VOCAB, chinchilla_law, chinchilla_n_opt, power_law, write_synthetic_sweep
+from conftest import SIZES, chinchilla_law, chinchilla_n_opt, interior_budgets, power_law, write_synthetic_sweep
 
 # ---------------------------------------------------------------------------- helpers of the tests
 from ebt_scaling.analysis.config import AnalysisConfig  # noqa: E402
@@ -20,9 +19,8 @@ from ebt_scaling.analysis.load import load_runs  # noqa: E402
 from ebt_scaling.analysis.pipeline import analyze  # noqa: E402
 from ebt_scaling.harness.cli import main  # noqa: E402
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
-from ebt_scaling.harness.contract.spec import load_spec, spec_from_dict
+from ebt_scaling.harness.contract.spec import load_spec
 from ebt_scaling.models.factory import build_model
-from ebt_scaling.models.flops import param_counts
 
 T_A, T_B = 30.0, 0.05                      # Transformer++: L = 30 C^-0.05
 E1_B, CROSS = 0.06, 1e20                   # EBT-S1: steeper, meets T++ at 1e20 FLOPs
@@ -223,13 +221,7 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
     """isoFLOP runs of L = E + A/N^a + B/D^b with C = 6ND: the minima follow N* = G (C/6)^(b/(a+b))."""
     law = {"E": 1.8, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
     sizes = SIZES  # 7 sizes, 31k .. 1.05M parameters
-    Ns = [param_counts(spec_from_dict({"model": {"n_layers": s[1], "d_model": s[2], "n_heads": s[3],
-                                                 "vocab_size": VOCAB}}).model)["total"] for s in sizes]
-    grid = np.geomspace(1e8, 1e16, 4001)
-    n_opt = chinchilla_n_opt(law, grid)
-    # budgets whose optimum lies between the 3rd and the 5th size: interior minima
-    budgets = list(np.geomspace(grid[np.argmin(abs(np.log(n_opt / Ns[2])))],
-                                grid[np.argmin(abs(np.log(n_opt / Ns[4])))], 4))
+    budgets = interior_budgets(law, sizes, 4)   # interior minima
     write_synthetic_sweep(tmp_path, mode="isoflop", budgets=budgets, sizes=sizes,
                           archs={"T++": {"arch": "transformer", "law": chinchilla_law(**law)}})
     an = analyze(load_runs(tmp_path), AnalysisConfig(bootstrap=50, workers=1))

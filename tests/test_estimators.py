@@ -15,7 +15,7 @@ from conftest import (
     SIZES,
     VOCAB,
     chinchilla_law,
-    chinchilla_n_opt,
+    interior_budgets,
     write_curve_sweep,
     write_synthetic_sweep,
 )
@@ -150,11 +150,7 @@ def _true_frontier(c: np.ndarray) -> np.ndarray:
 def isoflop_analysis(tmp_path_factory):
     """Five budgets whose optimum lies between the 3rd and the 5th of seven sizes, no noise."""
     root = tmp_path_factory.mktemp("isoflop")
-    Ns = [_shape(s)[0] for s in SIZES]
-    grid = np.geomspace(1e8, 1e16, 4001)
-    n_opt = chinchilla_n_opt(LAW, grid)
-    budgets = list(np.geomspace(grid[np.argmin(abs(np.log(n_opt / Ns[2])))],
-                                grid[np.argmin(abs(np.log(n_opt / Ns[4])))], 5))
+    budgets = interior_budgets(LAW, SIZES, 5)
     write_synthetic_sweep(root, mode="isoflop", budgets=budgets, sizes=SIZES,
                           archs={"T++": {"arch": "transformer", "law": chinchilla_law(**LAW)}})
     return analyze(load_runs(root), AnalysisConfig(bootstrap=0, workers=1)).result
