@@ -31,13 +31,13 @@ Two objectives:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "Approach3Fit",
@@ -69,63 +69,17 @@ _SAME_OPTIMUM_RTOL = 1e-7
 
 # ---------------------------------------------------------------------------- BLAS threads
 
-def _openblas_thread_controls() -> list[tuple]:
-    """(get, set) function pairs of every OpenBLAS loaded in this process (Linux only).
-
-    numpy and scipy wheels each bundle an OpenBLAS whose functions carry a prefix/suffix
-    (scipy_openblas_set_num_threads64_, ...). threadpoolctl does this more generally; it is
-    not a dependency, so this is a small ctypes equivalent.
-    """
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return []
-    controls = []
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("", "64_", "_64_"):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                    controls.append((get, put))
-                    break
-            else:
-                continue
-            break
-    return controls
-
-
 @contextlib.contextmanager
 def blas_threads(n: int = 1) -> Iterator[None]:
-    """Limit OpenBLAS to n threads inside the block (restored after).
+    """Limit every BLAS library loaded in this process to n threads inside the block
+    (threadpoolctl finds them, e.g. the OpenBLAS that numpy and scipy each bundle; restored after).
 
     scipy's L-BFGS-B calls BLAS on 5-element vectors; with OpenBLAS's thread pool on a busy
     machine each call costs ~1 ms instead of ~5 us (measured: 28x slower fits on 2 shared
     cores). Every fit and bootstrap here runs single-threaded BLAS.
     """
-    try:
-        from threadpoolctl import threadpool_limits  # optional
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-        return
-    controls = _openblas_thread_controls()
-    previous = [get() for get, _ in controls]
-    for _, put in controls:
-        put(n)
-    try:
+    with threadpool_limits(limits=n, user_api="blas"):
         yield
-    finally:
-        for (_, put), old in zip(controls, previous):
-            put(old)
 
 
 def default_grid() -> np.ndarray:
@@ -162,8 +116,9 @@ class Approach3Fit:
 
     @property
     def a_exponent(self) -> float:
-        """Compute-optimal exponent a = beta / (alpha + beta): N_opt ∝ C^a."""
-        return self.beta / (self.alpha + self.beta)
+        """Compute-optimal exponent a = beta / (alpha + beta): N_opt ∝ C^a (NaN when both are 0)."""
+        total = self.alpha + self.beta
+        return self.beta / total if total else math.nan
 
     def params(self) -> dict[str, float]:
         """{"E", "A", "B", "alpha", "beta"} as plain floats."""
@@ -260,6 +215,13 @@ def _objective_batch(thetas: np.ndarray, lN, lD, lL, delta: float, chunk_elems: 
 
 # ---------------------------------------------------------------------------- fitting
 
+def constant_inputs(N, D, L) -> list[str]:
+    """Which of "N", "D", "L" hold one value in every point. Then no fit identifies the law:
+    a constant L is fitted exactly by alpha = beta = 0 with any split into E, A and B; a
+    constant N (D) makes E and A / N^alpha (B / D^beta) one number, so alpha (beta) is free."""
+    return [name for name, v in (("N", N), ("D", D), ("L", L)) if np.ptp(np.asarray(v, dtype=float)) == 0]
+
+
 def _as_logs(N, D, L):
     N, D, L = (np.asarray(v, dtype=float).ravel() for v in (N, D, L))
     if not (N.size == D.size == L.size):
@@ -269,6 +231,9 @@ def _as_logs(N, D, L):
     for name, v in (("N", N), ("D", D), ("L", L)):
         if not np.all(np.isfinite(v)) or np.any(v <= 0):
             raise ValueError(f"{name} must be finite and > 0")
+    constant = constant_inputs(N, D, L)
+    if constant:
+        raise ValueError(f"{' and '.join(constant)}: one value in every point; Approach 3 needs N, D and L that vary")
     return np.log(N), np.log(D), np.log(L)
 
 

@@ -14,6 +14,12 @@ unreadable run directory, or the dispatcher's failed.json), cancelled (cancelled
 partial (metrics or checkpoints but no result: unfinished), pending (nothing yet),
 missing (in plan.json, no directory).
 
+Damaged runs are failed and named in a warning (``damage_warnings``): a file that cannot
+be read as what the trainer writes (contract/run_dir.py raises RunFileError naming it),
+and a run whose result.json says done while its files disagree on how far it trained
+(``run_dir.done_disagreement``: e.g. a cut metrics.jsonl, whose last row would otherwise
+stand in for the finished run's tokens and FLOPs).
+
 The loss: ``val_loss`` is the final held-out loss, result.json's value, which the trainer
 takes from the last evaluation (at the final step): the mean next-token negative
 log-likelihood in nats over the validation batches (pad tokens excluded).
@@ -38,7 +44,7 @@ import yaml
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
-from ebt_scaling.harness.contract.run_dir import RunDir, read_json
+from ebt_scaling.harness.contract.run_dir import RunDir, done_disagreement, read_json, read_text
 from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
@@ -60,6 +66,7 @@ class SweepData:
     evaluations: dict = field(default_factory=dict)   # run_id -> result.json["evaluations"]
     results: dict = field(default_factory=dict)       # run_id -> result.json (done/diverged runs)
     flop_mismatches: list[FlopMismatch] = field(default_factory=list)   # recorded FLOPs that disagree
+    damaged: list[DamagedRun] = field(default_factory=list)   # runs left out for their files
 
     @property
     def done(self) -> pd.DataFrame:
@@ -73,7 +80,12 @@ class SweepData:
             curves=self.curves[self.curves["run_id"].isin(keep)].reset_index(drop=True),
             evaluations={k: v for k, v in self.evaluations.items() if k in keep},
             results={k: v for k, v in self.results.items() if k in keep},
-            flop_mismatches=[m for m in self.flop_mismatches if m.run_id in keep])
+            flop_mismatches=[m for m in self.flop_mismatches if m.run_id in keep])   # damaged: sweep-wide
+
+    @property
+    def damage_warnings(self) -> list[str]:
+        """One sentence per run left out because of its files."""
+        return [f"run {d.run_id} left out (status failed): {d.problem}" for d in self.damaged]
 
     @property
     def flop_warnings(self) -> list[str]:
@@ -88,6 +100,14 @@ class SweepData:
                        f"FLOPs per step, models/flops.py) by up to {max(m.max_rel for m in found):.3g} relative: "
                        f"{ids}; the recorded values are used")
         return out
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run whose files cannot be read, or disagree about a finished run's end."""
+
+    run_id: str
+    problem: str   # names the file (and its path)
 
 
 @dataclass(frozen=True)
@@ -180,19 +200,25 @@ def _status(run: RunDir, metrics: list[dict], total_steps: int) -> tuple[str, st
     return "pending", "not started (no metrics, no result.json)"
 
 
-def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismatch]]:
+def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismatch], str | None]:
+    """The run's table row, curve, result.json, FLOP mismatches, and why a done run's files
+    disagree (None when they agree). Raises ConfigError (RunFileError) naming a damaged file."""
     run = RunDir(path)
     try:
-        raw = yaml.load(run.spec_path.read_text(), Loader=_YamlLoader)
+        raw = yaml.load(read_text(run.spec_path) or "", Loader=_YamlLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{run.spec_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     spec = spec_from_dict(raw, str(run.spec_path))
     result = run.result()
+    raw_metrics = run.metrics()
     per_step = _step_flops(spec.model, spec.train.batch_size)
-    checked = [_with_spec_flops(r, per_step) for r in run.metrics()]
+    checked = [_with_spec_flops(r, per_step) for r in raw_metrics]
     metrics = [r for r, _ in checked]
     last = metrics[-1] if metrics else _with_spec_flops((result or {}).get("final") or {}, per_step)[0]
     status, note = _status(run, metrics, spec.total_steps)
+    damage = done_disagreement(result, raw_metrics, spec.total_steps) if status == "done" else None
+    if damage:
+        status, note = "failed", f"damaged: {damage}"
     counts = _counts(spec.model)
     m, tags = spec.model, spec.tags
     pair_id = tags.get("pair_id", spec.run_id)
@@ -232,7 +258,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
               **{k: r.get(k) for k in ("step", "tokens", "train_loss", "val_loss", "val_ppl")},
               **{f"flops_{c}": r.get(f"flops_{c}") for c in CONVENTIONS}}
              for r in evals]
-    return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked])
+    return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked]), damage and f"{path}: {damage}"
 
 
 def tune_columns(tags: dict) -> dict:
@@ -295,13 +321,16 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
 def load_runs(sweep_dir: str | Path) -> SweepData:
     """Every run of the sweep directory (and plan.json's runs without one), with its curves."""
     root = Path(sweep_dir)
-    rows, curves, evaluations, results, mismatches = [], [], {}, {}, []
+    rows, curves, evaluations, results, mismatches, damaged = [], [], {}, {}, [], []
     for path in run_dirs(root):
         try:
-            row, curve, result, off = _run_row(path)
+            row, curve, result, off, damage = _run_row(path)
         except (ConfigError, OSError, KeyError, TypeError, ValueError) as exc:  # listed, not dropped
             row, curve, result, off = {"run_id": path.name, "path": str(path), "status": "failed",
                                        "note": f"unreadable run directory: {exc}"}, [], None, []
+            damage = str(exc)
+        if damage:
+            damaged.append(DamagedRun(path.name, damage))
         rows.append(row)
         curves.extend(curve)
         mismatches.extend(off)
@@ -323,5 +352,5 @@ def load_runs(sweep_dir: str | Path) -> SweepData:
     curve_cols = ["run_id", "arch_label", "unit", "seed", "status", "params_total", "params_non_embedding", "step",
                   "tokens", "train_loss", "val_loss", "val_ppl", *(f"flops_{c}" for c in CONVENTIONS)]
     return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), read_meta(root), evaluations, results,
-                     mismatches)
+                     mismatches, damaged)
 

@@ -103,7 +103,7 @@ def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
 
 
 def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis:
-    caveats = Caveats(warnings=list(data.flop_warnings))
+    caveats = Caveats(warnings=[*data.damage_warnings, *data.flop_warnings])
     points = select_points(data, config, caveats)
     pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
     approach1 = envelopes(points, caveats)

@@ -1,30 +1,31 @@
-"""Plots of an Analysis (matplotlib Agg, PNG bytes): loss vs FLOPs / parameters / tokens
-with the power laws and their bootstrap bands (against FLOPs also every other compared
-law's curve), the frontier of final points (Approach 1), isoFLOP curves (Approach 2), and
-the FLOP multiplier of every compared law with the power laws' crossover.
+"""Plots of an Analysis: loss vs FLOPs / parameters / tokens with the power laws and their
+bootstrap bands (against FLOPs also every other compared law's curve), the frontier of
+final points (Approach 1), isoFLOP curves (Approach 2), and the FLOP multiplier of every
+compared law with the power laws' crossover.
 
-Every function returns PNG bytes (or None when there is nothing to draw); report.py
-writes them atomically and embeds them in report.html.
+Every function returns a matplotlib Figure outside pyplot (or None when there is nothing
+to draw); ``all_plots`` renders each as PNG, PDF and SVG (harness/evaluation/figures.py:
+no global backend, labels shown literally), and report.py writes them atomically and
+embeds the PNGs in report.html.
 """
 from __future__ import annotations
 
-import io
 import math
+from dataclasses import dataclass
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ebt_scaling.harness.evaluation.figures import new_figure, render
 
 from .approach1 import Envelope
-from .approach2 import Isoflop  # noqa: E402
-from .axes import AXIS_UNITS  # noqa: E402
-from .comparison import Efficiency  # noqa: E402
-from .laws.power import POWER_LAW  # noqa: E402
-from .result import Analysis  # noqa: E402
+from .approach2 import Isoflop
+from .axes import AXIS_UNITS
+from .comparison import Efficiency
+from .laws.power import POWER_LAW
+from .result import Analysis
 
-DPI = 110
 FIGSIZE = (7.4, 5.0)
 AXIS_LABELS = {"flops": "training compute C (FLOPs, {conv} convention)",
                "params": "parameters N ({params})", "tokens": "training tokens D",
@@ -52,14 +53,6 @@ def _plain_log_y(ax) -> None:
 
 def _colors(labels: list[str]) -> dict[str, str]:
     return {lb: f"C{i % 10}" for i, lb in enumerate(labels)}
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _axis_label(an: Analysis, axis: str) -> str:
@@ -95,7 +88,7 @@ def _draw_curves(ax, an: Analysis, colors: dict, alpha: float) -> None:
     ax.autoscale_view()
 
 
-def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
+def plot_loss_vs(an: Analysis, axis: str) -> Figure | None:
     """Final loss against one axis: runs, power-law fit with its band; against FLOPs also
     every other compared law's curve (dashed) and the training curves (faint)."""
     labels = an.labels
@@ -104,7 +97,8 @@ def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
     if not labels or col is None or not any(power[lb].fitted(axis) for lb in labels):
         return None  # no label has >= 2 distinct values on this axis
     colors = _colors(labels)
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig = new_figure(FIGSIZE)
+    ax = fig.subplots()
     pts = an.points
     xmin = float(pts[col][pts[col] > 0].min()) if (pts[col] > 0).any() else 1.0
     xmax = float(pts[col].max())
@@ -143,17 +137,18 @@ def plot_loss_vs(an: Analysis, axis: str) -> bytes | None:
     ax.set_title(f"Final validation loss vs {what}" + (" (faint: training curves)" if axis == "flops" else ""))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="best")
-    return _png(fig)
+    return fig
 
 
-def plot_envelope(an: Analysis) -> bytes | None:
+def plot_envelope(an: Analysis) -> Figure | None:
     """Approach 1: every finished run's training curve (faint), each label's cooled-down final points and
     their running-minimum frontier with its fit."""
     found = {lb: e for lb, e in an.approach1.items() if isinstance(e, Envelope)}
     if not found:
         return None
     colors = _colors(an.labels)
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig = new_figure(FIGSIZE)
+    ax = fig.subplots()
     _draw_curves(ax, an, colors, alpha=0.25)
     for lb, env in found.items():
         on = env.frontier
@@ -174,10 +169,10 @@ def plot_envelope(an: Analysis) -> bytes | None:
     ax.set_title("Approach 1: cooled-down final points and their frontier (faint: training curves)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return fig
 
 
-def plot_isoflop(an: Analysis) -> bytes | None:
+def plot_isoflop(an: Analysis) -> Figure | None:
     """Approach 2: loss vs N at each budget (one panel per label), minima marked; last panel N*(C)."""
     found = {lb: e for lb, e in an.approach2.items() if isinstance(e, Isoflop)}
     labels = [lb for lb in an.labels if lb in found]
@@ -185,11 +180,12 @@ def plot_isoflop(an: Analysis) -> bytes | None:
         return None
     colors = _colors(an.labels)
     n = len(labels) + 1
-    fig, axes = plt.subplots(1, n, figsize=(4.3 * n, 4.4), squeeze=False)
+    fig = new_figure((4.3 * n, 4.4))
+    axes = fig.subplots(1, n, squeeze=False)
     axes = axes[0]
     for ax, lb in zip(axes, labels):
         budgets = found[lb].budgets
-        cmap = plt.get_cmap("viridis")
+        cmap = matplotlib.colormaps["viridis"]
         for j, rec in enumerate(budgets):
             col = cmap(j / max(1, len(budgets) - 1))
             ax.plot(rec.sizes, rec.loss, "o-", color=col, ms=3, lw=1.1, label=f"C = {rec.compute:.2g}")
@@ -231,10 +227,10 @@ def plot_isoflop(an: Analysis) -> bytes | None:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no budget with an interior minimum", transform=ax.transAxes, ha="center", fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def plot_multiplier(an: Analysis) -> bytes | None:
+def plot_multiplier(an: Analysis) -> Figure | None:
     """FLOP multiplier C_cand(L_ref(C)) / C against C for every candidate: the power laws' with
     its band and crossover, every other compared law's dashed."""
     found = {cand: comp.efficiency for cand, comp in an.comparisons.items() if isinstance(comp.efficiency, Efficiency)}
@@ -242,7 +238,8 @@ def plot_multiplier(an: Analysis) -> bytes | None:
         return None
     colors = _colors(an.labels)
     ref = an.reference
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig = new_figure(FIGSIZE)
+    ax = fig.subplots()
     data_hi = float(an.points[an.axes["flops"]].max())
     data_lo = float(an.points[an.axes["flops"]].min())
     ax.axvspan(data_lo, data_hi, color="0.85", alpha=0.6, lw=0, label="measured compute range")
@@ -294,19 +291,20 @@ def plot_multiplier(an: Analysis) -> bytes | None:
     ax.set_title(f"FLOPs each candidate needs to match {ref}, extrapolated to {an.config.budget:.0e} FLOPs")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper right")
-    return _png(fig)
+    return fig
 
 
-def plot_tuning(an: Analysis) -> bytes | None:
+def plot_tuning(an: Analysis) -> Figure | None:
     """A tuned sweep's LR curves: final loss against LR per cell (the other knobs at the cell's
     best factors), one panel per label; the best trial starred, a best LR on the grid's edge ringed."""
     if an.tuning is None:
         return None
     runs, cells = an.all_runs, an.tuning.tuning.cells
     labels = list(dict.fromkeys(c.label for c in cells))
-    fig, axes = plt.subplots(1, len(labels), figsize=(5.2 * len(labels), 4.2), squeeze=False)
+    fig = new_figure((5.2 * len(labels), 4.2))
+    axes = fig.subplots(1, len(labels), squeeze=False)
     sizes = sorted({(c.params, c.size) for c in cells})
-    shade = {size: plt.cm.viridis(i / max(1, len(sizes) - 1)) for i, (_, size) in enumerate(sizes)}
+    shade = {size: matplotlib.colormaps["viridis"](i / max(1, len(sizes) - 1)) for i, (_, size) in enumerate(sizes)}
     for ax, label in zip(axes[0], labels):
         for c in (c for c in cells if c.label == label and c.best_factors):
             g = runs[(runs["arch_label"] == label) & (runs["axis_value"] == c.axis_value) & (runs["size"] == c.size)
@@ -327,12 +325,29 @@ def plot_tuning(an: Analysis) -> bytes | None:
         ax.set_title(f"{label}: best trial starred, grid edge ringed", fontsize=10)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
-    """(filename, title, png) of every plot the analysis supports, in report order."""
+@dataclass(frozen=True)
+class Plot:
+    """A rendered plot: the report's PNG file name, its title, and its bytes per format."""
+
+    name: str                 # "<stem>.png": what the report links and embeds
+    title: str
+    files: dict[str, bytes]   # format (png, pdf, svg) -> bytes
+
+    @property
+    def png(self) -> bytes:
+        return self.files["png"]
+
+    def filenames(self) -> dict[str, str]:
+        """format -> file name: the PNG's name with each format's suffix."""
+        stem = self.name.removesuffix(".png")
+        return {fmt: f"{stem}.{fmt}" for fmt in self.files}
+
+
+def all_plots(an: Analysis) -> list[Plot]:
+    """Every plot the analysis supports, rendered, in report order."""
     out = []
     specs = [("loss_vs_flops.png", "Final loss vs training FLOPs", lambda: plot_loss_vs(an, "flops")),
              ("flop_multiplier.png", "FLOP multiplier and crossover", lambda: plot_multiplier(an)),
@@ -346,7 +361,7 @@ def all_plots(an: Analysis) -> list[tuple[str, str, bytes]]:
               ("isoflop.png", "Approach 2: isoFLOP curves", lambda: plot_isoflop(an)),
               ("tuning.png", "Tuning: final loss against LR per cell", lambda: plot_tuning(an))]
     for name, title, make in specs:
-        png = make()
-        if png is not None:
-            out.append((name, title, png))
+        fig = make()
+        if fig is not None:
+            out.append(Plot(name, title, render(fig)))
     return out

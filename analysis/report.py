@@ -1,9 +1,11 @@
-"""Write the analysis of a sweep: fits.json, runs.csv, PNG plots, report.md and a
+"""Write the analysis of a sweep: fits.json, runs.csv, plots (PNG, PDF, SVG), report.md and a
 self-contained report.html (images embedded as base64 data URIs, inline CSS, no external
 references). Every file is written atomically (harness/contract/run_dir.atomic_write_*).
 
 The report is built once as a list of blocks (heading, paragraph, list, table, image,
-preformatted text) and rendered to both Markdown and HTML.
+preformatted text) and rendered to both Markdown and HTML. Text that came from the sweep
+(labels, notes, paths) is shown as written in both: HTML escapes it, and Markdown, which
+passes raw HTML through, gets every ``<`` that could open a tag as ``&lt;``.
 
 fits.json: the Analysis's ``result``, JSON-safe (contract/formatting.jsonable): NaN becomes
 null and +/-infinity the strings "inf" / "-inf" (an infinite crossover bound: no crossing
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 import tempfile
 from pathlib import Path
 
@@ -34,6 +37,14 @@ from .plots import all_plots
 from .result import Analysis
 
 # ---------------------------------------------------------------------------- blocks
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")   # what CommonMark reads as raw HTML or an autolink
+
+
+def _md(text: str) -> str:
+    """Text for Markdown, shown as written: no raw HTML from labels or notes."""
+    return _TAG_START.sub("&lt;", text)
+
 
 class Doc:
     def __init__(self) -> None:
@@ -64,18 +75,18 @@ class Doc:
         for b in self.blocks:
             kind = b[0]
             if kind == "h":
-                out.append("#" * b[1] + " " + b[2])
+                out.append("#" * b[1] + " " + _md(b[2]))
             elif kind == "p":
-                out.append(b[1])
+                out.append(_md(b[1]))
             elif kind == "ul":
-                out.append("\n".join(f"- {i}" for i in b[1]))
+                out.append("\n".join(f"- {_md(i)}" for i in b[1]))
             elif kind == "table":
-                esc = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+                esc = lambda c: _md(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
                 lines = ["| " + " | ".join(esc(h) for h in b[1]) + " |", "|" + "---|" * len(b[1])]
                 lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in b[2]]
                 out.append("\n".join(lines))
             elif kind == "img":
-                out.append(f"![{b[1]}]({b[2]})")
+                out.append(f"![{_md(b[1])}]({b[2]})")
             elif kind == "pre":
                 out.append("```\n" + b[1] + "\n```")
         return "\n\n".join(out) + "\n"
@@ -370,12 +381,14 @@ def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> N
         except Exception as exc:  # the table builder belongs to another module: report, do not fail
             doc.p(f"Table 3 could not be built: {type(exc).__name__}: {exc}")
         try:
+            name = f"thinking_{_slug(cand)}"
             with tempfile.TemporaryDirectory() as tmp:
-                png = Path(plot_thinking(tpp, ebt, Path(tmp) / "thinking.png")).read_bytes()
-            name = f"thinking_{_slug(cand)}.png"
-            atomic_write_bytes(out_dir / name, png)
-            written.append(name)
-            doc.img(f"EBT thinking: {cand} (more refinement steps, best-of-N)", name, png)
+                plot_thinking(tpp, ebt, Path(tmp) / "thinking.png")
+                for drawn in sorted(Path(tmp).iterdir()):   # the PNG and its PDF and SVG
+                    atomic_write_bytes(out_dir / f"{name}{drawn.suffix}", drawn.read_bytes())
+                    written.append(f"{name}{drawn.suffix}")
+            doc.img(f"EBT thinking: {cand} (more refinement steps, best-of-N)", f"{name}.png",
+                    (out_dir / f"{name}.png").read_bytes())
         except ValueError as exc:
             doc.p(f"No thinking plot: {exc}")
         except Exception as exc:
@@ -433,14 +446,15 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
     name = (r.get("sweep") or {}).get("name") or Path(sweep_dir).name
     title = f"EBT vs Transformer++ scaling: {name}"
     plots = all_plots(an)
-    by_name = {p[0]: p for p in plots}
-    for fname, _title, png in plots:
-        atomic_write_bytes(out_dir / fname, png)
-        written.append(fname)
+    by_name = {p.name: p for p in plots}
+    for plot in plots:
+        for fmt, fname in plot.filenames().items():
+            atomic_write_bytes(out_dir / fname, plot.files[fmt])
+            written.append(fname)
 
     def show(fname: str) -> None:
         if fname in by_name:
-            doc.img(by_name[fname][1], fname, by_name[fname][2])
+            doc.img(by_name[fname].title, fname, by_name[fname].png)
 
     doc.h(1, title)
     doc.h(2, "Answer")
@@ -484,7 +498,8 @@ def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> di
     doc.ul([f"warning: {w}" for w in r.get("warnings", [])])
     doc.p("Regenerate with: ebt-scaling analyze SWEEP_DIR --convention "
           f"{an.config.convention} --bootstrap {an.config.bootstrap} --seed {an.config.seed}. Files: fits.json (all "
-          "numbers), runs.csv (the run table), report.md, report.html (self-contained) and the PNGs.")
+          "numbers), runs.csv (the run table), report.md, report.html (self-contained) and the plots (PNG, "
+          "with PDF and SVG beside each).")
 
     fits_path = out_dir / "fits.json"
     atomic_write_json(fits_path, jsonable(r))

@@ -2,15 +2,27 @@
 
 The `ebt-scaling` console entry point. Each subcommand lives in its own module under harness/commands/ exposing
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when
-their command runs, so `ebt-scaling --help` answers without importing torch.
+their command runs, so `ebt-scaling --help` and `--version` answer without importing torch.
+
+What every command shares lives here: ``-v`` / ``-q`` (before or after the command; the
+package logger's level, see harness/logs.py), ``--track`` on the commands that train (see
+harness/tracking/sinks.py), and the one-line errors: ConfigError and DispatchError, and as
+a safety net the file errors a command did not check itself (exit status 2). A closed
+pipe (`plan tiny --json | head -1`) ends the command quietly with status 141, as SIGPIPE
+would.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+from ebt_scaling.harness.logs import configure_logging, level_for
 
 # name -> (module under ebt_scaling.harness.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,30 +46,121 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+TRAINING_COMMANDS = ("run", "submit", "train")  # they take --track
+
+# The file errors the CLI turns into one line (a full disk, a read-only or foreign directory,
+# a file where a directory belongs or the reverse); any other OSError is a bug and keeps its traceback.
+FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT,
+               errno.EROFS}
+PIPE_CLOSED_STATUS = 128 + 13  # what a shell reports for a process that SIGPIPE ended
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ebt-scaling")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    flags = parser.add_argument_group("log output").add_mutually_exclusive_group()
+    flags.add_argument("-v", "--verbose", action="count", default=0, help="debug lines too")
+    flags.add_argument("-q", "--quiet", action="store_true",
+                       help="warnings and errors only: no per-step lines, no progress bar")
+
+
+def add_track_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--track", metavar="SINKS",
+                        help="tracking besides metrics.jsonl: tensorboard, wandb (offline) or both, comma-separated; "
+                             "none: off. Sets EBT_SCALING_TRACK for the runs this command trains (default: that "
+                             "variable; unset: off). Never part of a run id")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ebt-scaling", description=__doc__.splitlines()[0].removeprefix("ebt-scaling: "))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    add_output_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+@contextmanager
+def tracking_requested(track: str | None) -> Iterator[None]:
+    """Check the sinks asked for (--track, else EBT_SCALING_TRACK) before anything is
+    submitted, and set the variable for this command: the processes it starts inherit it."""
+    from ebt_scaling.harness.tracking import TRACK_ENV, check_installed, parse_track
+
+    key = "--track" if track is not None else TRACK_ENV
+    names = parse_track(track if track is not None else os.environ.get(TRACK_ENV, ""), key)
+    check_installed(names, key)
+    previous = os.environ.get(TRACK_ENV)
+    os.environ[TRACK_ENV] = ",".join(names) or "none"
+    try:
+        yield
+    finally:  # in-process callers (tests) get their environment back
+        if previous is None:
+            os.environ.pop(TRACK_ENV, None)
+        else:
+            os.environ[TRACK_ENV] = previous
+
+
+def file_error(exc: OSError) -> str:
+    if exc.filename is None:  # a write to an open file: ENOSPC, EDQUOT
+        return f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+    return f"cannot read or write {where}: {exc.strerror}"
+
+
+def run_command(argv: list[str]) -> int:
     parser = build_parser()
-    if not argv or argv[0] not in COMMANDS:
-        args = parser.parse_args(argv)  # prints help / usage errors and exits
+    at = next((i for i, arg in enumerate(argv) if arg in COMMANDS), None)
+    if at is None:
+        parser.parse_args(argv)  # prints help / version / usage errors and exits
         parser.print_help()
         return 0
-    module = importlib.import_module(f"ebt_scaling.harness.commands.{COMMANDS[argv[0]][0]}")
-    command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {argv[0]}", description=COMMANDS[argv[0]][1])
+    before = parser.parse_args(argv[:at])  # the flags given before the command (-v, -q)
+    name = argv[at]
+    module = importlib.import_module(f"ebt_scaling.harness.commands.{COMMANDS[name][0]}")
+    command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {name}", description=COMMANDS[name][1])
+    add_output_flags(command_parser)
+    if name in TRAINING_COMMANDS:
+        add_track_flag(command_parser)
     try:
         module.add_arguments(command_parser)  # asks the registries (flags, --cluster choices)
-        args = command_parser.parse_args(argv[1:])
-        return int(module.run(args) or 0)
+        args = command_parser.parse_args(argv[at + 1:])
+        args.verbose, args.quiet = before.verbose + args.verbose, before.quiet or args.quiet
+        if args.verbose and args.quiet:
+            command_parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+        configure_logging(level_for(args.verbose, args.quiet), "stderr")
+        if name not in TRAINING_COMMANDS:
+            return int(module.run(args) or 0)
+        with tracking_requested(args.track):
+            return int(module.run(args) or 0)
     except (ConfigError, DispatchError) as exc:  # every layer's user-facing errors: one line
-        print(f"ebt-scaling {argv[0]}: error: {exc}", file=sys.stderr)
+        print(f"ebt-scaling {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in FILE_ERRNOS:
+            raise
+        print(f"ebt-scaling {name}: error: {file_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return run_command(sys.argv[1:] if argv is None else list(argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+    except BrokenPipeError:
+        # The reader went away (`status | head`): stop quietly, and point stdout at devnull so
+        # the exit flush of what is still buffered cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return PIPE_CLOSED_STATUS
 
 
 if __name__ == "__main__":

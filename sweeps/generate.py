@@ -31,7 +31,16 @@ from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 
 from . import cooldown, rules, tuning
 from .shapes import Shape, ShapeSolver, SolvedShape, shape_name
-from .sweep_spec import FIXED_SIZE_AXES, ExplicitSize, SweepSpec, arch_options, axis_values, base_spec, parse_size
+from .sweep_spec import (
+    FIXED_SIZE_AXES,
+    ExplicitSize,
+    SweepSpec,
+    arch_options,
+    axis_values,
+    base_spec,
+    parse_size,
+    require_run_count,
+)
 
 
 @dataclass
@@ -254,6 +263,7 @@ class Planner:
         warned: set[str] = set()
         points = self.points()
         self._check_repeat({p.axis_value for p in points})
+        require_run_count(sum(len(self.seeds_at(p.axis_value)) for p in points) * len(sweep.architectures))
         for point in points:
             solved = point.solved
             shape = solved.shape
@@ -336,7 +346,9 @@ class Planner:
                     seen[run_id] = run
                     runs.append(run)
         runs = tuning.expand_trials(self, runs)
+        require_run_count(len(runs))
         runs = cooldown.add_branches(self, runs)
+        require_run_count(len(runs))
         return Plan(sweep, runs, self.warnings, self.rates.file)
 
     def _check_repeat(self, values: set[str]) -> None:

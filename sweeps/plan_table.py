@@ -7,7 +7,7 @@ from typing import Any
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.formatting import si
-from ebt_scaling.harness.contract.run_dir import atomic_write_json, atomic_write_text
+from ebt_scaling.harness.contract.run_dir import atomic_write_text, json_text
 from ebt_scaling.harness.contract.spec import load_spec, spec_to_yaml
 from ebt_scaling.harness.contract.throughput import describe, display_path
 from ebt_scaling.models.flops import CONVENTIONS
@@ -129,14 +129,17 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 def write_plan(plan: Plan, out: str | Path) -> dict:
     """DIR/runs/<run_id>/spec.yaml for every run (kept when identical), DIR/sweep.yaml and
-    DIR/plan.json. Every existing spec is checked before anything is written, so a
-    conflict (a spec of another run in a run's directory, an unreadable one) leaves DIR
-    untouched: ConfigError naming the file. Returns the counts written and kept, and the
-    run directories of DIR that the plan no longer lists ("stale": an earlier version of
-    the sweep, or ids from before a spec key was renamed), which are left as they are."""
+    DIR/plan.json. Every file's content is made and every existing spec checked before the
+    first file is written, so a conflict (a spec of another run in a run's directory, an
+    unreadable one) or a value that cannot be written leaves DIR untouched: ConfigError
+    naming the file. Returns the counts written and kept, and the run directories of DIR
+    that the plan no longer lists ("stale": an earlier version of the sweep, or ids from
+    before a spec key was renamed), which are left as they are."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory; give a directory for --write")
+    sweep_text = sweep_to_yaml(plan.sweep)
+    plan_text = json_text(plan_json(plan))
     todo: list[tuple[Path, str]] = []
     kept = 0
     for run in plan.runs:
@@ -153,8 +156,8 @@ def write_plan(plan: Plan, out: str | Path) -> dict:
         todo.append((path, text))
     for path, text in todo:
         atomic_write_text(path, text)
-    atomic_write_text(out / "sweep.yaml", sweep_to_yaml(plan.sweep))
-    atomic_write_json(out / "plan.json", plan_json(plan))
+    atomic_write_text(out / "sweep.yaml", sweep_text)
+    atomic_write_text(out / "plan.json", plan_text)
     planned = {run.run_id for run in plan.runs}
     stale = sorted(p.parent.name for p in (out / "runs").glob("*/spec.yaml") if p.parent.name not in planned)
     return {"written": len(todo), "kept": kept, "stale": stale}

@@ -12,7 +12,7 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     name: tiny                       # labels the runs (tag "sweep")
     description: ""
     base: {model: {...}, data: {...}, train: {...}, eval: {...}, ...}   # partial RunSpec
-    seeds: [0]                       # every point is run once per seed (same data order in a pair)
+    seeds: [0]                       # every point is run once per seed (same data order in a pair); < 2^32
     architectures:                   # one run per entry at every point; a "pair" = all of them
       - {label: T++, arch: transformer}
       - {label: EBT-S1, arch: ebt}                       # the EBT's default options (paper S1)
@@ -22,7 +22,7 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     param_count: total               # which count "N" means everywhere: total | non_embedding
     axis:
       name: parameters               # parameters | data | width | depth | batch | compute | isoflop
-      values: [xxs, xs, small]       # a list, or a log-spaced range {start, stop, num}
+      values: [xxs, xs, small]       # a list, or a log-spaced range {start, stop, num}; <= 10,000 values
       size: null                     # the fixed size of data / width / depth / batch sweeps
       points: 5                      # isoflop: sizes per budget
       spread: 2.0                    # isoflop: factor between neighbouring sizes
@@ -77,11 +77,17 @@ import yaml
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
 from ebt_scaling.harness.contract.cli_flags import nested
 from ebt_scaling.harness.contract.errors import ConfigError, require
-from ebt_scaling.harness.contract.spec import RunSpec
+from ebt_scaling.harness.contract.paths import require_path_name
+from ebt_scaling.harness.contract.spec import RunSpec, require_seed
 from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml, to_dict
 from ebt_scaling.models.sizes import PAPER_SIZES
 
 AXES = ("parameters", "data", "width", "depth", "batch", "compute", "isoflop")
+# Bounds checked before anything is expanded, so a typo (num: 1000000) fails in a line instead
+# of planning for minutes: values of one axis, and runs of one plan (every seed, architecture,
+# tuning trial and cooldown branch). A larger study is several sweeps.
+MAX_AXIS_VALUES = 10_000
+MAX_RUNS = 100_000
 FIXED_SIZE_AXES = ("data", "width", "depth", "batch")
 BUDGET_AXES = ("compute", "isoflop")
 
@@ -413,7 +419,7 @@ class RepeatSeeds:
         require(len(self.at) >= 1, "at", "must list the axis values to repeat, e.g. [L2-d96]")
         require(len(self.seeds) >= 1, "seeds", "must list the extra seeds, e.g. [1]")
         for i, seed in enumerate(self.seeds):
-            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+            require_seed(seed, f"seeds[{i}]")
 
 
 @dataclass(frozen=True)
@@ -460,8 +466,7 @@ class SweepSpec:
         return data
 
     def __post_init__(self) -> None:
-        require(bool(self.name.strip()) and all(c.isalnum() or c in "-_." for c in self.name), "name",
-                 f"must be a non-empty name of letters, digits, '-', '_' or '.', got {self.name!r}")
+        require_path_name(self.name, "name")  # runs/<name> is where `ebt-scaling run` writes
         require(len(self.architectures) >= 1, "architectures",
                  "must list at least one entry, e.g. [{label: T++, arch: transformer}, {label: EBT-S1, arch: ebt}]")
         labels = [a.label for a in self.architectures]
@@ -469,7 +474,7 @@ class SweepSpec:
             require(label not in labels[:i], f"architectures[{i}].label", f"duplicate label {label!r}; labels must be unique")
         require(len(self.seeds) >= 1, "seeds", "must list at least one seed, e.g. [0]")
         for i, seed in enumerate(self.seeds):
-            require(seed >= 0, f"seeds[{i}]", f"must be >= 0, got {seed}")
+            require_seed(seed, f"seeds[{i}]")
             require(seed not in self.seeds[:i], f"seeds[{i}]", f"duplicate seed {seed}; list each seed once")
         ref = self.flops.reference
         require(ref is None or ref in labels, "flops.reference",
@@ -505,6 +510,8 @@ def log_range(value: dict, key: str) -> list[float]:
     start, stop, num = _number(value["start"], f"{key}.start"), _number(value["stop"], f"{key}.stop"), value["num"]
     require(isinstance(num, int) and not isinstance(num, bool) and num >= 1, f"{key}.num",
              f"must be an integer >= 1, got {num!r}")
+    require(num <= MAX_AXIS_VALUES, f"{key}.num", f"must be at most {MAX_AXIS_VALUES} (values of one axis), got {num}; "
+            "split the range into several sweeps")
     require(start > 0, f"{key}.start", f"must be > 0 (the range is log-spaced), got {start}")
     require(stop >= start, f"{key}.stop", f"must be >= start ({start:g}), got {stop:g}")
     if num == 1:
@@ -558,6 +565,8 @@ def axis_values(sweep: SweepSpec) -> list:
     elif not isinstance(raw, (list, tuple)):
         raise ConfigError(f"{key}: expected a list or a range {{start, stop, num}}, got {type(raw).__name__} {raw!r}")
     require(len(raw) >= 1, key, f"must not be empty; give at least one {axis.name} value")
+    require(len(raw) <= MAX_AXIS_VALUES, key, f"must list at most {MAX_AXIS_VALUES} values, got {len(raw)}; split the "
+            "axis into several sweeps")
     values: list = []
     for i, v in enumerate(raw):
         k = f"{key}[{i}]"
@@ -570,9 +579,16 @@ def axis_values(sweep: SweepSpec) -> list:
             require(float(number).is_integer(), k, f"must be an integer, got {v!r}")
             number = int(number)
         values.append(number)
+    first: dict = {}
     for i, v in enumerate(values):
-        require(v not in values[:i], f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
+        require(first.setdefault(v, i) == i, f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
     return values
+
+
+def require_run_count(runs: int) -> None:
+    """Refuse plans above MAX_RUNS runs (read at call time: tests lower it)."""
+    require(runs <= MAX_RUNS, "axis.values", f"the sweep plans more than {MAX_RUNS} runs ({runs} and counting); "
+            "split it into several sweeps (fewer axis values, seeds, architectures or tuning factors)")
 
 
 # --------------------------------------------------------------------------- loading

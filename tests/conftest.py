@@ -184,9 +184,10 @@ def write_synthetic_sweep(root, *, archs: dict, sizes=SIZES[:4], seeds=(0,), mod
                     C = {c: per[c] * steps for c in per}
                 else:
                     D = budget / (6.0 * N)
-                    steps = max(1, int(round(D / (BATCH * CONTEXT))))
                     C = {"full": 6.0 * N * D, "paper": 6.0 * N * D}
                 spec = _spec(model, seed, max(1, int(round(D))), tags)
+                if budget is not None:   # a done run's last row is at its spec's total steps, as the trainer logs
+                    steps = spec.total_steps
                 run = root / "runs" / spec.run_id
                 assert not run.exists(), f"{label} {size[0]} seed {seed}: the run of another label (add ebt options)"
                 atomic_write_text(run / "spec.yaml", spec_to_yaml(spec))

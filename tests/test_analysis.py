@@ -249,8 +249,9 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
     assert "intervals" in a3
     # and the plot of the isoFLOP curves is drawn
     from ebt_scaling.analysis.plots import plot_isoflop
+    from ebt_scaling.harness.evaluation.figures import render
 
-    assert plot_isoflop(an)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert render(plot_isoflop(an), ("png",))["png"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_approach2_needs_budget_tags_not_training_curves(main_sweep):

@@ -3,6 +3,7 @@
 A tiny paired sweep runs as one job array; preempted tasks (SIGTERM then USR2 from
 scancel, as SLURM preempts, and `scontrol requeue`) are requeued and end with the metrics of an
 uninterrupted run; a cancelled run is reported; a resubmission skips finished runs.
+Data-parallel runs across the cluster's two nodes: test_multinode.py.
 
 Without a reachable cluster these tests skip; with EBT_SCALING_REQUIRE_SLURM=1 they fail.
 """
@@ -58,13 +59,17 @@ def slurm_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    problem = slurm_problem()
+def skip_unless_usable(problem: str | None) -> None:
+    """Skip on a problem, or fail under EBT_SCALING_REQUIRE_SLURM=1 (CI)."""
     if problem:
         if os.environ.get("EBT_SCALING_REQUIRE_SLURM") == "1":
             pytest.fail(f"EBT_SCALING_REQUIRE_SLURM=1 but SLURM is not usable: {problem}")
-        pytest.skip(f"no reachable SLURM cluster ({problem}); start one with `ebt-scaling slurm-local start`")
+        pytest.skip(f"no usable SLURM cluster ({problem}); start one with `ebt-scaling slurm-local start`")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    skip_unless_usable(slurm_problem())
 
 
 def make_sweep(root: Path, specs) -> dict[str, Path]:
@@ -169,26 +174,3 @@ def test_cancelled_run_is_reported_and_left_alone_by_resubmission(slurm, tiny_sp
     assert code == 0 and "skipped 1 cancelled (resubmit with --retry-failed)" in out
     assert main(["status", str(tmp_path / "sweep")]) == 0
     assert "cancelled" in capsys.readouterr().out
-
-
-def test_data_parallel_run_gets_its_process_group_from_submitit(slurm, tiny_spec, tmp_path):
-    spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 12})
-    (path,) = make_sweep(tmp_path / "sweep", [spec]).values()
-    profile = tmp_path / "dp.yaml"
-    profile.write_text("partition: debug\ncpus_per_task: 1\ntasks_per_node: 2\nmem_gb: 2\ntimeout_min: 10\n"
-                       "signal_delay_s: 60\npreempt_grace_s: 30\n")
-    import io
-    from contextlib import redirect_stdout
-
-    with redirect_stdout(io.StringIO()) as out:
-        code = main(["submit", str(tmp_path / "sweep"), "--cluster", "slurm", "--profile", str(profile), "--wait",
-                     "--poll", "1"])
-    assert code == 0, out.getvalue()
-    run = RunDir(path)
-    assert "on cpu x2" in run.log_path.read_text() and run.result()["status"] == "done"
-    reference = tmp_path / "reference" / spec.run_id
-    reference.mkdir(parents=True)
-    (reference / "spec.yaml").write_text(spec_to_yaml(spec))
-    TrainingJob([(str(reference), uuid.uuid4().hex)], "debug", threads=1)()
-    # two processes with half the batch each: the same global batch, equal up to summation order
-    assert run.result()["val_loss"] == pytest.approx(RunDir(reference).result()["val_loss"], rel=1e-4)

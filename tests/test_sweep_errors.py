@@ -56,7 +56,7 @@ CASES = [
   - {label: EBT, arch: ebt}
 """, "architectures: []\n"), "architectures: must list at least one"),
     ("seeds-wrong-type", edit("seeds: [0]", "seeds: zero"), "seeds: expected a list"),
-    ("seed-negative", edit("seeds: [0]", "seeds: [-1]"), "seeds[0]: must be >= 0"),
+    ("seed-negative", edit("seeds: [0]", "seeds: [-1]"), "seeds[0]: must be in [0, 2^32)"),
     ("seed-duplicate", edit("seeds: [0]", "seeds: [3, 3]"), "seeds[1]: duplicate"),
     ("unknown-axis", edit("name: parameters", "name: girth"), "axis.name: must be one of"),
     ("negative-budget", edit("[1.0e+15, 1.0e+16]", "[1.0e+15, -1.0e+16]", ISO), "axis.values[1]: must be > 0"),

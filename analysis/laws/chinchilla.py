@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..approach3 import Approach3Fit, blas_threads, fit_approach3
+from ..approach3 import Approach3Fit, blas_threads, constant_inputs, fit_approach3
 from ..bootstrap import BootstrapResult, bootstrap_approach3
 from ..numbers import fmt_estimate
 from .law import FitLaw, Fitting, Job, LabelPoints, Skipped
@@ -119,6 +119,8 @@ def _unsupported(N: np.ndarray, D: np.ndarray, L: np.ndarray) -> str | None:
     nN, nD = np.unique(N).size, np.unique(D).size
     if len(L) < MIN_POINTS:
         return f"{len(L)} finished runs: Approach 3 (5 parameters) needs >= {MIN_POINTS}"
+    if "L" in constant_inputs(N, D, L):
+        return f"every final loss is {L[0]:.6g}: nothing for L(N, D) to fit"
     if nN < MIN_DISTINCT or nD < MIN_DISTINCT:
         return (f"{nN} distinct N and {nD} distinct D: needs >= {MIN_DISTINCT} of each (the sweep must vary "
                 "both parameters and tokens)")

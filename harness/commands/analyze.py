@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ebt_scaling.harness.contract.cli_flags import add_dataclass_flags, flag_error, given_flags
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.paths import require_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"{sweep_dir}: no such directory")
+    out = require_output_dir(args.out or sweep_dir / "analysis", "--out")
     from ebt_scaling.analysis.config import AnalysisConfig
     from ebt_scaling.analysis.load import load_runs
     from ebt_scaling.analysis.pipeline import analyze
@@ -39,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         an = analyze(load_runs(sweep_dir), config)
     except ConfigError as exc:
         raise flag_error(exc, args.config_flags) from None
-    out = Path(args.out) if args.out else sweep_dir / "analysis"
     paths = build_report(an, out, sweep_dir)
     r = an.result
     print(f"analyzed {r['runs']['total']} runs ({r['runs']['fitted']} fitted; "

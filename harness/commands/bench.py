@@ -5,8 +5,10 @@ counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
 docs/performance.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
 V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). ``--save [FILE]`` merges the
 results into the throughput file `plan` and `status` read for GPU-hours (default: $EBT_SCALING_THROUGHPUT,
-else ~/.cache/ebt-scaling/throughput.json; harness/contract/throughput.py). The timing logic
-lives in harness/training/bench.py.
+else ~/.cache/ebt-scaling/throughput.json; harness/contract/throughput.py). ``--feed SPEC``
+instead times a run spec's model fed from its data, with and without the prefetch thread
+(docs/performance.md, "Feeding the GPU: prefetch"). The timing logic lives in
+harness/training/bench.py.
 """
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (torch.set_num_threads; default: torch's). On a shared machine "
                              "fewer threads than cores avoids oversubscription stalls")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and random tokens (default: 0)")
+    parser.add_argument("--feed", metavar="SPEC", default=None,
+                        help="instead: time the run spec's model fed from its data pipeline (a spec YAML or a run "
+                             "directory): one batch built alone, a step fed synchronously and one fed by the "
+                             "trainer's prefetch thread, in interleaved rounds; the spec sets model, batch, data and "
+                             "precision")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
                         help="merge the results into the throughput file `plan` and `status` use for GPU-hours "
@@ -55,13 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ebt_scaling.harness.commands.flops import build_configs
     from ebt_scaling.harness.training import bench
-    from ebt_scaling.harness.training.trainer import resolve_device
 
-    if args.size is None and args.n_layers is None and args.d_model is None and args.n_heads is None:
-        args.size = "xxs"
     for flag, value, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
         if value < low:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
+    if args.feed is not None:
+        return _run_feed(args)
+    if args.size is None and args.n_layers is None and args.d_model is None and args.n_heads is None:
+        args.size = "xxs"
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         raise ConfigError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
     configs = build_configs(args)  # validates the shape; errors name the flag
@@ -74,14 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--save: {save_path} is a directory; give a file path")
         if save_path.exists():
             load_throughput_file(save_path)  # a file that is not one fails before the timing, not after
-    try:
-        device = resolve_device(args.device)
-    except (ConfigError, RuntimeError) as exc:
-        raise ConfigError(f"--device: {str(exc).removeprefix('device: ')}") from None
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    device = _device_and_threads(args)
     if args.matmul_precision:
         torch.set_float32_matmul_precision(args.matmul_precision)
     c = next(iter(configs.values()))
@@ -113,4 +114,37 @@ def run(args: argparse.Namespace) -> int:
     if save_path is not None:
         print(f"saved {len(results)} entries to {save_path} (`ebt-scaling plan` and `status` use them for GPU-hours)",
               file=sys.stderr)
+    return 0
+
+
+def _device_and_threads(args: argparse.Namespace):
+    import torch
+
+    from ebt_scaling.harness.training.trainer import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except (ConfigError, RuntimeError) as exc:
+        raise ConfigError(f"--device: {str(exc).removeprefix('device: ')}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def _run_feed(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ebt_scaling.harness.contract.spec import load_spec
+    from ebt_scaling.harness.training import bench
+
+    shape = [flag for flag, value in (("--size", args.size), ("--n-layers", args.n_layers),
+                                      ("--d-model", args.d_model), ("--n-heads", args.n_heads)) if value is not None]
+    if shape or args.save is not None:
+        raise ConfigError(f"--feed: the run spec sets the model; drop {', '.join(shape or ['--save'])}")
+    path = Path(args.feed)
+    spec = load_spec(path / "spec.yaml" if path.is_dir() else path)
+    result = bench.bench_feed(spec, _device_and_threads(args), warmup=args.warmup, iters=args.iters)
+    print(json.dumps(asdict(result)) if args.json else bench.format_feed_report(result))
     return 0

@@ -1,7 +1,9 @@
 """`ebt-scaling eval RUN_DIR [RUN_DIR ...] [--tasks T ...] [--examples N] [--json]`:
 evaluate finished runs after the fact.
 
-Loads each run's spec.yaml and latest checkpoint, runs the tasks (default: the spec's
+Loads each run's spec.yaml and its final checkpoint (the one at result.json's step: an
+unreadable or missing one is an error naming the file, never a silent fall back to an
+older checkpoint, whose score would pass for the run's), runs the tasks (default: the spec's
 eval.tasks, else "pretrain dyck arithmetic thinking"; grammar in
 harness/contract/eval_tasks.py), merges the results into result.json["evaluations"]
 (atomically; earlier results of other tasks are kept) and prints a table, or with
@@ -31,7 +33,7 @@ def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str |
     from ebt_scaling.harness.contract.eval_tasks import parse_tasks
     from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
     from ebt_scaling.harness.contract.spec import load_spec
-    from ebt_scaling.harness.training.checkpoint import load_latest_checkpoint
+    from ebt_scaling.harness.training.checkpoint import UnreadableCheckpoint, checkpoint_path, read_checkpoint
     from ebt_scaling.harness.training.trainer import resolve_device
     from ebt_scaling.models.factory import build_model
 
@@ -49,10 +51,19 @@ def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str |
     parse_tasks(tasks)  # fail before loading anything
     if examples is not None and examples < 1:
         raise ConfigError(f"--examples: must be >= 1, got {examples}")
+    step = result.get("step")
+    if not isinstance(step, int):
+        raise ConfigError(f"{run_dir}: result.json has no final step ({step!r}); re-train the run to evaluate it")
     torch_device = resolve_device(device or spec.device)
-    state = load_latest_checkpoint(run, map_location=torch_device)
-    if state is None:
-        raise ConfigError(f"{run_dir}: no readable checkpoint to evaluate")
+    final = checkpoint_path(run, step)
+    try:
+        state = read_checkpoint(final, map_location=torch_device)
+        if state["step"] != step:
+            raise UnreadableCheckpoint(f"checkpoint {final.name} holds step {state['step']}")
+    except UnreadableCheckpoint as exc:
+        raise ConfigError(f"{run_dir}: {exc}; eval scores only a run's final weights (step {step}): delete "
+                          f"{final.name} and result.json, then train the run again (it resumes exactly from "
+                          "its newest readable checkpoint)") from None
     model = build_model(spec.model).to(torch_device)
     model.load_state_dict(state["model"])
     evaluations = run_evals(model, spec, tasks=tasks, examples=examples, log=run.log)

@@ -63,6 +63,24 @@ def _positive_numbers(series, flag: str):
     return values
 
 
+def _require_varying(table, args, tokens_from: str) -> None:
+    """A constant loss has nothing to fit, and a constant N or D cannot identify its exponent
+    (analysis/approach3.constant_inputs): one-line errors naming the columns."""
+    from ebt_scaling.analysis.approach3 import constant_inputs
+
+    constant = constant_inputs(table["N"], table["D"], table["L"]) if len(table) else []
+    if "L" in constant:
+        raise ConfigError(f"--loss-col {args.loss_col!r}: every row has the loss {table['L'].iloc[0]:g}; "
+                          "Approach 3 fits how the loss changes with N and D, so the losses must differ")
+    named = {"N": f"--params-col {args.params_col!r}", "D": f"--tokens-col {args.tokens_col!r}"
+             if args.tokens_col is not None else f"--flops-col {args.flops_col!r} (tokens {tokens_from})"}
+    if constant:
+        values = ", ".join(f"{name} = {table[name].iloc[0]:g}" for name in constant)
+        raise ConfigError(f"{' and '.join(named[name] for name in constant)}: one value in every row ({values}); "
+                          "N and D must each vary to identify the exponents alpha and beta (several model "
+                          "sizes, each trained on several token counts)")
+
+
 def load_points(args) -> tuple:
     """(N, D, L, info) from the CSV and flags; raises ConfigError on user errors."""
     import numpy as np
@@ -91,6 +109,7 @@ def load_points(args) -> tuple:
     table = pd.DataFrame({"N": n_col, "D": d_col, "L": l_col})
     missing = int(table.isna().any(axis=1).sum())
     table = table.dropna()
+    _require_varying(table, args, tokens_from)
     if args.drop_highest_loss < 0:
         raise ConfigError(f"--drop-highest-loss must be >= 0 (got {args.drop_highest_loss})")
     if args.drop_highest_loss:
@@ -127,12 +146,15 @@ def run(args: argparse.Namespace) -> int:
     out = {**fit.params(), "a": fit.a_exponent,
            "objective": objective, "delta": args.delta, "objective_value": fit.loss_value,
            "scale": fit.scale, "n_points": fit.n_points, "starts": fit.n_starts, "optimized": fit.n_optimized,
-           "at_optimum": fit.n_at_optimum, **info}
+           "at_optimum": fit.n_at_optimum, "converged": fit.converged, **info}
     if boot is not None:
         out["intervals"] = {k: list(v) for k, v in boot.intervals.items()}
         out["bootstrap"] = {"n_resamples": boot.n_resamples, "n_failed": boot.n_failed, "seed": boot.seed,
                             "ci": boot.ci}
     failed = not all(math.isfinite(v) for v in (fit.loss_value, *fit.params().values(), fit.a_exponent))
+    if not fit.converged and not failed:
+        print(f"warning: L-BFGS-B stopped without converging ({fit.message}); the estimates may be off",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(jsonable(out, infinity_as_string=False), allow_nan=False))
         if failed:

@@ -21,6 +21,7 @@ import sys
 
 from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
 from ebt_scaling.harness.contract.errors import require
+from ebt_scaling.harness.contract.paths import require_output_dir
 
 
 def add_arguments(parser) -> None:
@@ -59,6 +60,8 @@ def run(args) -> int:
         return extend(args)
     require(args.sweep is not None, "sweep", "missing; give a sweep YAML or a preset name, or --extend SWEEP_DIR")
     sweep = load_sweep(args.sweep, parse_overrides(args.overrides))
+    if args.write:
+        require_output_dir(args.write, "--write")
     plan = make_plan(sweep, resolve_throughput_file(args.throughput), args.throughput_device)
     written = write_plan(plan, args.write) if args.write else None
     print(dumps_json(plan) if args.json else format_plan(plan))

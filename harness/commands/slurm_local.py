@@ -1,6 +1,8 @@
-"""`ebt-scaling slurm-local start|stop|status`: a real single-node SLURM cluster on this
+"""`ebt-scaling slurm-local start|stop|status`: a real two-node SLURM cluster on this
 machine (Debian/Ubuntu, root): installs slurm-wlm, munge, slurmdbd and MariaDB, writes the
-config, starts the daemons and waits for the node. Idempotent; used by .ci/run."""
+config (never over a slurm.conf it did not write), starts slurmctld and one slurmd per node
+(each node in its own network and UTS namespace) and waits for both nodes. Idempotent; used
+by .ci/run."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,8 @@
 """`ebt-scaling status SWEEP_DIR [--json] [--throughput FILE]`: one row per run (state, job,
 tokens done of total, last validation loss, ETA from recent tokens/s) and totals, with the
 GPU-hours left per architecture and the figure they assume (the `bench --save` throughput
-file, else each architecture's documented default MFU; harness/contract/throughput.py)."""
+file, else each architecture's documented default MFU; harness/contract/throughput.py),
+and the finished runs whose provenance (commit, dirty tree, torch) differs from the rest."""
 from __future__ import annotations
 
 import json

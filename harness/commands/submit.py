@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
 from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+from ebt_scaling.harness.contract.paths import require_output_dir
 
 from ..dispatch.backend import BACKENDS
 
@@ -52,8 +53,9 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
 
     if not out:
         raise ConfigError(f"--out: required to plan {sweep} into a sweep directory (or give a sweep directory)")
-    target = Path(out)
-    written = write_plan(make_plan(load_sweep(sweep, overrides)), target)  # keeps identical specs; refuses conflicts
+    sweep_spec = load_sweep(sweep, overrides)
+    target = require_output_dir(out, "--out")
+    written = write_plan(make_plan(sweep_spec), target)  # keeps identical specs; refuses conflicts
     if written["stale"]:
         print(f"warning: {len(written['stale'])} run directories of {target} are not in the plan of {sweep} (e.g. "
               f"{written['stale'][0]}); they are trained and analysed too: move them out of {target}/runs if they "

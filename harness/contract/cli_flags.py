@@ -14,9 +14,8 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-import yaml
-
 from .errors import ConfigError
+from .typed_config import YamlSyntaxError, parse_yaml
 
 
 def flag_name(path: str) -> str:
@@ -64,14 +63,18 @@ def given_flags(args: argparse.Namespace, paths: list[str]) -> dict[str, Any]:
     for path in paths:
         value = getattr(args, path, None)
         if value is not None:
-            out[path] = _yaml_value(value)
+            out[path] = _yaml_value(value, flag_name(path))
     return out
 
 
-def _yaml_value(text: str) -> Any:
+def _yaml_value(text: str, source: str) -> Any:
+    """A flag's value read as YAML (1e-3, [0, 1], true); text YAML cannot read stays text.
+    Alias bombs and loops are refused as in files (ConfigError naming `source`)."""
+    if not isinstance(text, str):
+        return text
     try:
-        return yaml.safe_load(text) if isinstance(text, str) else text
-    except yaml.YAMLError:
+        return parse_yaml(text, source)
+    except YamlSyntaxError:
         return text
 
 
@@ -98,7 +101,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
-        pairs[key] = _yaml_value(value)
+        pairs[key] = _yaml_value(value, f"--set {key}")
     return pairs
 
 

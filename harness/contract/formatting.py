@@ -1,9 +1,9 @@
 """Number formatting and strict JSON shared by every layer's tables, reports and files.
 
 One place for each: the SI-suffixed counts of tables (``si``), signed percentages
-(``pct``), and the conversion of analysis results to plain, strict JSON (``jsonable``:
-numpy to Python; NaN and infinities have no JSON spelling, so they become null and the
-strings "inf" / "-inf").
+(``pct``), time spans (``duration``: ETAs), and the conversion of analysis results to
+plain, strict JSON (``jsonable``: numpy to Python; NaN and infinities have no JSON
+spelling, so they become null and the strings "inf" / "-inf").
 """
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ def jsonable(obj: Any, *, infinity_as_string: bool = True) -> Any:
         if math.isinf(obj):
             return ("inf" if obj > 0 else "-inf") if infinity_as_string else None
     return obj
+
+
+def duration(seconds: float | None) -> str:
+    """A time span in its two largest units: '4m05s', '3h07m', '2d04h'; '-' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

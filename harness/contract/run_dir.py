@@ -10,16 +10,29 @@ Layout (lingua style; the analysis reads nothing else):
 
 Every whole-file write goes through a temporary file in the same directory, fsync and
 rename, so readers never see half a file and a kill leaves the previous version intact.
+
+Reading: result.json and metrics.jsonl are read here and only here, and what is read is
+checked against what the trainer writes (a JSON object; the numbers it reads numbers).
+Anything else -- bytes that are not UTF-8, JSON of another shape, a line that is not a
+row -- raises RunFileError naming the file, so that `analyze` and `status` name the run
+and go on with the others instead of failing inside a caller. The one exception is a
+last metrics line without its newline: what a kill during the append leaves.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from .errors import ConfigError
+from .formatting import jsonable
+
+log = logging.getLogger(__name__)
 
 # The process umask, read once (os.umask can only be read by setting it).
 UMASK = os.umask(0o022)
@@ -53,15 +66,103 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_text(obj: Any) -> str:
+    """Strict JSON (RFC 8259: what every reader accepts), indented, keys sorted. NaN and
+    infinities have no JSON spelling and are written as null: a diverged run's last loss,
+    an overflowed perplexity. (Values already passed through ``jsonable`` keep its strings.)"""
+    return json.dumps(jsonable(obj, infinity_as_string=False), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
-def read_json(path: Path) -> Any | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON object file's content; None when it is missing, unreadable or not an object
+    (marker, lease and plan files, whose callers treat those alike)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not JSON
         return None
+    return data if isinstance(data, dict) else None
+
+
+class RunFileError(ConfigError):
+    """A run directory's file holds something other than what the trainer writes."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}; restore it, or delete the run directory and submit the run again")
+        self.path = Path(path)
+
+
+# Values of a metrics row (and of result.json's "final") that readers use as numbers.
+ROW_NUMBERS = ("step", "tokens", "train_loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_s")
+RESULT_NUMBERS = ("step", "total_steps", "val_loss", "val_ppl")
+RESULT_OBJECTS = ("final", "evaluations", "params")
+
+
+def _not_number(value: Any) -> bool:
+    return value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))
+
+
+def row_problem(row: Any) -> str | None:
+    """What is wrong with a metrics row (None: nothing): an object whose numbers are numbers."""
+    if not isinstance(row, dict):
+        return f"{json.dumps(row)[:40]} is not a JSON object"
+    bad = [k for k in row if (k in ROW_NUMBERS or k.startswith("flops_")) and _not_number(row[k])]
+    return f"{bad[0]} = {json.dumps(row[bad[0]])[:40]} is not a number" if bad else None
+
+
+def result_problem(result: Any) -> str | None:
+    """What is wrong with result.json's content (None: nothing)."""
+    if not isinstance(result, dict):
+        return f"{json.dumps(result)[:40]} is not a JSON object"
+    if not isinstance(result.get("status", ""), str):
+        return f"status = {json.dumps(result['status'])[:40]} is not a string"
+    bad = [k for k in RESULT_NUMBERS if _not_number(result.get(k))]
+    if bad:
+        return f"{bad[0]} = {json.dumps(result[bad[0]])[:40]} is not a number"
+    bad = [k for k in RESULT_OBJECTS if result.get(k) is not None and not isinstance(result[k], dict)]
+    if bad:
+        return f"{bad[0]} is not a JSON object"
+    problem = row_problem(result.get("final") or {})
+    return f"final: {problem}" if problem else None
+
+
+def read_text(path: Path) -> str | None:
+    """A run file's text; None when it does not exist, RunFileError when it cannot be read as text."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise RunFileError(path, f"is not UTF-8 text (at byte offset {exc.start})") from None
+
+
+def done_disagreement(result: dict, rows: list[dict], total_steps: int) -> str | None:
+    """Why the files of a run whose result.json says done disagree about how far it trained
+    (None: they agree). The trainer logs the final step's row, then writes result.json with
+    that step and row, so result.json's step, its final row and the last metrics row all
+    equal the spec's total steps; a cut or stale metrics.jsonl would otherwise silently
+    stand in for the finished run in the analysis (its tokens and FLOPs are the last row's)."""
+    step = result.get("step")
+    if step is not None and step != total_steps:
+        return f"result.json says done at step {step}, but its spec plans {total_steps} steps"
+    if result.get("total_steps") is not None and result["total_steps"] != total_steps:
+        return f"result.json plans {result['total_steps']} steps, its spec {total_steps}"
+    if not rows:
+        return f"result.json says done at step {total_steps}, but metrics.jsonl has no rows"
+    last, final = rows[-1], result.get("final") or {}
+    if last.get("step") != total_steps:
+        return (f"result.json says done at step {total_steps}, but metrics.jsonl ends at step {last.get('step')} "
+                "(cut or damaged)")
+    for key in ("tokens", *(k for k in final if k.startswith("flops_"))):
+        ours, theirs = last.get(key), final.get(key)
+        if ours is not None and theirs is not None and abs(ours - theirs) > 1e-9 * max(abs(ours), abs(theirs)):
+            return f"metrics.jsonl's last row has {key} {ours:.6g}, result.json's final row {theirs:.6g}"
+    return None
 
 
 class RunDir:
@@ -78,21 +179,54 @@ class RunDir:
         """Checkpoint files, newest first."""
         return sorted(self.checkpoint_dir.glob("step_*.pt"), reverse=True)
 
+    def remove_checkpoint_temporaries(self) -> list[Path]:
+        """Delete what killed checkpoint saves left (atomic_write_with's .<name>.<random>.tmp).
+        Only the run's trainer writes checkpoints, so when it (or the job about to start it)
+        begins, every such file is stale; the trainer and the dispatcher both call this."""
+        removed = []
+        for tmp in sorted(self.checkpoint_dir.glob(".*.tmp")):
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            removed.append(tmp)
+        return removed
+
     def result(self) -> dict | None:
-        return read_json(self.result_path)
+        """result.json's content; None before the run ends. RunFileError if it is damaged."""
+        text = read_text(self.result_path)
+        if text is None:
+            return None
+        try:
+            result = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RunFileError(self.result_path, f"is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        problem = result_problem(result)
+        if problem:
+            raise RunFileError(self.result_path, problem)
+        return result
 
     def metrics(self) -> list[dict]:
-        """All complete rows of metrics.jsonl (a torn last line from a kill is skipped)."""
+        """The rows of metrics.jsonl. A last line without its newline is skipped: the torn
+        append of a killed run (a resume rewrites the file without it). Any other line that
+        is not a row raises RunFileError naming the line."""
+        text = read_text(self.metrics_path)
+        if not text:
+            return []
+        lines = text.split("\n")
+        lines.pop()  # "" after the final newline, else the torn last line
         rows = []
-        try:
-            lines = self.metrics_path.read_text().splitlines()
-        except OSError:
-            return rows
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RunFileError(self.metrics_path, f"line {number} is not JSON ({exc.msg})") from None
+            problem = row_problem(row)
+            if problem is None and not isinstance(row.get("step"), int):
+                problem = "it has no integer step"
+            if problem:
+                raise RunFileError(self.metrics_path, f"line {number}: {problem}")
+            rows.append(row)
         return rows
 
     def append_metrics(self, row: dict) -> None:
@@ -106,7 +240,10 @@ class RunDir:
         kept = [r for r in self.metrics() if r["step"] <= after_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, level: int = logging.INFO) -> None:
+        """Append a line to train.log; the package logger gets it too (a job's stdout, see
+        harness/logs.py), first, so it is seen even when the file cannot be written."""
+        log.log(level, "%s: %s", self.path.name, message)
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")

@@ -9,7 +9,7 @@ States:
   done / diverged   result.json
   failed     failed.json, or the job ended FAILED / OUT_OF_MEMORY / BOOT_FAIL / DEADLINE (or
              TIMEOUT / NODE_FAIL before its first checkpoint) without a result (re-run with
-             `submit --retry-failed`)
+             `submit --retry-failed`), or a damaged result.json (the detail names it)
   cancelled  cancelled.json from `ebt-scaling cancel` (or the job was scancelled)
 
 The dispatcher writes the marker files named here into a run directory; the analysis and
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run_dir import RunDir, read_json
+from .run_dir import RunDir, RunFileError, read_json
 
 LEASE = "lease.json"  # the live job that owns the run
 FAILED = "failed.json"  # the last failure: one error line, traceback tail, job id
@@ -67,7 +67,10 @@ def read_marker(run_dir: str | Path, name: str) -> dict | None:
 def run_state(run_dir: str | Path, job: JobView | None = None) -> tuple[str, str]:
     """(state, detail) of one run; `job` is the job its lease names, None when no lease."""
     run = RunDir(run_dir)
-    result = run.result()
+    try:
+        result = run.result()
+    except RunFileError as exc:  # damaged: named, and out of the way of the sweep's other runs
+        return "failed", str(exc)
     if result is not None:
         status = result.get("status", "failed")
         note = str(result.get("note", "") or "")

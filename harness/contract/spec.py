@@ -99,6 +99,31 @@ class EvalSpec:
         validate_tasks(self.tasks, "tasks")  # one line listing the valid names; loaders prefix "eval."
 
 
+# Seeds reach torch.manual_seed (offset per process by 1_000_003 x (rank + 1)), numpy's
+# SeedSequence and HF datasets' shuffle; below 2^32 every one of them takes a seed.
+SEED_LIMIT = 2 ** 32
+
+
+def require_seed(seed: int, key: str) -> None:
+    require(0 <= seed < SEED_LIMIT, key, f"must be in [0, 2^32) (every RNG the run seeds takes those), got {seed}")
+
+
+def typed_tags(tags: dict, key: str) -> dict[str, str]:
+    """Tags as text: keys must be strings; numbers and true/false are kept as their YAML
+    spelling (a label, never a number to compute with); lists, mappings and null are refused."""
+    out = {}
+    for name, value in tags.items():
+        require(isinstance(name, str), key, f"keys must be strings, got {name!r}; quote it: '{name}'")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        require(isinstance(value, str), f"{key}.{name}",
+                 f"must be a string (a label), got {type(value).__name__} {value!r}")
+        out[name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -114,6 +139,8 @@ class RunSpec:
     tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id
 
     def __post_init__(self) -> None:
+        require_seed(self.seed, "seed")
+        object.__setattr__(self, "tags", typed_tags(self.tags, "tags"))
         require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         micro = self.train.micro_batch_size

@@ -4,11 +4,18 @@ Every error is one line naming the dotted key and the fix: unknown keys (with th
 ones listed), wrong types, and impossible values (raised by the dataclasses' own
 ``__post_init__`` as ConfigError("field: message"), which gets the key path prefixed).
 A dataclass that renamed a key defines ``upgrade_legacy(data, path) -> data`` to read the
-old spelling with a deprecation warning.
+old spelling with a deprecation warning. Every float must be finite: YAML's ``.inf`` / ``.nan``
+(or "inf") is never a learning rate, a peak or a fraction.
+
+YAML is read by one function, :func:`parse_yaml`, which refuses documents whose aliases
+expand to more than ``MAX_YAML_NODES`` values (a "billion laughs" bomb is a few lines that
+expand to 10^9) or refer to themselves: the typed configs copy every value, so an alias is
+as costly as writing its target out.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +26,10 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+# Values (scalars, lists, mappings) a YAML document may hold once its aliases are expanded;
+# the largest shipped sweep holds a few hundred, a 10,000-value axis list about 10,000.
+MAX_YAML_NODES = 200_000
 
 
 def _join(path: str, key: str) -> str:
@@ -88,14 +99,18 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return int(number)
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
+        number = value
         if isinstance(value, str):
             try:
-                return float(value)  # PyYAML reads "1e-3" (no dot) as a string
+                number = float(value)  # PyYAML reads "1e-3" (no dot) as a string
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        number = float(number)
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}; give a value such as 3e-4")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -143,14 +158,83 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file; syntax errors become one line naming the file and line."""
+    """Parse a YAML file; unreadable, non-UTF-8 and invalid files become one line naming the
+    file (and the line, where YAML knows it)."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the path") from None
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "give a YAML file") from None
+    return parse_yaml(text, str(path))
+
+
+class YamlSyntaxError(ConfigError):
+    """Text that is not YAML at all (a flag's value may then be read as plain text)."""
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The one YAML reader (safe types only), for files and flag values: syntax errors, alias
+    expansions beyond MAX_YAML_NODES, self-referring aliases and nesting too deep for the
+    parser are one line ``SOURCE: ...``."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _require_bounded(node, source)
+        return loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        raise YamlSyntaxError(f"{source}: invalid YAML (character #x{exc.character:04x} at position {exc.position} "
+                              "is not allowed); give a YAML text file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever PyYAML wrote
+        raise YamlSyntaxError(f"{source}:{where} invalid YAML ({problem}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to read; flatten it") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _require_bounded(root: yaml.Node, source: str) -> None:
+    """Count the values of the document with every alias expanded (each shared node is
+    counted once per use, memoised, so the count itself stays linear in the text), without
+    recursion; refuse loops and totals above MAX_YAML_NODES."""
+    expanded: dict[int, int] = {}  # id(node) -> values under it, aliases expanded
+    open_nodes: set[int] = set()  # the nodes whose children are being counted (the path from root)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        key = id(node)
+        if counted:
+            open_nodes.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            if expanded[key] > MAX_YAML_NODES:
+                raise ConfigError(f"{source}: line {node.start_mark.line + 1}: YAML aliases expand to more than "
+                                  f"{MAX_YAML_NODES:,} values; write the values out or use fewer aliases")
+            continue
+        if key in expanded:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise ConfigError(f"{source}: line {child.start_mark.line + 1}: a YAML alias refers to a value that "
+                                  "contains it; aliases must not form a loop")
+            if id(child) not in expanded:
+                stack.append((child, False))

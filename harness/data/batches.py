@@ -51,6 +51,10 @@ class Batch:
         return Batch(self.inputs.to(device, non_blocking=non_blocking),
                      self.targets.to(device, non_blocking=non_blocking), self.global_tokens)
 
+    def pin_memory(self) -> "Batch":
+        """A copy in page-locked host memory, so that .to(cuda, non_blocking=True) is asynchronous."""
+        return Batch(self.inputs.pin_memory(), self.targets.pin_memory(), self.global_tokens)
+
 
 def make_batch(rows: list[np.ndarray], context: int, pad_id: int, global_tokens: int | None = None) -> Batch:
     """Rows of 2..S+1 token ids -> (inputs, targets); short rows are padded."""

@@ -25,6 +25,10 @@ characters for S + 1 + 64 tokens, falling back to the full text when a prefix is
 Resume: the state is (epoch, records consumed in that epoch's shuffled stream, tokens of
 the next document already used); restoring reads and drops that many raw records (no
 tokenising) and goes on from there.
+
+The trainer reads this iterator through prefetch.py's thread, so reading and tokenising
+happen off the step loop (``encode_batch`` releases the GIL while it tokenises; the
+single-text fallback of paper mode, ``encode``, does not).
 """
 from __future__ import annotations
 

@@ -20,9 +20,12 @@ class SweepRun:
         return RunDir(self.path)
 
 
-def discover(sweep_dir: str | Path, only: list[str] | None = None) -> list[SweepRun]:
+def discover(sweep_dir: str | Path, only: list[str] | None = None,
+             unreadable: list[tuple[str, Path, str]] | None = None) -> list[SweepRun]:
     """The runs of a sweep directory (SWEEP_DIR/runs/<run_id>/spec.yaml), sorted by id;
-    `only` selects runs by id or unique id prefix."""
+    `only` selects runs by id or unique id prefix. A spec.yaml that cannot be read raises,
+    unless `unreadable` is given: then its (run id, path, error) is added there instead
+    (`status` lists a damaged run and goes on with the others)."""
     sweep_dir = Path(sweep_dir)
     runs_dir = sweep_dir / "runs"
     if not runs_dir.is_dir():
@@ -33,12 +36,18 @@ def discover(sweep_dir: str | Path, only: list[str] | None = None) -> list[Sweep
         try:
             spec = load_spec(spec_path)
         except ConfigError as exc:
-            raise DispatchError(str(exc)) from None
+            if unreadable is None:
+                raise DispatchError(str(exc)) from None
+            if not only or any(spec_path.parent.name.startswith(key) for key in only):
+                unreadable.append((spec_path.parent.name, spec_path.parent, str(exc)))
+            continue
         found.append(SweepRun(spec_path.parent.name, spec_path.parent, spec))
     if only:
         chosen = []
         for key in only:
             hits = [r for r in found if r.run_id == key or r.run_id.startswith(key)]
+            if not hits and any(run_id.startswith(key) for run_id, _, _ in unreadable or ()):
+                continue  # listed in `unreadable`
             if len(hits) != 1:
                 raise DispatchError(f"run {key!r}: " + ("no such run in " + str(sweep_dir) if not hits else
                                                         f"ambiguous prefix ({len(hits)} runs); give more digits"))

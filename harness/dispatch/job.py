@@ -22,9 +22,9 @@ tells the others, and stop requests are all-reduced so every rank stops at the s
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -33,12 +33,15 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import FAILED
+from ebt_scaling.harness.logs import ensure_logging
 
 from . import lease as leases
 from .liveness import is_dead
 from .markers import clear_markers, describe_error, is_cancelled, record_failure
 from .processes import hostname, proc_start
 from .temporaries import remove_stale_temporaries
+
+log = logging.getLogger(__name__)
 
 
 def under_submitit() -> bool:
@@ -96,8 +99,8 @@ class TrainingJob(Checkpointable):
 
     def _on_terminate(self, signum, frame) -> None:
         if not self._stop:
-            print("[ebt-scaling] caught SIGTERM: checkpointing at the end of this step (the job is being "
-                  "cancelled, requeued or preempted)", file=sys.stderr, flush=True)
+            log.warning("caught SIGTERM: checkpointing at the end of this step (the job is being "
+                        "cancelled, requeued or preempted)")
         self._stop = True
 
     def _await_requeue_signal(self) -> None:
@@ -113,8 +116,8 @@ class TrainingJob(Checkpointable):
         if self._signum is not None:
             return
         self._stop, self._signum = True, signum  # (a SIGTERM may have set _stop already)
-        print(f"[ebt-scaling] caught {signal.Signals(signum).name}: stopping at the end of this step, "
-              f"then requeue (grace {self.preempt_grace_s:.0f} s)", file=sys.stderr, flush=True)
+        log.warning("caught %s: stopping at the end of this step, then requeue (grace %.0f s)",
+                    signal.Signals(signum).name, self.preempt_grace_s)
         if self.preempt_grace_s > 0:
             signal.signal(signal.SIGALRM, self._on_grace_expired)
             signal.alarm(max(1, int(self.preempt_grace_s)))
@@ -122,8 +125,8 @@ class TrainingJob(Checkpointable):
             self._requeue()
 
     def _on_grace_expired(self, signum, frame) -> None:
-        print("[ebt-scaling] the step did not end within the grace period: requeue now (the run resumes "
-              "from its last periodic checkpoint)", file=sys.stderr, flush=True)
+        log.warning("the step did not end within the grace period: requeue now (the run resumes "
+                    "from its last periodic checkpoint)")
         self._requeue()
 
     def _requeue(self) -> None:
@@ -169,6 +172,7 @@ class TrainingJob(Checkpointable):
 
     # ---- the job -----------------------------------------------------------------------------
     def __call__(self) -> dict:
+        ensure_logging("stdout")  # a job's log lines (per-step progress) belong in its .out file
         self._install_signal_handlers()
         rank, world, job_id = self._environment()
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
@@ -241,12 +245,15 @@ class TrainingJob(Checkpointable):
         decision = self._agree(self._decide(run, token, job_id) if rank == 0 else None)
         if decision != "train":
             if rank == 0:
-                print(f"[ebt-scaling] {run.path.name}: not training ({decision})", file=sys.stderr, flush=True)
+                log.info("%s: not training (%s)", run.path.name, decision)
             return decision
+        hosts = self._ctx.hosts() if self._ctx is not None else [hostname()]  # every rank takes part
         if rank == 0:
             clear_markers(run.path, FAILED)
             remove_stale_temporaries(run.path)
             run.log(f"dispatch: {self.cluster} job {job_id} on {hostname()} (pid {os.getpid()})")
+            if len(hosts) > 1:
+                run.log("dispatch: " + ", ".join(f"rank {r} on {host}" for r, host in enumerate(hosts)))
         try:
             spec = load_spec(run.spec_path)
             result = train_run(spec, run.path, quiet=True, stop_requested=lambda: self._should_stop(run_dir))
@@ -260,10 +267,9 @@ class TrainingJob(Checkpointable):
             if rank == 0:
                 line = record_failure(run.path, exc, job_id=job_id, cluster=self.cluster)
                 try:
-                    run.log(f"dispatch: failed: {line}")
+                    run.log(f"dispatch: failed: {line}", logging.ERROR)  # logged before train.log is written
                 except OSError:
                     pass
-                print(f"[ebt-scaling] {run.path.name}: failed: {line}", file=sys.stderr, flush=True)
                 leases.release_lease(run.path, token, "failed")
             if len(self.entries) == 1:
                 raise

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ebt_scaling.harness.contract.errors import DispatchError
 from ebt_scaling.harness.contract.run_dir import atomic_write_json, read_json
 from ebt_scaling.harness.contract.run_state import LEASE
 
@@ -138,3 +139,37 @@ def release_lease(run_dir: Path, token: str, outcome: str | None = None) -> bool
 
 def last_job(run_dir: Path) -> dict | None:
     return read_json(Path(run_dir) / LAST_JOB)
+
+
+def describe_holder(lease: dict) -> str:
+    job = lease.get("job_id") or "(being submitted)"
+    return f"{lease.get('cluster')} job {job} on {lease.get('host')} (pid {lease.get('pid')})"
+
+
+@contextlib.contextmanager
+def training_lease(run_dir: Path, flag: str) -> Iterator[dict]:
+    """Hold RUN_DIR's lease while this process trains the run itself (`ebt-scaling train`),
+    as the debug backend's in-process job, so that `status`, `submit` and a second `train`
+    see the run taken. A live holder is refused in one line naming it (DispatchError
+    "FLAG: ..."); a dead one (a killed process, an ended job) is replaced. Yields a dict whose
+    "outcome" the caller sets; released on exit with it (kept in last_job.json)."""
+    from .liveness import is_dead  # asks the backends, which import this module
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    mine = new_lease("debug", job_id=f"train-{pid}", state="running", started_at=time.time(), job_pid=pid,
+                     job_pid_start=proc_start(pid), job_host=hostname())
+    taken, holder = take_lease(run_dir, mine, is_dead)
+    if not taken:
+        who = describe_holder(holder) if holder else "another job"
+        raise DispatchError(f"{flag}: {run_dir} is being trained by {who}; wait for it to end, or stop it first "
+                            "(`ebt-scaling cancel`)")
+    ending = {"outcome": "failed"}
+    try:
+        yield ending
+    except KeyboardInterrupt:
+        ending["outcome"] = "interrupted"
+        raise
+    finally:
+        release_lease(run_dir, mine["token"], ending["outcome"])

@@ -22,6 +22,8 @@ from .profiles import ClusterProfile
 from .submission import LeasedRun, Submission, SubmitReport
 from .wait import wait_for
 
+HELD = "held by a live job"  # the skip reasons of runs another job trains (or will): --wait waits for those too
+
 
 def plan_submission(runs: list[SweepRun], retry_failed: bool) -> tuple[list[SweepRun], dict[str, list[str]],
                                                                      dict[str, dict | None]]:
@@ -34,7 +36,7 @@ def plan_submission(runs: list[SweepRun], retry_failed: bool) -> tuple[list[Swee
         if state in FINISHED:
             skipped[state].append(r.run_id)
         elif job is not None and job.alive:
-            skipped[f"held by a live job ({state})"].append(r.run_id)
+            skipped[f"{HELD} ({state})"].append(r.run_id)
         elif state in ("failed", "cancelled") and not retry_failed:
             skipped[f"{state} (resubmit with --retry-failed)"].append(r.run_id)
         else:
@@ -56,7 +58,7 @@ def _take_leases(todo: list[SweepRun], seen: dict[str, dict | None], cluster: st
         lease = leases.new_lease(cluster, profile=profile.name)
         ok, holder = leases.take_lease(r.path, lease, dead)
         if not ok:
-            skipped["held by a live job (taken meanwhile)"].append(r.run_id)
+            skipped[f"{HELD} (taken meanwhile)"].append(r.run_id)
             continue
         if retry_failed:
             clear_markers(r.path, FAILED, CANCELLED)
@@ -89,8 +91,14 @@ def submit_sweep(sweep_dir: str | Path, cluster: str, profile: ClusterProfile, r
             for member in taken:
                 if member.run_id not in report.submitted:
                     leases.release_lease(member.run.path, member.lease["token"])
-    if wait and report.submitted and not backend.in_process:
-        rows = wait_for(sweep_dir, list(report.submitted), poll_s=poll_s, timeout_s=wait_timeout_s, echo=echo,
-                        progress=progress)
-        report.final_states = {r.run_id: r.state for r in rows}
+    # --wait: until the runs this call started have ended (an in-process backend has run them
+    # already) and those another submission's or train's live job holds, which a concurrent
+    # `submit --wait` would otherwise report as skipped at once, long before they end.
+    held = [run_id for reason, ids in report.skipped.items() if reason.startswith(HELD) for run_id in ids]
+    waiting = ([] if backend.in_process else list(report.submitted)) + held
+    if wait and waiting:
+        if held:
+            echo(f"waiting for {len(held)} run(s) that other live jobs train")
+        rows = wait_for(sweep_dir, waiting, poll_s=poll_s, timeout_s=wait_timeout_s, echo=echo, progress=progress)
+        report.final_states.update({r.run_id: r.state for r in rows})
     return report

@@ -5,6 +5,11 @@ its architecture's rate (harness/contract/throughput.py: the bench file, else th
 documented default MFU of 989 TFLOP/s); runs that finished need none.
 
 States are contract/run_state.py's, from the run directory and the job its lease names.
+A damaged run is failed, its detail naming the file: a spec.yaml, result.json or
+metrics.jsonl that cannot be read as what the trainer writes, or a done run whose files
+disagree about how far it trained (contract/run_dir.py: RunFileError, done_disagreement).
+Finished runs also carry result.json's provenance (training/provenance.py): the totals
+name the runs whose code (commit, dirty tree, torch) differs from the rest of the sweep.
 """
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ebt_scaling.harness.contract.formatting import si
-from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.run_dir import RunFileError, done_disagreement
 from ebt_scaling.harness.contract.run_state import FINISHED, STATES, run_state
 from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.contract.throughput import Rate, Rates, describe
+from ebt_scaling.harness.training.provenance import provenance_differences
 from ebt_scaling.models.flops import training_step_flops
 
 from . import lease as leases
@@ -46,6 +52,8 @@ class RunStatus:
     eta_s: float | None = None
     gpu_hours_left: float = 0.0  # full-convention FLOPs of the steps left / `rate`
     path: str = ""
+    provenance: dict | None = None  # result.json's: the code and machine that finished the run
+    provenance_history: list = field(default_factory=list)  # earlier ones, when it was resumed under other code
     lease: dict | None = field(default=None, repr=False)
     rate: Rate | None = field(default=None, repr=False)
 
@@ -55,8 +63,7 @@ class RunStatus:
         return out
 
 
-def _progress(run: RunDir, spec: RunSpec) -> dict:
-    rows = run.metrics()
+def _progress(rows: list[dict], spec: RunSpec) -> dict:
     out = {"step": 0, "tokens_done": 0, "val_loss": None, "tokens_per_s": None}
     if not rows:
         return out
@@ -91,11 +98,21 @@ def _gpu_hours_left(spec: RunSpec, state: str, step: int, rate: Rate) -> float:
     return rate.hours(per_step * max(0, spec.total_steps - step))
 
 
+def _provenance(result) -> dict:
+    """result.json's provenance fields, where they are what the trainer writes."""
+    if not isinstance(result, dict):
+        return {}
+    record, history = result.get("provenance"), result.get("provenance_history")
+    return {"provenance": record if isinstance(record, dict) else None,
+            "provenance_history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
+
+
 def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
                  runs: list[SweepRun] | None = None, rates: Rates | None = None) -> list[RunStatus]:
     """One row per run; `rates` turns the FLOPs left into GPU-hours (default: the
     architectures' documented MFUs, no bench file)."""
-    runs = discover(sweep_dir, only) if runs is None else runs
+    unreadable: list = []
+    runs = discover(sweep_dir, only, unreadable) if runs is None else runs
     rates = rates or Rates(None)
     lease_list = [leases.read_lease(r.path) for r in runs]
     jobs = probe(lease_list)
@@ -103,9 +120,14 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
     for r, lease, job in zip(runs, lease_list, jobs):
         run = r.run
         state, detail = run_state(r.path, job)
-        progress = _progress(run, r.spec)
+        try:
+            metrics, result = run.metrics(), run.result()
+        except RunFileError as exc:
+            state, detail, metrics, result = "failed", str(exc), [], None
+        if state == "done" and (damage := done_disagreement(result, metrics, r.spec.total_steps)):
+            state, detail = "failed", f"damaged: {damage}"
+        progress = _progress(metrics, r.spec)
         total_tokens = r.spec.total_steps * r.spec.tokens_per_step
-        result = run.result()
         if result is not None and result.get("val_loss") is not None:
             progress["val_loss"] = result["val_loss"]
         eta = None
@@ -122,7 +144,9 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
             step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
             tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
             eta_s=eta, gpu_hours_left=_gpu_hours_left(r.spec, state, progress["step"], rate), path=str(r.path),
-            lease=lease, rate=rate))
+            **_provenance(result), lease=lease, rate=rate))
+    rows.extend(RunStatus(run_id=run_id, state="failed", detail=error, path=str(path))
+                for run_id, path, error in unreadable)
     return rows
 
 
@@ -134,6 +158,8 @@ def totals(rows: list[RunStatus]) -> dict:
     remaining = all_tokens - done_tokens
     by_arch: dict[str, dict] = {}
     for r in rows:
+        if r.rate is None:  # a run whose spec could not be read: nothing to price
+            continue
         a = by_arch.setdefault(r.arch, {"gpu_hours_left": 0.0, "rates": []})
         a["gpu_hours_left"] += r.gpu_hours_left
         if r.rate is not None and r.rate not in a["rates"]:
@@ -142,6 +168,7 @@ def totals(rows: list[RunStatus]) -> dict:
             "tokens_per_s": rate or None,
             "eta_s": remaining / rate if rate and counts["pending"] + counts["preempted"] == 0 else None,
             "gpu_hours_left": sum(a["gpu_hours_left"] for a in by_arch.values()),
+            "provenance_differs": provenance_differences((r.run_id, r.provenance, r.provenance_history) for r in rows),
             "gpu_hours_left_by_arch": {label: {"gpu_hours_left": a["gpu_hours_left"],
                                                "source": describe(label, a["rates"])}
                                        for label, a in by_arch.items()}}
@@ -175,4 +202,5 @@ def format_table(rows: list[RunStatus], total: dict) -> str:
                  + (f"; eta {_duration(total['eta_s'])}" if total["eta_s"] is not None else ""))
     for label, a in total["gpu_hours_left_by_arch"].items():
         lines.append(f"GPU-hours left {label}: {a['gpu_hours_left']:,.4g} at {a['source'].removeprefix(label + ': ')}")
+    lines.extend(total["provenance_differs"])
     return "\n".join(lines)

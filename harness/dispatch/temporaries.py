@@ -10,6 +10,7 @@ import contextlib
 import time
 from pathlib import Path
 
+from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import CANCELLED, FAILED, LEASE
 
 from .lease import LAST_JOB, run_lock
@@ -38,14 +39,11 @@ def remove_stale_temporaries(run_dir: Path, max_age_s: float = STALE_TMP_S) -> l
     with run_lock(run_dir) as locked:
         known = holder + guarded if locked else holder
         now = time.time()
-        for folder in (run_dir, run_dir / "checkpoints"):
-            if not folder.is_dir():
-                continue
-            for tmp in folder.glob(".*.tmp"):
-                with contextlib.suppress(OSError):
-                    if folder == run_dir and not tmp.name.startswith(known) and \
-                            now - tmp.stat().st_mtime < max_age_s:
-                        continue
-                    tmp.unlink()
-                    removed.append(tmp)
+        for tmp in run_dir.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if not tmp.name.startswith(known) and now - tmp.stat().st_mtime < max_age_s:
+                    continue
+                tmp.unlink()
+                removed.append(tmp)
+        removed += RunDir(run_dir).remove_checkpoint_temporaries()  # the trainer calls the same on start
     return removed

@@ -112,14 +112,11 @@ def format_table3(rows: list[dict]) -> str:
 
 
 def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = None) -> Path:
-    """PNG: per task, perplexity against refinement steps (EBT without / with Langevin
-    noise, Transformer++ flat) and best-of-N bars; a last panel plots the thinking gain
-    against distribution shift (task ppl / pretraining ppl). Takes one run per
-    architecture (the first of a list)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """PNG at `path`, and PDF and SVG beside it: per task, perplexity against refinement
+    steps (EBT without / with Langevin noise, Transformer++ flat) and best-of-N bars; a
+    last panel plots the thinking gain against distribution shift (task ppl / pretraining
+    ppl). Takes one run per architecture (the first of a list)."""
+    from .figures import new_figure, render
 
     tpp = _runs(transformer)[0] if _runs(transformer) else {}
     eb = _runs(ebt)[0] if _runs(ebt) else {}
@@ -130,7 +127,8 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
     if not labels:
         raise ValueError("no thinking results to plot: evaluate with the 'thinking' task")
     cols = len(labels) + 1
-    fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 6.4), squeeze=False)
+    fig = new_figure((3.6 * cols, 6.4))
+    axes = fig.subplots(2, cols, squeeze=False)
     for j, label in enumerate(labels):
         top, bottom = axes[0][j], axes[1][j]
         e, t = think_e.get(label), think_t.get(label)
@@ -169,9 +167,8 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
     auc = eb.get("energy_auroc")
     axes[1][-1].text(0.02, 0.5, f"energy AUROC\n(correct vs random token): {auc:.3f}" if auc is not None
                      else "energy AUROC: -", fontsize=9, va="center")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for fmt, data in render(fig).items():
+        (path if fmt == "png" else path.with_suffix(f".{fmt}")).write_bytes(data)
     return path

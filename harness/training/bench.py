@@ -8,6 +8,9 @@ FLOP rate and the model FLOP utilisation against a peak table.
 Inputs are uniformly random tokens (one fixed batch), as in the anchors. On CUDA the
 optimizer is AdamW(fused=True) and the device is synchronised before and after every
 timed step; bf16 means autocast with the fp32 master weights kept.
+
+``bench_feed`` times a run spec's steps fed from its own data pipeline instead, with and
+without the trainer's prefetch thread (harness/data/prefetch.py).
 """
 from __future__ import annotations
 
@@ -211,6 +214,103 @@ def bench_model(config: ModelConfig, *, batch: int, ctx: int, device: torch.devi
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+# ------------------------------------------------------------------ feeding from the data pipeline
+FEED_ROUNDS = 3  # rounds of (batch build, synchronous, prefetched), interleaved so load drift hits all three
+
+
+@dataclass
+class FeedResult:
+    """Per-round mean times (ms) of: building one batch alone, a step fed synchronously, a
+    step fed through the prefetch thread (a step: next batch, copy to the device, forward,
+    backward, AdamW; the whole local batch at once). Means, not medians: a stream
+    tokenises ENCODE_CHUNK documents at once, a rare long step that throughput pays for."""
+    model: str
+    source: str  # data.source and batching
+    device: str
+    device_name: str
+    batch: int
+    ctx: int
+    warmup: int
+    iters: int
+    build_ms: list[float]
+    sync_ms: list[float]
+    prefetch_ms: list[float]
+
+
+def bench_feed(spec, device: torch.device, warmup: int = 3, iters: int = 15) -> FeedResult:
+    """Time `spec`'s model fed from `spec`'s data, with and without the prefetch thread the
+    trainer uses on CUDA (timed here on any device)."""
+    from ebt_scaling.harness.data.pipeline import open_dataset
+    from ebt_scaling.harness.data.prefetch import DEPTH, PrefetchedBatches
+
+    data = open_dataset(spec)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model).to(device)
+    model.train()
+    optimizer = build_optimizer(model, spec.train, device)
+    amp = autocast(device, spec.precision)
+    if spec.model.architecture.compiles and (spec.compile if spec.compile is not None else device.type == "cuda"):
+        model.compile_hot_path()  # as the trainer decides
+
+    def step(batches) -> None:
+        batch = next(batches)
+        inputs, targets = batch.inputs.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+        with amp():
+            model.step(inputs, targets).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)  # the trainer waits for each step's metrics: the next batch cannot hide behind it
+
+    def mean_ms(run, batches) -> float:
+        for _ in range(warmup):
+            run(batches)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            run(batches)
+        _sync(device)
+        return (time.perf_counter() - start) / iters * 1e3
+
+    def fed_by_thread() -> float:
+        batches = PrefetchedBatches(data.train_batches(), DEPTH, device if device.type == "cuda" else None)
+        try:
+            return mean_ms(step, batches)
+        finally:
+            batches.close()
+
+    build, sync, ahead = [], [], []
+    feeds = [(sync, lambda: mean_ms(step, data.train_batches())), (ahead, fed_by_thread)]
+    for r in range(FEED_ROUNDS):  # each timing starts at the first batch: all see the same data
+        build.append(mean_ms(next, data.train_batches()))
+        for times, feed in feeds if r % 2 == 0 else feeds[::-1]:  # alternating: a drifting load favours neither
+            times.append(feed())
+    return FeedResult(model=spec.model.architecture.label, source=f"{spec.data.source}, {spec.data.batching}",
+                      device=str(device), device_name=device_name(device), batch=spec.train.batch_size,
+                      ctx=spec.model.context, warmup=warmup, iters=iters, build_ms=build, sync_ms=sync,
+                      prefetch_ms=ahead)
+
+
+def format_feed_report(r: FeedResult) -> str:
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    sync, ahead = statistics.median(r.sync_ms), statistics.median(r.prefetch_ms)
+    return "\n".join([
+        f"device: {r.device} ({r.device_name}), torch {torch.__version__}",
+        f"{r.model}, batch {r.batch} x ctx {r.ctx}, data {r.source}; mean of {r.iters} timed steps after "
+        f"{r.warmup} warm-up, per round; {len(r.sync_ms)} interleaved rounds: median (min-max) of the round means",
+        "",
+        "| what | ms |",
+        "|---|---|",
+        f"| build one batch (data alone) | {cell(r.build_ms)} |",
+        f"| step fed synchronously | {cell(r.sync_ms)} |",
+        f"| step fed by the prefetch thread | {cell(r.prefetch_ms)} |",
+        "",
+        f"data share of the synchronous step: {100 * statistics.median(r.build_ms) / sync:.1f}%; "
+        f"prefetched / synchronous step time: {ahead / sync:.3f}",
+    ])
 
 
 # ------------------------------------------------------------------ the throughput file

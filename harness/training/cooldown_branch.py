@@ -16,13 +16,11 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_text
 from ebt_scaling.harness.contract.spec import RunSpec, load_spec
 
-from .checkpoint import checkpoint_path
+from .checkpoint import UnreadableCheckpoint, checkpoint_path, read_checkpoint
 from .distributed import DistributedContext
 from .schedule import first_lr_difference
 
@@ -49,8 +47,7 @@ def branch_start(run: RunDir, spec: RunSpec, ctx: DistributedContext) -> dict[st
     if not usable:
         return None
     if not ctx.is_main:
-        state = torch.load(checkpoint_path(RunDir(run.path.parent / parent_id), branch_step_of(spec)),
-                           map_location="cpu", weights_only=False)
+        state = read_checkpoint(checkpoint_path(RunDir(run.path.parent / parent_id), branch_step_of(spec)))
     return state
 
 
@@ -71,11 +68,11 @@ def _parent_state(run: RunDir, spec: RunSpec, parent_id: str, world_size: int) -
     state = None
     if why is None:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = read_checkpoint(path)
             if state["step"] != step:
-                raise ValueError(f"holds step {state['step']}")
-        except Exception as exc:  # a torn or foreign file: any unpickling error
-            why, state = f"its checkpoint {path.name} is unreadable ({type(exc).__name__}: {exc})", None
+                raise UnreadableCheckpoint(f"checkpoint {path.name} holds step {state['step']}")
+        except UnreadableCheckpoint as exc:
+            why, state = f"its {exc}", None
         else:
             if len(state["processes"]) != world_size:  # per-process RNG streams: exact only on as many
                 why, state = (f"its checkpoint was written by {len(state['processes'])} process(es), this run has "

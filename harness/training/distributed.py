@@ -7,6 +7,7 @@ run is a single process and nothing here touches torch.distributed.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,10 @@ class DistributedContext:
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def hosts(self) -> list[str]:
+        """Every rank's host name, in rank order (on every rank): where the run really ran."""
+        return self.gather_objects(socket.gethostname())
 
     def barrier(self) -> None:
         if self.active:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
 from ebt_scaling.harness.data.pipeline import open_dataset
+from ebt_scaling.harness.data.prefetch import prefetched
 from ebt_scaling.harness.evaluation.perplexity import score_batches
 from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
 from ebt_scaling.models.factory import build_model
@@ -36,6 +36,8 @@ from ebt_scaling.models.precision import autocast
 from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .cooldown_branch import branch_start, kept_steps
 from .distributed import DistributedContext
+from .progress import TrainingProgress
+from .provenance import current_provenance, resumed_provenance
 from .schedule import lr_at
 
 
@@ -114,7 +116,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     data = open_dataset(spec, ctx.rank, ctx.world_size)  # checks the tokenizer fits model.vocab_size
     optimizer = build_optimizer(model, spec.train, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    batches = data.train_batches()
+    batches = prefetched(data.train_batches(), device)  # on CUDA: built ahead in a thread, pinned
     val_batches = data.val_batches(spec.eval.batch_size, spec.eval.batches)
 
     step = 0
@@ -131,7 +133,11 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
         set_rng_state(own["rng"])
         model.load_process_state(own["model"])
         step = state["step"]
+    # Only the main process writes checkpoints and result.json, so only it keeps their provenance.
+    provenance = resumed_provenance(state, current_provenance(device), run.log) if ctx.is_main else {}
     if ctx.is_main:
+        for leftover in run.remove_checkpoint_temporaries():  # the dispatcher does it too; a plain train must
+            run.log(f"removed {leftover.name}: the temporary file of a checkpoint save that was killed")
         run.truncate_metrics(step)
         run.log(f"{'resume' if step else 'start'} run {spec.run_id} ({spec.model.arch}) at step {step} "
                 f"on {device} x{ctx.world_size}")
@@ -150,8 +156,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     keep = kept_steps(spec)  # its cooldown branches start from these checkpoints
     evals = eval_steps(total, spec.eval.points)
     step_flops = {c: training_step_flops(spec.model, batch_size, spec.model.context, c) for c in CONVENTIONS}
-    progress = tqdm(total=total, initial=step, disable=quiet or not ctx.is_main, unit="step",
-                    desc=f"{spec.model.arch} {spec.run_id}", dynamic_ncols=True)
+    progress = TrainingProgress(run, spec, step, ctx.is_main, quiet)  # bar, per-step line, tracking sinks
     window_start, window_tokens = time.perf_counter(), 0
     model.train()
     while step < total:
@@ -188,7 +193,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
         # Every rank holds the same reduced numbers, so all take the same branch.
         if not (math.isfinite(row["train_loss"]) and math.isfinite(row["grad_norm"])):
             progress.close()
-            return _finish(run, ctx, spec, "diverged", step, last_row or row, model,
+            return _finish(run, ctx, spec, "diverged", step, last_row or row, model, provenance,
                            note=f"non-finite loss or gradient in step {step + 1}; weights of step {step} kept")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -205,38 +210,38 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
                 row.update(val_loss=scored["nll"], val_ppl=scored["ppl"])
             if ctx.is_main:
                 run.append_metrics(row)
-            progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            progress.record(row)  # one line to stdout and train.log; the tracking sinks (main process)
         stopping = stops > 0
         if step % spec.checkpoint_every == 0 or step == total or stopping or step in keep:
-            _checkpoint(run, ctx, step, model, optimizer, batches, keep)
+            _checkpoint(run, ctx, step, model, optimizer, batches, keep, provenance)
         if stopping and step < total:
             progress.close()
             if ctx.is_main:
                 run.log(f"stopped at step {step} on request (preemption); checkpoint saved")
             return {"status": "preempted", "step": step}
     progress.close()
-    return _finish(run, ctx, spec, "done", step, last_row, model)
+    return _finish(run, ctx, spec, "done", step, last_row, model, provenance)
 
 
 def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches,
-                keep: frozenset[int]) -> None:
+                keep: frozenset[int], provenance: dict) -> None:
     # What differs between processes (RNG streams, EBT's replay buffer) is kept per process.
     processes = ctx.gather_objects({"rng": rng_state(), "model": model.process_state()})
     if ctx.is_main:
         save_checkpoint(run, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "data": batches.state_dict(), "processes": processes}, keep)
+                                    "data": batches.state_dict(), "processes": processes, **provenance}, keep)
     ctx.barrier()
 
 
 def _finish(run: RunDir, ctx: DistributedContext, spec: RunSpec, status: str, step: int, last: dict,
-            model: LanguageModel, note: str = "") -> dict:
+            model: LanguageModel, provenance: dict, note: str = "") -> dict:
     final_eval = [r for r in run.metrics() if "val_loss" in r] if ctx.is_main else []
     result = {"status": status, "run_id": spec.run_id, "arch": spec.model.arch, "step": step,
               "total_steps": spec.total_steps, "final": last,
               "val_loss": final_eval[-1]["val_loss"] if final_eval else None,
               "val_ppl": final_eval[-1]["val_ppl"] if final_eval else None,
               "params": model.param_counts(),
-              "note": note}
+              "note": note, **provenance}  # provenance, provenance_history: provenance.py
     if ctx.is_main and status == "done" and spec.eval.tasks:
         from ebt_scaling.harness.evaluation.run_evals import run_evals  # end-of-run evaluations (spec.eval.tasks)
 

@@ -1,0 +1,234 @@
+"""Damaged or odd inputs: a run directory whose files were cut or overwritten is named and
+left out (analyze, status) while the rest go on; labels that matplotlib or Markdown would
+interpret are shown as written; plots in three formats without a global backend switch;
+`fit` on columns that cannot identify the law; BLAS threads limited through threadpoolctl.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SIZES, power_law, write_synthetic_sweep
+
+from ebt_scaling.analysis.load import load_runs
+from ebt_scaling.harness.cli import main
+
+ARCHS = {"T++": {"arch": "transformer", "law": power_law(30.0, 0.05)},
+         "EBT": {"arch": "ebt", "law": power_law(40.0, 0.055)}}
+RANDOM_BYTES = bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)) + b"\xff\xfe"
+
+
+def _sweep(root: Path, archs=ARCHS) -> dict[tuple[str, str], Path]:
+    """4 sizes x 2 labels of done runs in the trainer's format; (label, size) -> run directory."""
+    write_synthetic_sweep(root, archs=archs, sizes=SIZES[:4])
+    runs = load_runs(root).runs
+    assert (runs["status"] == "done").all()
+    return {(r.arch_label, r.size): Path(r.path) for r in runs.itertuples()}
+
+
+def _analyze(root: Path, out: Path, capsys) -> tuple[str, dict]:
+    capsys.readouterr()
+    assert main(["analyze", str(root), "--out", str(out), "--bootstrap", "0"]) == 0
+    return capsys.readouterr().err, json.loads((out / "fits.json").read_text())
+
+
+def _status(root: Path, capsys) -> dict[str, dict]:
+    capsys.readouterr()
+    assert main(["status", str(root), "--json"]) == 0
+    return {r["run_id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+
+
+# ---------------------------------------------------------------------------- a cut metrics.jsonl
+
+def test_a_done_run_with_a_cut_metrics_file_is_named_and_left_out(tmp_path, capsys):
+    runs = _sweep(tmp_path)
+    cut = runs[("EBT", "s48")]
+    lines = (cut / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (cut / "metrics.jsonl").write_text("".join(lines[:3]))     # result.json still says done
+
+    row = load_runs(tmp_path).runs.set_index("run_id").loc[cut.name]
+    assert row["status"] != "done" and "metrics.jsonl" in row["note"]
+
+    err, fits = _analyze(tmp_path, tmp_path / "out", capsys)
+    assert fits["runs"]["fitted"] == 7
+    assert cut.name in {e["run_id"] for e in fits["runs"]["excluded"]}
+    assert any(cut.name in w and "metrics.jsonl" in w for w in fits["warnings"])
+    assert cut.name in err and "warning:" in err
+    md = (tmp_path / "out" / "report.md").read_text()
+    warnings = md.split("## Skipped analyses and warnings")[1]
+    assert cut.name in warnings and "metrics.jsonl" in warnings
+
+    status = _status(tmp_path, capsys)
+    assert status[cut.name]["state"] != "done" and "metrics.jsonl" in status[cut.name]["detail"]
+    assert sum(r["state"] == "done" for r in status.values()) == 7
+
+
+def test_a_done_run_whose_result_stops_short_of_its_spec_is_named(tmp_path, capsys):
+    runs = _sweep(tmp_path)
+    short = runs[("T++", "s32")]
+    result = json.loads((short / "result.json").read_text())
+    total = result["total_steps"]
+    result["step"] = total // 2     # says done, half-way through its planned steps
+    (short / "result.json").write_text(json.dumps(result))
+    row = load_runs(tmp_path).runs.set_index("run_id").loc[short.name]
+    assert row["status"] != "done" and f"step {total // 2}" in row["note"] and str(total) in row["note"]
+    assert _status(tmp_path, capsys)[short.name]["state"] != "done"
+
+
+# ---------------------------------------------------------------------------- unexpected content
+
+def _replace(name: str, content):
+    def damage(run: Path) -> None:
+        (run / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return damage
+
+
+def _edit_result(change):
+    def damage(run: Path) -> None:
+        result = json.loads((run / "result.json").read_text())
+        change(result)
+        (run / "result.json").write_text(json.dumps(result))
+    return damage
+
+
+def _append_metrics(line: str):
+    def damage(run: Path) -> None:
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        (run / "metrics.jsonl").write_text("\n".join([rows[0], line, *rows[1:]]) + "\n")
+    return damage
+
+
+DAMAGES = {
+    "result-list": ("result.json", _replace("result.json", "[1]")),
+    "result-string": ("result.json", _replace("result.json", '"done"')),
+    "result-bytes": ("result.json", _replace("result.json", RANDOM_BYTES)),
+    "result-val-loss-text": ("result.json", _edit_result(lambda r: r.update(val_loss="abc"))),
+    "metrics-number": ("metrics.jsonl", _append_metrics("42")),
+    "metrics-bytes": ("metrics.jsonl", _replace("metrics.jsonl", RANDOM_BYTES)),
+    "metrics-val-loss-text": ("metrics.jsonl", _append_metrics('{"step": 1, "val_loss": "abc"}')),
+    "spec-bytes": ("spec.yaml", _replace("spec.yaml", RANDOM_BYTES)),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGES))
+def test_unexpected_file_content_names_the_run_and_the_rest_go_on(tmp_path, capsys, case):
+    filename, damage = DAMAGES[case]
+    runs = _sweep(tmp_path)
+    bad = runs[("EBT", "s64")]
+    damage(bad)
+
+    table = load_runs(tmp_path).runs.set_index("run_id")
+    assert table.loc[bad.name, "status"] == "failed" and filename in table.loc[bad.name, "note"]
+    assert (table.drop(bad.name)["status"] == "done").all()
+
+    status = _status(tmp_path, capsys)
+    assert set(status) == {p.name for p in runs.values()}
+    assert status[bad.name]["state"] == "failed" and filename in status[bad.name]["detail"]
+    assert all(r["state"] == "done" for k, r in status.items() if k != bad.name)
+    assert main(["status", str(tmp_path)]) == 0
+    assert bad.name in capsys.readouterr().out
+
+    if case in ("result-list", "metrics-number", "spec-bytes"):   # the command end to end on a few
+        err, fits = _analyze(tmp_path, tmp_path / "out", capsys)
+        assert fits["runs"]["fitted"] == 7 and (tmp_path / "out" / "report.md").exists()
+        assert any(bad.name in w and filename in w for w in fits["warnings"]) and bad.name in err
+
+
+def test_a_torn_last_metrics_line_still_reads_as_an_unfinished_write(tmp_path):
+    """What a kill mid-append leaves (no newline after the last line) is not damage."""
+    runs = _sweep(tmp_path)
+    run = runs[("T++", "s48")]
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 99999, "train_lo')
+    assert load_runs(tmp_path).runs.set_index("run_id").loc[run.name, "status"] == "done"
+
+
+# ---------------------------------------------------------------------------- labels and plots
+
+def test_labels_with_dollar_signs_and_html_are_shown_as_written(tmp_path, capsys):
+    odd = {"T++ $5": ARCHS["T++"], "<b>EBT</b> $^$": ARCHS["EBT"]}   # "$^$": not valid mathtext
+    _sweep(tmp_path, odd)
+    out = tmp_path / "out"
+    _analyze(tmp_path, out, capsys)
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "<b>" not in md and "<b>" not in page
+    assert "&lt;b&gt;EBT&lt;/b&gt; $^$" in page
+    for name in ("loss_vs_flops", "flop_multiplier", "loss_vs_params"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG" and f"({name}.png)" in md
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:2000]
+
+
+def test_importing_and_plotting_leave_the_matplotlib_backend_alone(tmp_path):
+    script = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "import ebt_scaling.analysis.plots, ebt_scaling.analysis.report\n"
+        "from ebt_scaling.harness.evaluation.report import plot_thinking\n"
+        "e = {'steps': [1, 2], 'ppl': [3.0, 2.5], 'ppl_langevin': [3.1, 2.6], 'sigma': 0.1, 'trained_steps': 1,\n"
+        "     'bon': {'1': 3.0, '4': 2.4}, 'shift': 1.0, 'gain': 0.1}\n"
+        "t = {'ppl_trained': 2.8}\n"
+        f"plot_thinking([{{'thinking': {{'tasks': {{'x$^$y': t}}}}}}], [{{'thinking': {{'tasks': {{'x$^$y': e}}}}}}],"
+        f" {str(tmp_path / 'thinking.png')!r})\n"
+        "print(matplotlib.get_backend())\n")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "svg"
+    assert (tmp_path / "thinking.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "thinking.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "thinking.svg").exists()
+
+
+# ---------------------------------------------------------------------------- fit
+
+def _csv(path: Path, n, d, loss) -> Path:
+    path.write_text("N,D,L\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, loss)))
+    return path
+
+
+def _grid():
+    n, d = np.meshgrid(np.geomspace(1e6, 1e8, 4), np.geomspace(1e8, 1e10, 4))
+    return n.ravel(), d.ravel()
+
+
+def test_fit_on_a_constant_loss_column_is_a_one_line_error(tmp_path, capsys):
+    n, d = _grid()
+    csv = _csv(tmp_path / "flat.csv", n, d, [3.0] * n.size)
+    assert main(["fit", str(csv), "--params-col", "N", "--tokens-col", "D", "--loss-col", "L"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--loss-col" in err and "'L'" in err
+
+
+@pytest.mark.parametrize("constant", ["N", "D", "both"])
+def test_fit_on_constant_parameters_or_tokens_is_a_one_line_error(tmp_path, capsys, constant):
+    n, d = _grid()
+    if constant in ("N", "both"):
+        n = np.full_like(n, 1e7)
+    if constant in ("D", "both"):
+        d = np.full_like(d, 1e9)
+    loss = 1.8 + 400 / n ** 0.34 + 2000 / d ** 0.28 + np.linspace(0, 0.01, n.size)
+    csv = _csv(tmp_path / "flat.csv", n, d, loss)
+    assert main(["fit", str(csv), "--params-col", "N", "--tokens-col", "D", "--loss-col", "L"]) == 2
+    err = capsys.readouterr().err.strip()
+    flag = "--tokens-col" if constant == "D" else "--params-col"
+    assert len(err.splitlines()) == 1 and flag in err
+
+
+# ---------------------------------------------------------------------------- BLAS threads
+
+def test_blas_threads_limits_every_blas_pool_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    from ebt_scaling.analysis.approach3 import blas_threads
+
+    before = {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+    assert before, "numpy/scipy load a BLAS"
+    with blas_threads(1):
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    assert {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == before
