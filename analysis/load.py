@@ -17,8 +17,10 @@ missing (in plan.json, no directory).
 Damaged runs are failed and named in a warning (``damage_warnings``): a file that cannot
 be read as what the trainer writes (contract/run_dir.py raises RunFileError naming it),
 and a run whose result.json says done while its files disagree on how far it trained
-(``run_dir.done_disagreement``: e.g. a cut metrics.jsonl, whose last row would otherwise
-stand in for the finished run's tokens and FLOPs).
+(contract/run_state.py, "Damaged": e.g. a cut metrics.jsonl, whose last row would otherwise
+stand in for the finished run's tokens and FLOPs). A sweep.yaml that cannot be read is a
+warning too; the runs' own files hold all the fits need. YAML is read by
+typed_config.parse_yaml, as everywhere.
 
 The loss: ``val_loss`` is the final held-out loss, result.json's value, which the trainer
 takes from the last evaluation (at the final step): the mean next-token negative
@@ -40,19 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
-from ebt_scaling.harness.contract.run_dir import RunDir, done_disagreement, read_json, read_text
-from ebt_scaling.harness.contract.run_state import run_state
+from ebt_scaling.harness.contract.run_dir import RunDir, read_json, read_text
+from ebt_scaling.harness.contract.run_state import RunFiles, run_state
 from ebt_scaling.harness.contract.spec import spec_from_dict
+from ebt_scaling.harness.contract.typed_config import load_yaml, parse_yaml
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
-
-try:  # libyaml: ~10x faster spec parsing for large sweeps
-    _YamlLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _YamlLoader = yaml.SafeLoader
 
 FLOP_TOLERANCE = 1e-6   # relative difference of recorded and recomputed FLOPs that is a warning
 
@@ -67,6 +64,7 @@ class SweepData:
     results: dict = field(default_factory=dict)       # run_id -> result.json (done/diverged runs)
     flop_mismatches: list[FlopMismatch] = field(default_factory=list)   # recorded FLOPs that disagree
     damaged: list[DamagedRun] = field(default_factory=list)   # runs left out for their files
+    meta_problem: str | None = None   # why sweep.yaml could not be read (meta is then empty)
 
     @property
     def done(self) -> pd.DataFrame:
@@ -84,8 +82,10 @@ class SweepData:
 
     @property
     def damage_warnings(self) -> list[str]:
-        """One sentence per run left out because of its files."""
-        return [f"run {d.run_id} left out (status failed): {d.problem}" for d in self.damaged]
+        """One sentence per run left out because of its files, and one for an unreadable sweep.yaml."""
+        sweep = [f"{self.meta_problem}; the sweep's name, axis, pairing and parameter count are taken as unknown"
+                 ] if self.meta_problem else []
+        return sweep + [f"run {d.run_id} left out (status failed): {d.problem}" for d in self.damaged]
 
     @property
     def flop_warnings(self) -> list[str]:
@@ -188,15 +188,15 @@ def unit_key(tags: dict, fallback: str) -> str:
     return fallback
 
 
-def _status(run: RunDir, metrics: list[dict], total_steps: int) -> tuple[str, str]:
+def _status(run: RunDir, files: RunFiles) -> tuple[str, str]:
     """The run's state from its directory alone (run_state), except that an unfinished run
     (run_state's pending or preempted) is partial once it logged a step, else pending."""
-    state, note = run_state(run.path)
+    state, note = run_state(run.path, files=files)
     if state not in ("pending", "preempted"):
         return state, note
-    if metrics or run.checkpoints():
-        step = int(metrics[-1].get("step", 0)) if metrics else 0
-        return "partial", f"unfinished: step {step} of {total_steps}, no result.json"
+    if files.metrics or run.checkpoints():
+        step = int(files.metrics[-1].get("step", 0)) if files.metrics else 0
+        return "partial", f"unfinished: step {step} of {files.total_steps}, no result.json"
     return "pending", "not started (no metrics, no result.json)"
 
 
@@ -204,21 +204,16 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
     """The run's table row, curve, result.json, FLOP mismatches, and why a done run's files
     disagree (None when they agree). Raises ConfigError (RunFileError) naming a damaged file."""
     run = RunDir(path)
-    try:
-        raw = yaml.load(read_text(run.spec_path) or "", Loader=_YamlLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{run.spec_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    spec = spec_from_dict(raw, str(run.spec_path))
+    spec = spec_from_dict(parse_yaml(read_text(run.spec_path) or "", str(run.spec_path)), str(run.spec_path))
     result = run.result()
     raw_metrics = run.metrics()
     per_step = _step_flops(spec.model, spec.train.batch_size)
     checked = [_with_spec_flops(r, per_step) for r in raw_metrics]
     metrics = [r for r, _ in checked]
     last = metrics[-1] if metrics else _with_spec_flops((result or {}).get("final") or {}, per_step)[0]
-    status, note = _status(run, metrics, spec.total_steps)
-    damage = done_disagreement(result, raw_metrics, spec.total_steps) if status == "done" else None
-    if damage:
-        status, note = "failed", f"damaged: {damage}"
+    status, note = _status(run, RunFiles(result, raw_metrics, spec.total_steps))
+    # run_state read nothing itself, so a done result.json it calls failed is contradicted by the files
+    damage = note if status == "failed" and (result or {}).get("status") == "done" else None
     counts = _counts(spec.model)
     m, tags = spec.model, spec.tags
     pair_id = tags.get("pair_id", spec.run_id)
@@ -258,7 +253,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
               **{k: r.get(k) for k in ("step", "tokens", "train_loss", "val_loss", "val_ppl")},
               **{f"flops_{c}": r.get(f"flops_{c}") for c in CONVENTIONS}}
              for r in evals]
-    return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked]), damage and f"{path}: {damage}"
+    return row, curve, result, _mismatches(spec.run_id, [d for _, d in checked]), damage
 
 
 def tune_columns(tags: dict) -> dict:
@@ -280,14 +275,14 @@ def arch_columns(model: ModelConfig) -> dict:
 
 
 def read_meta(sweep_dir: str | Path) -> dict:
-    """What sweep.yaml says that the analysis uses (empty when there is none)."""
+    """What sweep.yaml says that the analysis uses (empty when there is none). ConfigError
+    naming the file when it cannot be read as a YAML mapping."""
     path = Path(sweep_dir) / "sweep.yaml"
-    try:
-        raw = yaml.load(path.read_text(), Loader=_YamlLoader) or {}
-    except (OSError, yaml.YAMLError):
+    if not path.exists():  # a single run directory, or runs written without the sweep's file
         return {}
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
-        return {}
+        raise ConfigError(f"{path}: expected a YAML mapping, got {type(raw).__name__}")
     flops = raw.get("flops") or {}
     axis = raw.get("axis") or {}
     return {"name": raw.get("name"), "param_count": raw.get("param_count"),
@@ -342,6 +337,10 @@ def load_runs(sweep_dir: str | Path) -> SweepData:
         raise ConfigError(f"{sweep_dir}: no run directories found (expected {sweep_dir}/runs/<run_id>/spec.yaml); "
                           "run `ebt-scaling plan SWEEP --write DIR` or `ebt-scaling submit` first")
     rows.extend(_missing_from_plan(root, {r["run_id"] for r in rows}))
+    try:
+        meta, meta_problem = read_meta(root), None
+    except ConfigError as exc:  # the runs' own files still say everything the fits need
+        meta, meta_problem = {}, str(exc)
     runs = pd.DataFrame(rows)
     for col in ("arch", "arch_label", "unit", "seed", "val_loss", "params_total", "tokens", "budget", "trial",
                 *(f"flops_{c}" for c in CONVENTIONS)):
@@ -351,6 +350,6 @@ def load_runs(sweep_dir: str | Path) -> SweepData:
     runs["unit"] = runs["unit"].fillna(runs["run_id"])
     curve_cols = ["run_id", "arch_label", "unit", "seed", "status", "params_total", "params_non_embedding", "step",
                   "tokens", "train_loss", "val_loss", "val_ppl", *(f"flops_{c}" for c in CONVENTIONS)]
-    return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), read_meta(root), evaluations, results,
-                     mismatches, damaged)
+    return SweepData(runs, pd.DataFrame(curves, columns=curve_cols), str(root), meta, evaluations, results,
+                     mismatches, damaged, meta_problem)
 

@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
     "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
     "selftest": ("selftest", "device acceptance in one table: train eager/compiled, exact resume, data parallel, bench"),
-    "slurm-local": ("slurm_local", "start/stop/status a real single-node SLURM cluster on this machine (CI)"),
+    "slurm-local": ("slurm_local", "start/stop/status a real two-node SLURM cluster on this machine (CI)"),
 }
 
 
@@ -53,6 +53,7 @@ TRAINING_COMMANDS = ("run", "submit", "train")  # they take --track
 FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT,
                errno.EROFS}
 PIPE_CLOSED_STATUS = 128 + 13  # what a shell reports for a process that SIGPIPE ended
+INTERRUPTED_STATUS = 128 + 2  # ... and SIGINT
 
 
 def package_version() -> str:
@@ -156,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(sys.argv[1:] if argv is None else list(argv))
         finally:
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+    except KeyboardInterrupt:
+        # Ctrl-C, or `cancel` stopping a plain `train` (SIGINT): the layers below released what
+        # they held on the way out (a lease ends "interrupted"); a traceback would only hide that.
+        print("ebt-scaling: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     except BrokenPipeError:
         # The reader went away (`status | head`): stop quietly, and point stdout at devnull so
         # the exit flush of what is still buffered cannot fail again.

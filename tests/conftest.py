@@ -78,6 +78,17 @@ def make_sweep(root: Path, specs) -> dict[str, Path]:
     return out
 
 
+def stop_after(steps: int):
+    """A stop_requested() that turns true at the `steps`-th optimizer step (it is asked once per step)."""
+    calls = {"n": 0}
+
+    def requested() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= steps
+
+    return requested
+
+
 def comparable(rows: list[dict]) -> list[dict]:
     """metrics.jsonl rows without their timing fields (which differ between two runs)."""
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]

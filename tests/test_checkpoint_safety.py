@@ -4,26 +4,18 @@ checkpoint and says so, and a killed save's temporary is removed by the trainer 
 from __future__ import annotations
 
 import errno
+import logging
 import random
 
 import numpy as np
 import pytest
 import torch
+from conftest import stop_after
 
 from ebt_scaling.harness.cli import main as cli_main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.harness.training.trainer import train_run
-
-
-def stop_after(steps: int):
-    calls = {"n": 0}
-
-    def requested() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= steps
-
-    return requested
 
 
 class Payload:
@@ -51,17 +43,22 @@ def reference(data_cache, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
-def test_a_pickle_payload_in_checkpoints_never_runs_on_resume_or_eval(reference, tmp_path, capsys):
+def test_a_pickle_payload_in_checkpoints_never_runs_on_resume_or_eval(reference, tmp_path, capsys, caplog):
     spec, expected = reference
     run = RunDir(tmp_path / "run")
     train_run(spec, run.path, quiet=True, stop_requested=stop_after(7))
     marker = tmp_path / "pwned"
     torch.save({"step": 8, "model": Payload(marker)}, run.checkpoint_dir / "step_00000008.pt")
 
-    result = train_run(spec, run.path, quiet=True)
+    with caplog.at_level(logging.INFO, logger="ebt_scaling"):
+        result = train_run(spec, run.path, quiet=True)
     assert not marker.exists()
     log = run.log_path.read_text()
     assert "step_00000008.pt is unreadable" in log and "resuming from step_00000007.pt" in log
+    # A skipped checkpoint is a warning (`-q` shows it), said once; the resume itself is news.
+    levels = {m: [r.levelno for r in caplog.records if m in r.getMessage()]
+              for m in ("step_00000008.pt is unreadable", "resuming from")}
+    assert levels == {"step_00000008.pt is unreadable": [logging.WARNING], "resuming from": [logging.INFO]}
     assert result["val_loss"] == expected["val_loss"]  # resumed exactly from the valid one
 
     # eval of the finished run: its final checkpoint replaced by the payload
@@ -87,7 +84,7 @@ def test_eval_refuses_a_run_whose_final_checkpoint_is_damaged(reference, tmp_pat
     assert run.result_path.read_text() == before  # no older score written
 
 
-def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_says_so(reference, tmp_path, monkeypatch):
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_says_so(reference, tmp_path, monkeypatch, caplog):
     spec, expected = reference
     run = RunDir(tmp_path / "run")
     real_save = torch.save
@@ -99,9 +96,10 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one_and_says_so(refere
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError) as failure:
+    with pytest.raises(OSError) as failure, caplog.at_level(logging.INFO, logger="ebt_scaling"):
         train_run(spec, run.path, quiet=True)
     assert failure.value.errno == errno.ENOSPC
+    assert [r.levelno for r in caplog.records if "step_00000010.pt not written" in r.getMessage()] == [logging.ERROR]
     assert [p.name for p in run.checkpoints()] == ["step_00000005.pt"]
     assert list(run.checkpoint_dir.iterdir()) == [run.checkpoint_dir / "step_00000005.pt"]  # no temporary left
     said = [line for line in run.log_path.read_text().splitlines() if "step_00000010.pt" in line]

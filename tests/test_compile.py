@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import stop_after
 
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.base import IGNORE_INDEX
@@ -66,10 +67,6 @@ def test_a_compiled_run_resumes_exactly_and_tracks_the_eager_run(tiny_spec, tmp_
     """The trainer's path with `compile: true`: training, validation (EBT thinking under
     no_grad), checkpoints and an exact resume, all through the compiled hot path."""
     from ebt_scaling.harness.training.trainer import train_run
-
-    def stop_after(steps):  # asked once per optimizer step
-        asked = iter(range(1, 10**9))
-        return lambda: next(asked) >= steps
 
     spec = tiny_spec("ebt", compile=True, train={"tokens": 32 * 8 * 12})
     eager = train_run(tiny_spec("ebt", compile=False, train={"tokens": 32 * 8 * 12}), tmp_path / "eager", quiet=True)

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import SIZES, comparable, write_curve_sweep
+from conftest import SIZES, comparable, stop_after, write_curve_sweep
 
 from ebt_scaling.analysis.caveats import Caveats
 from ebt_scaling.analysis.config import AnalysisConfig
@@ -33,16 +33,6 @@ def _final_weights(run_dir) -> dict[str, torch.Tensor]:
     return torch.load(newest, map_location="cpu", weights_only=False)["model"]
 
 
-def _stop_after(steps: int):
-    calls = {"n": 0}
-
-    def requested() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= steps
-
-    return requested
-
-
 @pytest.mark.parametrize("arch", ["transformer", "ebt"])
 def test_a_branch_from_the_parent_checkpoint_equals_the_branch_from_scratch(tiny_spec, tmp_path, arch):
     tokens_per_step = 8 * 32
@@ -62,7 +52,7 @@ def test_a_branch_from_the_parent_checkpoint_equals_the_branch_from_scratch(tiny
 
     # The branch, preempted one step after its start and resumed from its own checkpoint.
     path = sweep / branch.run_id
-    assert train_run(branch, path, quiet=True, stop_requested=_stop_after(1))["status"] == "preempted"
+    assert train_run(branch, path, quiet=True, stop_requested=stop_after(1))["status"] == "preempted"
     from_parent = train_run(branch, path, quiet=True)
     log = RunDir(path).log_path.read_text()
     assert f"starting from its checkpoint at step {BRANCH_STEP}" in log and "resuming from step_00000011.pt" in log

@@ -1,13 +1,20 @@
 """Log output: the per-step line of a job (stdout and train.log, at exactly the logged
-steps), -v / -q, --version, a closed pipe, and the one-line file errors of the CLI."""
+steps), -v / -q, --version, a closed pipe, an interrupt, the one-line file errors of the
+CLI; a data-parallel `train` (a refused lease ends every rank; a resume is said once); and
+what a training error leaves behind (no prefetch thread, sinks closed)."""
 from __future__ import annotations
 
 import errno
 import json
 import logging
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -16,7 +23,11 @@ import pytest
 from ebt_scaling.harness import cli
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
+from ebt_scaling.harness.data.prefetch import PrefetchedBatches
+from ebt_scaling.harness.dispatch.lease import last_job, read_lease, training_lease
 from ebt_scaling.harness.logs import PACKAGE_LOGGER
+from ebt_scaling.harness.training import trainer
+from ebt_scaling.harness.training.progress import TrainingProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -161,3 +172,103 @@ def test_other_os_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(fit, "run", run)
     with pytest.raises(ConnectionRefusedError):
         cli.main(["fit", "x.csv", "--params-col", "N", "--loss-col", "L"])
+
+
+def test_an_interrupted_train_says_so_in_one_line_with_status_130(tiny_spec, tmp_path):
+    """`cancel` stops a plain `train` with SIGINT (as Ctrl-C does): one line, no traceback,
+    the lease released as "interrupted"."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 100_000})))  # far longer than the test
+    out = tmp_path / "run"
+    # SIGINT default in the child, whatever this process inherited (a background job ignores it).
+    proc = subprocess.Popen([sys.executable, "-m", "ebt_scaling.harness.cli", "-q", "train", str(spec_file),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # training: its first metrics row is written
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, stdout, stderr) == (130, "", "ebt-scaling: interrupted\n")
+    assert read_lease(out) is None and last_job(out)["outcome"] == "interrupted"
+
+
+def launch_two_ranks(argv: list[str], timeout: float = 120) -> list[tuple[int, str, str]]:
+    """(status, stdout, stderr) of each rank of `ebt-scaling ARGV` launched data parallel on
+    this machine, as torchrun sets it up; a rank still running after `timeout` fails the test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "ebt_scaling.harness.cli", *argv], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+             for rank in range(2)]
+    deadline = time.monotonic() + timeout
+    ranks = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            ranks.append((proc.returncode, stdout, stderr))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return ranks
+
+
+def test_a_lease_refused_to_rank_0_ends_every_rank_of_a_data_parallel_train(tiny_spec, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 6})))
+    out = tmp_path / "run"
+    with training_lease(out, "--out"):  # this process trains the run now
+        ranks = launch_two_ranks(["-q", "train", str(spec_file), "--out", str(out)], timeout=90)
+    for status, stdout, stderr in ranks:  # neither rank waits for the other in a collective
+        assert status == 2 and stdout == ""
+        # torch's own C++ warnings ("[W...] ... hostname of the client socket cannot be
+        # retrieved" when a reverse lookup is slow) are not ours; everything else is one line.
+        ours = [line for line in stderr.splitlines() if not line.startswith("[W")]
+        assert len(ours) == 1 and ours[0].startswith(f"ebt-scaling train: error: --out: {out} is being trained by ")
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_data_parallel_resume_is_said_once(tiny_spec, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 6})))
+    out = tmp_path / "run"
+    command = ["-q", "train", str(spec_file), "--out", str(out)]
+    assert [status for status, _, _ in launch_two_ranks(command)] == [0, 0]
+    (out / "result.json").unlink()  # as if killed during the final evaluation: it resumes at the last step
+    assert [status for status, _, _ in launch_two_ranks(command)] == [0, 0]
+    resumed = [line for line in (out / "train.log").read_text().splitlines() if "resuming from" in line]
+    assert len(resumed) == 1 and "step_00000006.pt" in resumed[0]
+
+
+def test_a_step_that_raises_closes_the_sinks_and_stops_the_prefetch_thread(tiny_spec, tmp_path, monkeypatch):
+    # The GPU's feed (a thread building batches ahead), here on the CPU.
+    monkeypatch.setattr(trainer, "prefetched", lambda source, device: PrefetchedBatches(source))
+    closed = []
+    real_close, real_lr_at = TrainingProgress.close, trainer.lr_at
+
+    def close(progress):
+        closed.append(progress)
+        real_close(progress)
+
+    def lr_at(step, total, train):  # a bug that shows in step 4
+        if step == 3:
+            raise RuntimeError("a bug in step 4")
+        return real_lr_at(step, total, train)
+
+    monkeypatch.setattr(TrainingProgress, "close", close)
+    monkeypatch.setattr(trainer, "lr_at", lr_at)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="a bug in step 4"):
+        trainer.train_run(tiny_spec(), tmp_path / "run", quiet=True)
+    assert [t for t in threading.enumerate() if t.name == "batch-prefetch" and t not in before] == []
+    assert len(closed) == 1

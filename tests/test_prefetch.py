@@ -82,49 +82,42 @@ def test_state_names_the_last_consumed_batch_while_the_thread_is_ahead():
     resumed.close()
 
 
-@pytest.mark.parametrize("batching", ["packed", "paper"])
-def test_token_store_batches_and_resume_match_the_synchronous_iterator(token_corpus, batching):  # noqa: F811
-    tmp_path, _ = token_corpus
-    spec = token_spec(tmp_path, batching=batching, train={"batch_size": 4})
+def check_prefetch_matches_sync(spec, first: int, then: int) -> None:
+    """The prefetched batches are the synchronous iterator's. Its state, saved after `first`
+    batches with the thread ahead, is the synchronous iterator's there, and resuming it --
+    prefetched or plain (a prefetched run's checkpoint resumes either) -- gives the next
+    `then` batches, as does the original going on."""
     sync = open_dataset(spec).train_batches()
-    reference = take(sync, 7)
+    reference = take(sync, first)
     sync_state = sync.state_dict()
-    reference += take(sync, 6)  # several epochs of this tiny corpus
+    reference += take(sync, then)
     ahead = PrefetchedBatches(open_dataset(spec).train_batches(), depth=DEPTH)
-    assert same_batches(take(ahead, 7), reference[:7])
+    assert same_batches(take(ahead, first), reference[:first])
     wait_until_full(ahead)
     state = ahead.state_dict()
     assert state == sync_state
     resumed = PrefetchedBatches(open_dataset(spec).train_batches(), depth=DEPTH)
-    resumed.load_state_dict(state)
-    assert same_batches(take(resumed, 6), reference[7:])
-    plain = open_dataset(spec).train_batches()  # a prefetched run's checkpoint resumes a plain iterator too
-    plain.load_state_dict(state)
-    assert same_batches(take(plain, 6), reference[7:])
-    assert same_batches(take(ahead, 6), reference[7:])
+    plain = open_dataset(spec).train_batches()
+    for continued in (resumed, plain):
+        continued.load_state_dict(state)
+        assert same_batches(take(continued, then), reference[first:])
+    assert same_batches(take(ahead, then), reference[first:])
     ahead.close()
     resumed.close()
+
+
+@pytest.mark.parametrize("batching", ["packed", "paper"])
+def test_token_store_batches_and_resume_match_the_synchronous_iterator(token_corpus, batching):  # noqa: F811
+    tmp_path, _ = token_corpus
+    check_prefetch_matches_sync(token_spec(tmp_path, batching=batching, train={"batch_size": 4}),
+                                first=7, then=6)  # several epochs of this tiny corpus
 
 
 @pytest.mark.parametrize("batching", ["packed", "paper"])
 def test_hf_stream_tokenised_in_the_thread_resumes_exactly(hf_corpus, batching):  # noqa: F811
     pytest.importorskip("datasets", reason="the Hugging Face streaming path needs the optional 'datasets' package")
     tmp_path, _, _ = hf_corpus
-    spec = hf_spec(tmp_path, batching=batching)
-    sync = open_dataset(spec).train_batches()
-    reference = take(sync, 6)
-    sync_state = sync.state_dict()  # mid-document in packed mode
-    reference += take(sync, 4)
-    ahead = PrefetchedBatches(open_dataset(spec).train_batches(), depth=DEPTH)
-    assert same_batches(take(ahead, 6), reference[:6])
-    wait_until_full(ahead)
-    state = ahead.state_dict()
-    assert state == sync_state
-    resumed = PrefetchedBatches(open_dataset(spec).train_batches(), depth=DEPTH)
-    resumed.load_state_dict(state)
-    assert same_batches(take(resumed, 4), reference[6:])
-    ahead.close()
-    resumed.close()
+    check_prefetch_matches_sync(hf_spec(tmp_path, batching=batching), first=6, then=4)  # packed: mid-document
 
 
 def test_an_error_in_the_thread_reaches_the_caller_with_its_traceback():
@@ -198,5 +191,10 @@ def test_bench_feed_times_a_spec_both_ways(tiny_spec, tmp_path, capsys):
     for key in ("build_ms", "sync_ms", "prefetch_ms"):
         assert len(result[key]) == 3 and all(ms > 0 for ms in result[key])
     assert min(result["sync_ms"]) > max(result["build_ms"])  # a step includes building its batch
-    assert cli_main(["bench", "--feed", str(spec_file), "--size", "xxs"]) == 2
-    assert "--feed: the run spec sets the model; drop --size" in capsys.readouterr().err
+    # Flags the spec decides are refused, not ignored: one line naming them.
+    for extra, named in ((["--size", "xxs"], "--size"), (["--batch", "4"], "--batch"),
+                         (["--seed", "0", "--precision", "fp32", "--no-compile"], "--precision, --compile, --seed"),
+                         (["--peak-tflops", "inf", "--save"], "--peak-tflops, --save")):
+        assert cli_main(["bench", "--feed", str(spec_file), *extra]) == 2
+        assert capsys.readouterr().err == ("ebt-scaling bench: error: --feed: the run spec sets the model, batch, "
+                                           f"precision, compilation and seed; drop {named}\n")

@@ -1,5 +1,6 @@
 """Damaged or odd inputs: a run directory whose files were cut or overwritten is named and
-left out (analyze, status) while the rest go on; labels that matplotlib or Markdown would
+left out (analyze, status, submit, the job) while the rest go on; a sweep.yaml that is
+not YAML is a warning; labels that matplotlib or Markdown would
 interpret are shown as written; plots in three formats without a global backend switch;
 `fit` on columns that cannot identify the law; BLAS threads limited through threadpoolctl.
 """
@@ -17,6 +18,10 @@ from conftest import SIZES, power_law, write_synthetic_sweep
 
 from ebt_scaling.analysis.load import load_runs
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract.run_state import run_state
+from ebt_scaling.harness.dispatch.discovery import discover
+from ebt_scaling.harness.dispatch.job import TrainingJob
+from ebt_scaling.harness.dispatch.submit import DAMAGED, plan_submission
 
 ARCHS = {"T++": {"arch": "transformer", "law": power_law(30.0, 0.05)},
          "EBT": {"arch": "ebt", "law": power_law(40.0, 0.055)}}
@@ -80,6 +85,33 @@ def test_a_done_run_whose_result_stops_short_of_its_spec_is_named(tmp_path, caps
     assert _status(tmp_path, capsys)[short.name]["state"] != "done"
 
 
+def test_submit_and_the_job_skip_damaged_runs_and_name_the_fix(tmp_path, capsys):
+    """Training again cannot mend a damaged run (a resume from the final checkpoint keeps the
+    cut rows): `submit` skips it even with --retry-failed, and a job given one anyway goes on
+    with its other runs."""
+    runs = _sweep(tmp_path)
+    cut, unreadable, good = runs[("EBT", "s48")], runs[("T++", "s32")], runs[("T++", "s48")]
+    lines = (cut / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (cut / "metrics.jsonl").write_text("".join(lines[:3]))     # result.json still says done
+    (unreadable / "result.json").write_bytes(RANDOM_BYTES)
+
+    state, detail = run_state(cut)
+    assert state == "failed" and "metrics.jsonl" in detail and f"delete {cut}" in detail
+    for retry in (False, True):
+        todo, skipped, _ = plan_submission(discover(tmp_path), retry_failed=retry)
+        assert todo == [] and sorted(skipped[DAMAGED]) == sorted([cut.name, unreadable.name])
+        assert len(skipped["done"]) == 6
+    assert main(["submit", str(tmp_path), "--cluster", "debug", "--retry-failed"]) == 0
+    assert "damaged" in capsys.readouterr().out
+
+    job = TrainingJob([(str(unreadable), "t1"), (str(cut), "t2"), (str(good), "t3")], "debug", threads=1)
+    with pytest.raises(RuntimeError) as failure:
+        job()
+    message = str(failure.value)
+    assert f"{unreadable.name}: failed: " in message and "result.json" in message
+    assert f"{cut.name}: failed: damaged: " in message and good.name not in message
+
+
 # ---------------------------------------------------------------------------- unexpected content
 
 def _replace(name: str, content):
@@ -137,6 +169,35 @@ def test_unexpected_file_content_names_the_run_and_the_rest_go_on(tmp_path, caps
         err, fits = _analyze(tmp_path, tmp_path / "out", capsys)
         assert fits["runs"]["fitted"] == 7 and (tmp_path / "out" / "report.md").exists()
         assert any(bad.name in w and filename in w for w in fits["warnings"]) and bad.name in err
+
+
+SWEEP_FILES = {"bytes": RANDOM_BYTES, "list": b"[1, 2]\n", "syntax": b"name: [unclosed\n"}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_FILES))
+def test_a_sweep_yaml_that_is_not_a_yaml_mapping_is_a_warning_naming_it(tmp_path, capsys, case):
+    _sweep(tmp_path)
+    (tmp_path / "sweep.yaml").write_bytes(SWEEP_FILES[case])
+    data = load_runs(tmp_path)
+    assert data.meta == {} and (data.runs["status"] == "done").all()
+    (warning,) = data.damage_warnings
+    assert str(tmp_path / "sweep.yaml") in warning and "\n" not in warning
+    if case == "bytes":
+        err, fits = _analyze(tmp_path, tmp_path / "out", capsys)
+        assert fits["runs"]["fitted"] == 8 and "sweep.yaml" in err
+        assert any("sweep.yaml" in w for w in fits["warnings"])
+
+
+def test_spec_yaml_is_read_with_the_alias_bound(tmp_path):
+    """Every YAML file goes through parse_yaml: an alias bomb in a run's spec is refused by name."""
+    runs = _sweep(tmp_path)
+    bombed = runs[("EBT", "s32")]
+    bomb = '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+        f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8))    # 9^7 values expanded
+    (bombed / "spec.yaml").write_text((bombed / "spec.yaml").read_text() + "bomb:\n" + bomb)
+    table = load_runs(tmp_path).runs.set_index("run_id")
+    note = table.loc[bombed.name, "note"]
+    assert table.loc[bombed.name, "status"] == "failed" and "spec.yaml" in note and "alias" in note
 
 
 def test_a_torn_last_metrics_line_still_reads_as_an_unfinished_write(tmp_path):

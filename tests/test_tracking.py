@@ -1,6 +1,7 @@
 """Tracking sinks with the real libraries: TensorBoard event files read back by TensorBoard's
 own reader, and a W&B offline run read back from its .wandb file; both agree with
-metrics.jsonl, and a resumed run writes no step twice."""
+metrics.jsonl, and a resumed run writes no step twice (W&B: its one remaining offline run
+holds the whole curve)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import stop_after
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from wandb.proto import wandb_internal_pb2
@@ -20,16 +22,6 @@ from ebt_scaling.harness.tracking import TRACK_ENV
 from ebt_scaling.harness.training.trainer import train_run
 
 FIELDS = ("train_loss", "lr", "grad_norm", "tokens", "tokens_per_s")  # compared row by row
-
-
-def stop_after(steps: int):
-    calls = {"n": 0}
-
-    def requested() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= steps
-
-    return requested
 
 
 def wandb_records(path: Path) -> list:
@@ -57,21 +49,23 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def wandb_history(run_dir: Path) -> tuple[list, dict[int, dict[str, float]]]:
-    """(run records, step -> logged values) over every offline session of the run, in order."""
+def wandb_history(run_dir: Path) -> tuple[object, dict[int, dict[str, float]]]:
+    """(run record, step -> logged values) of the run's one offline-run folder."""
+    (session,) = (run_dir / "wandb").glob("offline-run-*")
+    (file,) = session.glob("run-*.wandb")
     runs, history = [], {}
-    for session in sorted((run_dir / "wandb").glob("offline-run-*")):
-        (file,) = session.glob("run-*.wandb")
-        for record in wandb_records(file):
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                runs.append(record.run)
-            elif kind == "history":
-                items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
-                step = int(items["_step"])
-                assert step not in history, f"step {step} logged twice to W&B"
-                history[step] = items
-    return runs, history
+    for record in wandb_records(file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            runs.append(record.run)
+        elif kind == "history":
+            items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            step = int(items["_step"])
+            assert step not in history, f"step {step} logged twice to W&B"
+            assert step > max(history, default=0), "W&B steps must increase"
+            history[step] = items
+    (run,) = runs
+    return run, history
 
 
 def test_sinks_match_metrics_jsonl_and_a_resume_writes_no_step_twice(tiny_spec, tmp_path, monkeypatch):
@@ -81,6 +75,8 @@ def test_sinks_match_metrics_jsonl_and_a_resume_writes_no_step_twice(tiny_spec, 
     # A job killed after logging steps 11-12 but before their checkpoint: it resumes from step 10
     # and logs 11 and 12 again.
     assert train_run(spec, out, quiet=True, stop_requested=stop_after(12))["status"] == "preempted"
+    first_run, first_history = wandb_history(out)
+    assert sorted(first_history) == list(range(1, 13))
     run = RunDir(out)
     assert [p.name for p in run.checkpoints()][0] == "step_00000012.pt"
     run.checkpoints()[0].unlink()
@@ -106,18 +102,19 @@ def test_sinks_match_metrics_jsonl_and_a_resume_writes_no_step_twice(tiny_spec, 
     markers = [e.step for e in EventFileLoader(str(files[1])).Load() if e.HasField("session_log")]
     assert markers == [11]
 
-    # W&B offline: two sessions of one W&B run (name, project, config), each step once.
-    runs, history = wandb_history(out)
-    assert len(runs) == 2 and len({r.run_id for r in runs}) == 1
-    assert {r.display_name for r in runs} == {spec.run_id} and {r.project for r in runs} == {"demo"}
-    config = {i.key: json.loads(i.value_json) for i in runs[0].config.update}
+    # W&B offline: the resumed session is a W&B run of its own that replayed steps 1-10 from
+    # metrics.jsonl and deleted the first session's folder; it holds every row of metrics.jsonl
+    # once, the re-logged 11-12 as this session measured them.
+    wandb_run, history = wandb_history(out)
+    assert wandb_run.run_id != first_run.run_id and wandb_run.run_id.startswith(spec.run_id)
+    assert wandb_run.display_name == spec.run_id and wandb_run.project == "demo"
+    config = {i.key: json.loads(i.value_json) for i in wandb_run.config.update}
     assert config["run_id"] == spec.run_id and config["model"]["d_model"] == 32 and config["train"]["lr"] == 3e-3
     assert sorted(history) == list(range(1, 25))
     for row in rows:
-        # W&B keeps the first session's rows 11-12: equal but for the measured tokens/s.
-        timing = ("tokens_per_s",) if row["step"] not in (11, 12) else ()
-        for field in (*FIELDS[:-1], *timing, *(("val_loss",) if "val_loss" in row else ())):
+        for field in (*FIELDS, *(("val_loss",) if "val_loss" in row else ())):
             assert history[row["step"]][field] == pytest.approx(row[field], rel=1e-12), (row["step"], field)
+    assert history[11]["tokens_per_s"] != first_history[11]["tokens_per_s"]  # measured again, not the old row
 
 
 def test_tracking_is_off_by_default(tiny_spec, tmp_path, monkeypatch):

@@ -14,24 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import comparable
+from conftest import comparable, stop_after
 
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_to_yaml
 from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.training.trainer import eval_steps, train_run
-
-
-def stop_after(steps: int):
-    """A stop_requested() that turns true at the `steps`-th optimizer step (it is asked once per step)."""
-    calls = {"n": 0}
-
-    def requested() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= steps
-
-    return requested
 
 
 def test_eval_points_are_log_spaced_and_include_the_end():

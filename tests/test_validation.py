@@ -150,28 +150,34 @@ def test_non_finite_lr_and_peak_tflops_are_refused_by_the_cli(tmp_path, capsys, 
     assert_one_line_error(capsys, code, f"{path}: throughput.peak_tflops: expected a finite number")
     code = main(["plan", str(write_sweep(tmp_path, GOOD)), "--set", "base.train.lr=.nan"])
     one_line(capsys, code, "plan", "base.train.lr: expected a finite number")
+    tiny = ["--layers", "1", "--d-model", "16", "--heads", "2", "--vocab", "32", "--ctx", "8", "--batch", "2",
+            "--warmup", "0", "--iters", "1", "--device", "cpu"]  # fast to time, should a bad value get through
+    for value in ("inf", "nan", "0"):
+        one_line(capsys, main(["bench", *tiny, "--peak-tflops", value]), "bench",
+                 f"--peak-tflops: must be a positive finite number, got {float(value)}")
 
 
-def test_atomic_write_json_writes_strict_json_with_null_for_non_finite(tmp_path):
+def strict_json(text: str):
+    """json.loads refusing NaN and Infinity, as strict JSON readers do."""
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
 
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_atomic_write_json_writes_strict_json_with_null_for_non_finite(tmp_path):
     path = tmp_path / "result.json"
     atomic_write_json(path, {"loss": float("nan"), "ppl": float("inf"), "low": -math.inf, "ok": [1.5, 2]})
-    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "ppl": None, "low": None,
-                                                                   "ok": [1.5, 2]}
+    assert strict_json(path.read_text()) == {"loss": None, "ppl": None, "low": None, "ok": [1.5, 2]}
 
 
 def test_a_diverged_run_leaves_strict_json(tiny_spec, tmp_path):
     from ebt_scaling.harness.training.trainer import train_run
 
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-
     spec = tiny_spec(train={"lr": 1e30, "grad_clip": 0.0, "warmup_fraction": 0.0})
     result = train_run(spec, tmp_path / "run", quiet=True)
     assert result["status"] == "diverged"
-    on_disk = json.loads((tmp_path / "run" / "result.json").read_text(), parse_constant=refuse)
+    on_disk = strict_json((tmp_path / "run" / "result.json").read_text())
     assert on_disk["status"] == "diverged"
 
 

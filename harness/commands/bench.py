@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from ebt_scaling.harness.contract.errors import ConfigError
+
+ANCHOR_DEFAULTS = {"batch": 32, "precision": "fp32", "seed": 0}  # of the model timing; --feed takes the spec's
+FEED_USES = {"feed", "warmup", "iters", "device", "threads", "json"}  # what --feed reads of the flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_model_arguments(parser, "a named size of the paper (explicit shape flags override it); default xxs when "
                                 "no shape flag is given")
-    parser.add_argument("--batch", type=int, default=32, help="sequences per step (default: 32)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    # batch, precision and seed default to None, filled in by run(): --feed can then tell a given flag.
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step (default: 32)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="fp32, or bf16 autocast with fp32 weights (default: fp32)")
     parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default=None,
                         help="torch.set_float32_matmul_precision for fp32 runs (the anchors use 'medium'; default: "
@@ -44,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (torch.set_num_threads; default: torch's). On a shared machine "
                              "fewer threads than cores avoids oversubscription stalls")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and random tokens (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of weights and random tokens (default: 0)")
     parser.add_argument("--feed", metavar="SPEC", default=None,
                         help="instead: time the run spec's model fed from its data pipeline (a spec YAML or a run "
                              "directory): one batch built alone, a step fed synchronously and one fed by the "
                              "trainer's prefetch thread, in interleaved rounds; the spec sets model, batch, data and "
-                             "precision")
+                             "precision; only --warmup, --iters, --device, --threads and --json apply with it")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--save", nargs="?", const="", default=None, metavar="FILE",
                         help="merge the results into the throughput file `plan` and `status` use for GPU-hours "
@@ -68,10 +73,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if args.feed is not None:
         return _run_feed(args)
+    for dest, value in ANCHOR_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     if args.size is None and args.n_layers is None and args.d_model is None and args.n_heads is None:
         args.size = "xxs"
-    if args.peak_tflops is not None and args.peak_tflops <= 0:
-        raise ConfigError(f"--peak-tflops: must be > 0, got {args.peak_tflops}")
+    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+        raise ConfigError(f"--peak-tflops: must be a positive finite number, got {args.peak_tflops}")
     configs = build_configs(args)  # validates the shape; errors name the flag
     save_path = None
     if args.save is not None:
@@ -139,12 +147,22 @@ def _run_feed(args: argparse.Namespace) -> int:
     from ebt_scaling.harness.contract.spec import load_spec
     from ebt_scaling.harness.training import bench
 
-    shape = [flag for flag, value in (("--size", args.size), ("--n-layers", args.n_layers),
-                                      ("--d-model", args.d_model), ("--n-heads", args.n_heads)) if value is not None]
-    if shape or args.save is not None:
-        raise ConfigError(f"--feed: the run spec sets the model; drop {', '.join(shape or ['--save'])}")
+    ignored = _flags_feed_ignores(args)
+    if ignored:
+        raise ConfigError(f"--feed: the run spec sets the model, batch, precision, compilation and seed; "
+                          f"drop {', '.join(ignored)}")
     path = Path(args.feed)
     spec = load_spec(path / "spec.yaml" if path.is_dir() else path)
     result = bench.bench_feed(spec, _device_and_threads(args), warmup=args.warmup, iters=args.iters)
     print(json.dumps(asdict(result)) if args.json else bench.format_feed_report(result))
     return 0
+
+
+def _flags_feed_ignores(args: argparse.Namespace) -> list[str]:
+    """The flags given that --feed would ignore: those whose value is not their default. The
+    shared model flags --vocab-size, --context and --arch have defaults (harness/commands/flops.py),
+    so only one of them given equal to its default slips through."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return [action.option_strings[0] for action in parser._actions
+            if action.dest not in FEED_USES and getattr(args, action.dest, action.default) != action.default]

@@ -17,11 +17,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from ebt_scaling.harness.contract.errors import DispatchError
     from ebt_scaling.harness.contract.paths import require_output_dir
     from ebt_scaling.harness.contract.run_dir import RunDir
     from ebt_scaling.harness.contract.spec import load_spec
     from ebt_scaling.harness.dispatch.lease import training_lease
-    from ebt_scaling.harness.training.trainer import train_run
+    from ebt_scaling.harness.training.distributed import DistributedContext
+    from ebt_scaling.harness.training.trainer import resolve_device, train_run
 
     stop = {"requested": False}
 
@@ -33,11 +35,23 @@ def run(args) -> int:
     spec = load_spec(args.spec, parse_overrides(args.overrides))
     out = require_output_dir(args.out, "--out")
     # One process trains a run directory: a second `train` (or a submitted job) on it would
-    # append every metrics row twice. Rank 0 holds the lease for a data-parallel launch; a
-    # finished run is only reported, and its last job's record is kept.
-    trains = int(os.environ.get("RANK", "0")) == 0 and RunDir(out).result() is None
-    held = training_lease(out, "--out") if trains else contextlib.nullcontext({})
-    with held as ending:
+    # append every metrics row twice. Rank 0 holds the lease for a data-parallel launch
+    # (torchrun, srun), and tells the other ranks whether it got it: refused, every rank ends
+    # with the same line, none is left waiting for rank 0 in a collective. The process group
+    # is therefore made here, before the trainer (which reuses it). A finished run is only
+    # reported, and its last job's record is kept.
+    parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ctx = (DistributedContext.from_env(resolve_device(spec.device, int(os.environ.get("LOCAL_RANK", "0"))).type)
+           if parallel else DistributedContext())
+    with contextlib.ExitStack() as held:
+        ending, refused = {}, None
+        if ctx.is_main and RunDir(out).result() is None:
+            try:
+                ending = held.enter_context(training_lease(out, "--out"))
+            except DispatchError as exc:
+                refused = str(exc)
+        if (refused := ctx.gather_objects(refused)[0]) is not None:
+            raise DispatchError(refused)
         result = train_run(spec, out, quiet=args.quiet, stop_requested=lambda: stop["requested"])
         ending["outcome"] = result["status"]
     print(json.dumps({k: result.get(k) for k in ("status", "run_id", "step", "val_loss", "val_ppl")}))

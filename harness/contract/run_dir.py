@@ -7,6 +7,7 @@ Layout (lingua style; the analysis reads nothing else):
     RUN_DIR/checkpoints/     step_XXXXXXXX.pt, the newest few kept
     RUN_DIR/train.log        human-readable log
     RUN_DIR/result.json      written once, atomically, when the run ends (done or diverged)
+    RUN_DIR/provenance.json  the code and machine of the current session (written at its start)
 
 Every whole-file write goes through a temporary file in the same directory, fsync and
 rename, so readers never see half a file and a kill leaves the previous version intact.

@@ -109,8 +109,10 @@ def require_seed(seed: int, key: str) -> None:
 
 
 def typed_tags(tags: dict, key: str) -> dict[str, str]:
-    """Tags as text: keys must be strings; numbers and true/false are kept as their YAML
-    spelling (a label, never a number to compute with); lists, mappings and null are refused."""
+    """Tags as text (a label, never a number to compute with): keys must be strings; true/false
+    become 'true'/'false' and numbers ``str()`` of the value YAML read, not its spelling
+    (``1.50`` -> '1.5', ``0x10`` -> '16'; quote a tag whose spelling matters); lists,
+    mappings and null are refused."""
     out = {}
     for name, value in tags.items():
         require(isinstance(name, str), key, f"keys must be strings, got {name!r}; quote it: '{name}'")

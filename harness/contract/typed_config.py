@@ -31,6 +31,10 @@ T = TypeVar("T")
 # the largest shipped sweep holds a few hundred, a 10,000-value axis list about 10,000.
 MAX_YAML_NODES = 200_000
 
+# libyaml's parser where PyYAML was built with it: ~5x faster than the pure-Python one
+# (the analysis reads one spec.yaml per run), with the same safe types and errors.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
@@ -182,7 +186,7 @@ def parse_yaml(text: str, source: str) -> Any:
     parser are one line ``SOURCE: ...``."""
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # refuses control characters already
+        loader = _SafeLoader(text)  # refuses control characters already
         node = loader.get_single_node()
         if node is None:
             return None

@@ -30,6 +30,6 @@ Files this package writes into a run directory (besides the trainer's own):
   cancelled.json  written by ``ebt-scaling cancel``
 
 Submitit logs and pickles go to SWEEP_DIR/jobs/<cluster>/<job id>/ (the profile's
-log_folder). The single-node SLURM cluster used by CI is started by harness/slurm_local.sh
+log_folder). The two-node local SLURM cluster used by CI is started by harness/slurm_local.sh
 (``ebt-scaling slurm-local start``).
 """

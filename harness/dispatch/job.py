@@ -32,7 +32,7 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.contract.run_state import FAILED
+from ebt_scaling.harness.contract.run_state import FAILED, FINISHED, is_damaged, run_state
 from ebt_scaling.harness.logs import ensure_logging
 
 from . import lease as leases
@@ -216,11 +216,14 @@ class TrainingJob(Checkpointable):
         return {"status": "finished", "runs": outcomes}
 
     def _decide(self, run: RunDir, token: str, job_id: str) -> str:
-        """Rank 0: 'train', or why not ('done', 'cancelled', 'held by ...')."""
-        result = run.result()
-        if result is not None:
+        """Rank 0: 'train', or why not ('done', 'cancelled', 'held by ...', a damaged run's detail)."""
+        state, detail = run_state(run.path)  # from its files alone: this job holds its lease
+        if state in FINISHED:
             leases.release_lease(run.path, token)
-            return result.get("status", "done")
+            return state
+        if is_damaged(run.path, state):  # training cannot mend its files; the job goes on with its other runs
+            leases.release_lease(run.path, token, "failed")
+            return f"failed: {detail}"
         if is_cancelled(run.path):
             leases.release_lease(run.path, token, "cancelled")
             return "cancelled"

@@ -2,6 +2,8 @@
 
 Idempotent: finished runs (done, diverged) are skipped, runs a live job holds are skipped,
 partial runs are resumed, failed and cancelled ones re-run only with ``retry_failed``.
+Damaged runs (contract/run_state.py: a result.json that cannot be used) are skipped even
+then, with the fix: training again cannot mend their files.
 Every submitted run first gets a lease (see lease.py), so two submissions racing on one
 sweep never start two jobs for one run; the backend then starts the jobs.
 """
@@ -11,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
-from ebt_scaling.harness.contract.run_state import CANCELLED, FAILED, FINISHED, run_state
+from ebt_scaling.harness.contract.run_state import CANCELLED, FAILED, FINISHED, is_damaged, run_state
 
 from . import lease as leases
 from .backend import BACKENDS
@@ -23,6 +25,7 @@ from .submission import LeasedRun, Submission, SubmitReport
 from .wait import wait_for
 
 HELD = "held by a live job"  # the skip reasons of runs another job trains (or will): --wait waits for those too
+DAMAGED = "damaged (see `status`: restore its files, or delete its run directory and submit again)"
 
 
 def plan_submission(runs: list[SweepRun], retry_failed: bool) -> tuple[list[SweepRun], dict[str, list[str]],
@@ -37,6 +40,8 @@ def plan_submission(runs: list[SweepRun], retry_failed: bool) -> tuple[list[Swee
             skipped[state].append(r.run_id)
         elif job is not None and job.alive:
             skipped[f"{HELD} ({state})"].append(r.run_id)
+        elif is_damaged(r.path, state):
+            skipped[DAMAGED].append(r.run_id)
         elif state in ("failed", "cancelled") and not retry_failed:
             skipped[f"{state} (resubmit with --retry-failed)"].append(r.run_id)
         else:

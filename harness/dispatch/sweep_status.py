@@ -7,22 +7,23 @@ documented default MFU of 989 TFLOP/s); runs that finished need none.
 States are contract/run_state.py's, from the run directory and the job its lease names.
 A damaged run is failed, its detail naming the file: a spec.yaml, result.json or
 metrics.jsonl that cannot be read as what the trainer writes, or a done run whose files
-disagree about how far it trained (contract/run_dir.py: RunFileError, done_disagreement).
-Finished runs also carry result.json's provenance (training/provenance.py): the totals
-name the runs whose code (commit, dirty tree, torch) differs from the rest of the sweep.
+disagree about how far it trained (contract/run_state.py, "Damaged").
+Runs carry their provenance (training/provenance.py): result.json's once finished, else
+that of their latest training session (provenance.json), so a run still training under
+other code shows too; the totals name the runs whose code (package version, commit, dirty
+tree and its changes, torch) differs from the rest of the sweep.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ebt_scaling.harness.contract.formatting import si
-from ebt_scaling.harness.contract.run_dir import RunFileError, done_disagreement
-from ebt_scaling.harness.contract.run_state import FINISHED, STATES, run_state
+from ebt_scaling.harness.contract.formatting import duration, si
+from ebt_scaling.harness.contract.run_dir import RunFileError
+from ebt_scaling.harness.contract.run_state import FINISHED, STATES, RunFiles, run_state
 from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.contract.throughput import Rate, Rates, describe
-from ebt_scaling.harness.training.provenance import provenance_differences
+from ebt_scaling.harness.training.provenance import provenance_differences, session_provenance
 from ebt_scaling.models.flops import training_step_flops
 
 from . import lease as leases
@@ -52,7 +53,7 @@ class RunStatus:
     eta_s: float | None = None
     gpu_hours_left: float = 0.0  # full-convention FLOPs of the steps left / `rate`
     path: str = ""
-    provenance: dict | None = None  # result.json's: the code and machine that finished the run
+    provenance: dict | None = None  # the code and machine that finished the run, or that trains it now
     provenance_history: list = field(default_factory=list)  # earlier ones, when it was resumed under other code
     lease: dict | None = field(default=None, repr=False)
     rate: Rate | None = field(default=None, repr=False)
@@ -98,11 +99,13 @@ def _gpu_hours_left(spec: RunSpec, state: str, step: int, rate: Rate) -> float:
     return rate.hours(per_step * max(0, spec.total_steps - step))
 
 
-def _provenance(result) -> dict:
-    """result.json's provenance fields, where they are what the trainer writes."""
-    if not isinstance(result, dict):
+def _provenance(result, run_dir: Path) -> dict:
+    """The provenance fields of result.json, else (a run not finished, or finished before
+    provenance was recorded) of provenance.json, where they are what the trainer writes."""
+    source = result if isinstance(result, dict) and "provenance" in result else session_provenance(run_dir)
+    if not isinstance(source, dict):
         return {}
-    record, history = result.get("provenance"), result.get("provenance_history")
+    record, history = source.get("provenance"), source.get("provenance_history")
     return {"provenance": record if isinstance(record, dict) else None,
             "provenance_history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
 
@@ -119,13 +122,12 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
     rows = []
     for r, lease, job in zip(runs, lease_list, jobs):
         run = r.run
-        state, detail = run_state(r.path, job)
-        try:
-            metrics, result = run.metrics(), run.result()
+        try:  # read once, here; run_state judges what was read
+            result, metrics = run.result(), run.metrics()
         except RunFileError as exc:
-            state, detail, metrics, result = "failed", str(exc), [], None
-        if state == "done" and (damage := done_disagreement(result, metrics, r.spec.total_steps)):
-            state, detail = "failed", f"damaged: {damage}"
+            (state, detail), metrics, result = ("failed", str(exc)), [], None
+        else:
+            state, detail = run_state(r.path, job, RunFiles(result, metrics, r.spec.total_steps))
         progress = _progress(metrics, r.spec)
         total_tokens = r.spec.total_steps * r.spec.tokens_per_step
         if result is not None and result.get("val_loss") is not None:
@@ -144,7 +146,7 @@ def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
             step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
             tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
             eta_s=eta, gpu_hours_left=_gpu_hours_left(r.spec, state, progress["step"], rate), path=str(r.path),
-            **_provenance(result), lease=lease, rate=rate))
+            **_provenance(result, r.path), lease=lease, rate=rate))
     rows.extend(RunStatus(run_id=run_id, state="failed", detail=error, path=str(path))
                 for run_id, path, error in unreadable)
     return rows
@@ -174,17 +176,6 @@ def totals(rows: list[RunStatus]) -> dict:
                                        for label, a in by_arch.items()}}
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
 def format_table(rows: list[RunStatus], total: dict) -> str:
     header = f"{'run':<13}{'arch':<12}{'state':<10}{'job':<14}{'tokens':>17}{'val_loss':>10}{'eta':>9}  detail"
     lines = [header]
@@ -193,13 +184,13 @@ def format_table(rows: list[RunStatus], total: dict) -> str:
         val = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
         detail = " ".join(x for x in (r.label, r.detail) if x)
         lines.append(f"{r.run_id:<13}{r.arch:<12}{r.state:<10}{(r.job_id or '-'):<14}{tokens:>17}{val:>10}"
-                     f"{_duration(r.eta_s):>9}  {detail}".rstrip())
+                     f"{duration(r.eta_s):>9}  {detail}".rstrip())
     counts = ", ".join(f"{total[s]} {s}" for s in STATES if total[s])
     pct = 100.0 * total["tokens_done"] / total["tokens_total"] if total["tokens_total"] else 0.0
     lines.append(f"total: {total['runs']} runs ({counts or 'none'}); tokens {si(total['tokens_done'])}/"
                  f"{si(total['tokens_total'])} ({pct:.1f}%)"
                  + (f"; {si(total['tokens_per_s'])} tokens/s" if total["tokens_per_s"] else "")
-                 + (f"; eta {_duration(total['eta_s'])}" if total["eta_s"] is not None else ""))
+                 + (f"; eta {duration(total['eta_s'])}" if total["eta_s"] is not None else ""))
     for label, a in total["gpu_hours_left_by_arch"].items():
         lines.append(f"GPU-hours left {label}: {a['gpu_hours_left']:,.4g} at {a['source'].removeprefix(label + ': ')}")
     lines.extend(total["provenance_differs"])

@@ -15,6 +15,7 @@ leaves the previous checkpoint, removes its temporary, says so in train.log and 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import re
 from pathlib import Path
@@ -79,7 +80,7 @@ def save_checkpoint(run: RunDir, step: int, payload: dict[str, Any], keep: froze
                    + (f"{previous} is kept: free space in {run.checkpoint_dir}, then run again to resume from it"
                       if previous else "no earlier checkpoint: run again, from step 0, once there is space"))
         with contextlib.suppress(OSError):  # the log may not fit on that disk either
-            run.log(message)
+            run.log(message, logging.ERROR)
         raise  # as it came: the CLI and the dispatcher's failure line name the file and the reason
     rotating = [p for p in run.checkpoints() if checkpoint_step(p) not in keep]
     for old in rotating[KEEP:]:
@@ -107,14 +108,18 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def load_latest_checkpoint(run: RunDir, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint that loads; unreadable ones are reported and skipped."""
+def load_latest_checkpoint(run: RunDir, map_location: str | torch.device = "cpu",
+                           report: bool = True) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; unreadable ones are skipped, and with `report` (the
+    main process: every process reads the same files) said in train.log, as is the one resumed from."""
     for path in run.checkpoints():
         try:
             state = read_checkpoint(path, map_location)
         except UnreadableCheckpoint as exc:
-            run.log(f"{exc}; trying the previous one")
+            if report:
+                run.log(f"{exc}; trying the previous one", logging.WARNING)
             continue
-        run.log(f"resuming from {path.name} (step {state['step']})")
+        if report:
+            run.log(f"resuming from {path.name} (step {state['step']})")
         return state
     return None

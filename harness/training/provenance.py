@@ -1,14 +1,16 @@
 """Which code and which machine trained a run: its provenance.
 
-A plain-JSON record of the process that trains: the git commit and dirty flag of the
-checkout the package is imported from, the package version, Python, torch, the CUDA and
-cuDNN torch was built with, the GPU, the host and the SLURM job. The trainer computes it
-once per process, writes it into every checkpoint and into result.json (``provenance``),
-and on resume compares it with the checkpoint's: when the code changed (a field of
-CODE_FIELDS differs) it warns, and the earlier record, with the step it trained up to,
-joins ``provenance_history`` (oldest first; carried on through checkpoints, so
-result.json names every code a run was trained with). ``status`` groups a sweep's
-finished runs by the same fields.
+A plain-JSON record of the process that trains: the git commit, dirty flag and (when
+dirty) a hash of the uncommitted changes of the checkout the package is imported from, the
+package version, Python, torch, the CUDA and cuDNN torch was built with, the GPU, the host
+and the SLURM job. The trainer computes it once per process, writes it into every
+checkpoint and into result.json (``provenance``), and on resume compares it with the
+checkpoint's: when the code changed (a field of CODE_FIELDS differs) it warns, and the
+earlier record, with the step it trained up to, joins ``provenance_history`` (oldest first;
+carried on through checkpoints, so result.json names every code a run was trained with).
+At each session start the main process also writes both to SESSION_FILE in the run
+directory, so that ``status`` sees the code of runs still training (or stopped) as well as
+of finished ones, and groups a sweep's runs by the same fields.
 
 torch is imported only where the record is collected: ``status`` reads this module on a
 login node without it.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -28,19 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from ebt_scaling.harness.contract.run_dir import atomic_write_json, read_json
 
 # A change of these between the part of a run before a resume and the part after it is
 # warned about; status groups runs by them. The rest (host, job, GPU) changes on every requeue.
-CODE_FIELDS = ("commit", "dirty", "torch")
+CODE_FIELDS = ("package_version", "commit", "dirty", "diff", "torch")
 GIT_TIMEOUT_S = 5.0  # a hung network filesystem must not hold up a run's start
+DIFF_HEX = 12  # hex digits of the changes' sha256 kept: enough to tell two edits apart, short to read
+SESSION_FILE = "provenance.json"  # in the run directory: the provenance of its latest training session
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The git checkout the package is imported from (all None: not imported from one)."""
+    commit: str | None = None  # HEAD
+    dirty: bool | None = None  # tracked files differ from HEAD (untracked files are not counted)
+    diff: str | None = None  # when dirty: the first DIFF_HEX hex digits of sha256(`git diff HEAD --binary`)
+    source: str | None = None  # the checkout's top-level folder
 
 
 @dataclass(frozen=True)
 class Provenance:
-    commit: str | None  # HEAD of the git checkout the package is imported from (None: not imported from one)
-    dirty: bool | None  # tracked files differ from HEAD (untracked files are not counted)
-    source: str | None  # that checkout's top-level folder
+    commit: str | None  # Checkout's fields
+    dirty: bool | None
+    diff: str | None  # two dirty trees trained the same code only when their changes hash alike
+    source: str | None
     package_version: str | None
     python: str
     torch: str
@@ -54,27 +69,27 @@ class Provenance:
         return dataclasses.asdict(self)
 
 
-def source_checkout(folder: Path) -> tuple[str | None, bool | None, str | None]:
-    """(commit, dirty, top-level folder) of the git checkout holding `folder`; Nones when
-    there is none, git is missing or too slow, or the checkout ignores `folder` (a virtual
-    environment inside a checkout: its commit is not this code's)."""
-    def git(*args: str) -> subprocess.CompletedProcess | None:
+def source_checkout(folder: Path) -> Checkout:
+    """The git checkout holding `folder`; all None when there is none, git is missing or too
+    slow, or the checkout ignores `folder` (a virtual environment inside a checkout: its
+    commit is not this code's)."""
+    def git(*args: str) -> bytes | None:
         try:
-            return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
-                                  timeout=GIT_TIMEOUT_S)
+            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, timeout=GIT_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired):
             return None
+        return done.stdout if done.returncode == 0 else None
 
     head = git("rev-parse", "HEAD", "--show-toplevel")
-    if head is None or head.returncode != 0:
-        return None, None, None
-    commit, top = head.stdout.splitlines()[:2]
-    ignored = git("check-ignore", "-q", ".")
-    if ignored is None or ignored.returncode == 0:
-        return None, None, None
+    if head is None or git("check-ignore", "-q", ".") is not None:  # check-ignore succeeds: ignored
+        return Checkout()
+    commit, top = head.decode().splitlines()[:2]
     status = git("status", "--porcelain", "--untracked-files=no")
-    dirty = None if status is None or status.returncode != 0 else bool(status.stdout.strip())
-    return commit, dirty, top
+    dirty = None if status is None else bool(status.strip())
+    # --binary: a changed binary file counts by its content, not as "Binary files differ".
+    changes = git("diff", "HEAD", "--binary", "--no-ext-diff", "--no-color") if dirty else None
+    diff = hashlib.sha256(changes).hexdigest()[:DIFF_HEX] if changes is not None else None
+    return Checkout(commit=commit, dirty=dirty, diff=diff, source=top)
 
 
 def slurm_job() -> str | None:
@@ -86,13 +101,13 @@ def collect_provenance(device: Any = None) -> Provenance:
     """The provenance of this process; `device` (a torch.device) names the GPU when it is one."""
     import torch
 
-    commit, dirty, source = source_checkout(Path(__file__).resolve().parent)
+    checkout = source_checkout(Path(__file__).resolve().parent)
     try:
         version = importlib.metadata.version("ebt-scaling")
     except importlib.metadata.PackageNotFoundError:
         version = None
     gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else None
-    return Provenance(commit=commit, dirty=dirty, source=source, package_version=version,
+    return Provenance(**dataclasses.asdict(checkout), package_version=version,
                       python=platform.python_version(), torch=str(torch.__version__), cuda=torch.version.cuda,
                       cudnn=torch.backends.cudnn.version(), gpu=gpu, hostname=socket.gethostname(),
                       slurm_job=slurm_job())
@@ -103,15 +118,17 @@ current_provenance = functools.cache(collect_provenance)
 
 
 def code_changes(earlier: dict, now: dict) -> str:
-    """'commit A -> B, torch X -> Y' for the CODE_FIELDS that differ; '' when none does."""
+    """'commit A -> B, torch X -> Y' for the CODE_FIELDS that differ; '' when none does.
+    A field the earlier record lacks (written before it was recorded) is not compared."""
     return ", ".join(f"{key} {earlier.get(key)} -> {now.get(key)}" for key in CODE_FIELDS
-                     if earlier.get(key) != now.get(key))
+                     if key in earlier and earlier[key] != now.get(key))
 
 
-def resumed_provenance(state: dict | None, now: Provenance, log: Callable[[str], None]) -> dict[str, Any]:
+def resumed_provenance(state: dict | None, now: Provenance, log: Callable[[str, int], None]) -> dict[str, Any]:
     """{"provenance", "provenance_history"} of a run that starts from checkpoint `state`
     (None: from scratch), for its checkpoints and result.json. A change of code since the
-    checkpoint is warned about (logger and `log`) and its record kept in the history."""
+    checkpoint is warned about (`log(message, level)`: RunDir.log, so train.log and the
+    package logger, once, at WARNING) and its record kept in the history."""
     record = now.to_dict()
     history = [h for h in (state or {}).get("provenance_history") or [] if isinstance(h, dict)]
     earlier = (state or {}).get("provenance")
@@ -119,21 +136,32 @@ def resumed_provenance(state: dict | None, now: Provenance, log: Callable[[str],
         history.append({**earlier, "until_step": state["step"]})
         message = (f"resumed at step {state['step']} under different code ({changed}); "
                    "result.json keeps the earlier provenance in provenance_history")
-        logger.warning(message)
-        log(message)
+        log(message, logging.WARNING)
     return {"provenance": record, "provenance_history": history}
+
+
+def write_session_provenance(run_dir: Path, provenance: dict[str, Any], step: int) -> None:
+    """SESSION_FILE: resumed_provenance's record of the session that starts at `step` (main process)."""
+    atomic_write_json(Path(run_dir) / SESSION_FILE, {**provenance, "from_step": step})
+
+
+def session_provenance(run_dir: Path) -> dict | None:
+    """SESSION_FILE's content; None when it is missing or not a JSON object (a run started
+    before it was written, or a damaged file: its provenance is then unknown)."""
+    return read_json(Path(run_dir) / SESSION_FILE)
 
 
 def _label(record: dict) -> str:
     commit = str(record.get("commit") or "unknown")[:10]
-    return f"commit {commit}{' (dirty)' if record.get('dirty') else ''} torch {record.get('torch')}"
+    dirty = "" if not record.get("dirty") else f" (dirty {record['diff']})" if record.get("diff") else " (dirty)"
+    return f"version {record.get('package_version')} commit {commit}{dirty} torch {record.get('torch')}"
 
 
 def provenance_differences(runs: Iterable[tuple[str, dict | None, list]], named: int = 8) -> list[str]:
     """Lines for `status` about the (run id, provenance, provenance_history) of a sweep's
     runs: the groups of runs whose code differs (the largest counted, the others with up
     to `named` run ids each), and the runs trained with more than one code. Runs without
-    a record (unfinished, or finished before provenance was recorded) are left out."""
+    a record (never started, or started before provenance was recorded) are left out."""
     groups: dict[str, list[str]] = {}
     mixed = []
     for run_id, record, history in runs:

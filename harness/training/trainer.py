@@ -26,7 +26,7 @@ from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json, atomic_write_text
 from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spec_to_yaml
 from ebt_scaling.harness.data.pipeline import open_dataset
-from ebt_scaling.harness.data.prefetch import prefetched
+from ebt_scaling.harness.data.prefetch import PrefetchedBatches, prefetched
 from ebt_scaling.harness.evaluation.perplexity import score_batches
 from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
 from ebt_scaling.models.factory import build_model
@@ -37,7 +37,7 @@ from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_
 from .cooldown_branch import branch_start, kept_steps
 from .distributed import DistributedContext
 from .progress import TrainingProgress
-from .provenance import current_provenance, resumed_provenance
+from .provenance import current_provenance, resumed_provenance, write_session_provenance
 from .schedule import lr_at
 
 
@@ -122,7 +122,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     step = 0
     # On the CPU: RNG states must stay CPU tensors; weights and optimizer state are copied
     # to the model's device by load_state_dict.
-    state = load_latest_checkpoint(run, map_location="cpu")
+    state = load_latest_checkpoint(run, map_location="cpu", report=ctx.is_main)
     if state is None:  # a cooldown branch starts from its parent's checkpoint where it can
         state = branch_start(run, spec, ctx)
     if state is not None:
@@ -136,6 +136,7 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     # Only the main process writes checkpoints and result.json, so only it keeps their provenance.
     provenance = resumed_provenance(state, current_provenance(device), run.log) if ctx.is_main else {}
     if ctx.is_main:
+        write_session_provenance(run.path, provenance, step)  # for `status`, before result.json exists
         for leftover in run.remove_checkpoint_temporaries():  # the dispatcher does it too; a plain train must
             run.log(f"removed {leftover.name}: the temporary file of a checkpoint save that was killed")
         run.truncate_metrics(step)
@@ -158,69 +159,74 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     step_flops = {c: training_step_flops(spec.model, batch_size, spec.model.context, c) for c in CONVENTIONS}
     progress = TrainingProgress(run, spec, step, ctx.is_main, quiet)  # bar, per-step line, tracking sinks
     window_start, window_tokens = time.perf_counter(), 0
+    status, note = "done", ""
     model.train()
-    while step < total:
-        batch = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total, spec.train) * group["lr_scale"]
-        sums: dict[str, torch.Tensor] = {}
-        for start in range(0, local_batch, micro):
-            cpu_targets = batch.targets[start:start + micro]
-            # Counted on the host copy: no device sync per micro-batch.
-            weight = int((cpu_targets != IGNORE_INDEX).sum()) / max(1, batch.global_tokens)
-            inputs = batch.inputs[start:start + micro].to(device, non_blocking=True)
-            targets = cpu_targets.to(device, non_blocking=True)
-            with amp():
-                out = model.step(inputs, targets)
-            (out.loss * weight).backward()
-            for key, value in out.metrics.items():
-                if key != "tokens":
-                    sums[key] = sums.get(key, 0) + value.detach().float() * weight
-        ctx.all_reduce_gradients(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.train.grad_clip if spec.train.grad_clip > 0 else float("inf"))
-        # One all-reduce and one host sync per step: the metrics (shard weights sum to 1 over
-        # micro-batches and processes, so the sums are global means) and the stop flag (any
-        # process asked: all stop at this step, or their collectives would fall out of step).
-        names = sorted(sums)
-        stop_flag = torch.tensor(float(stop_requested()), device=device)
-        reduced = ctx.all_reduce_sum(torch.stack([*(sums[k] for k in names), stop_flag]))
-        *values, stops, norm = torch.cat([reduced, grad_norm.detach().float().reshape(1)]).tolist()
-        metrics = dict(zip(names, values))
-        row = {"step": step + 1, "tokens": (step + 1) * batch_size * spec.model.context,
-               **{f"flops_{c}": (step + 1) * f for c, f in step_flops.items()},
-               "train_loss": metrics.pop("ce"), "lr": optimizer.param_groups[0]["lr"],
-               "grad_norm": norm, **metrics}
-        # Every rank holds the same reduced numbers, so all take the same branch.
-        if not (math.isfinite(row["train_loss"]) and math.isfinite(row["grad_norm"])):
-            progress.close()
-            return _finish(run, ctx, spec, "diverged", step, last_row or row, model, provenance,
-                           note=f"non-finite loss or gradient in step {step + 1}; weights of step {step} kept")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        last_row = row
-        window_tokens += batch_size * spec.model.context
-        progress.update(1)
-        if step % spec.log_every == 0 or step in evals:
-            elapsed = time.perf_counter() - window_start
-            row["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
-            window_start, window_tokens = time.perf_counter(), 0
-            if step in evals:
-                scored = score_batches(model, val_batches, spec.seed, amp, ctx)
-                row.update(val_loss=scored["nll"], val_ppl=scored["ppl"])
-            if ctx.is_main:
-                run.append_metrics(row)
-            progress.record(row)  # one line to stdout and train.log; the tracking sinks (main process)
-        stopping = stops > 0
-        if step % spec.checkpoint_every == 0 or step == total or stopping or step in keep:
-            _checkpoint(run, ctx, step, model, optimizer, batches, keep, provenance)
-        if stopping and step < total:
-            progress.close()
-            if ctx.is_main:
-                run.log(f"stopped at step {step} on request (preemption); checkpoint saved")
-            return {"status": "preempted", "step": step}
-    progress.close()
-    return _finish(run, ctx, spec, "done", step, last_row, model, provenance)
+    try:  # however the loop ends (an error too): the bar and the sinks close, the prefetch thread stops
+        while step < total:
+            batch = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, spec.train) * group["lr_scale"]
+            sums: dict[str, torch.Tensor] = {}
+            for start in range(0, local_batch, micro):
+                cpu_targets = batch.targets[start:start + micro]
+                # Counted on the host copy: no device sync per micro-batch.
+                weight = int((cpu_targets != IGNORE_INDEX).sum()) / max(1, batch.global_tokens)
+                inputs = batch.inputs[start:start + micro].to(device, non_blocking=True)
+                targets = cpu_targets.to(device, non_blocking=True)
+                with amp():
+                    out = model.step(inputs, targets)
+                (out.loss * weight).backward()
+                for key, value in out.metrics.items():
+                    if key != "tokens":
+                        sums[key] = sums.get(key, 0) + value.detach().float() * weight
+            ctx.all_reduce_gradients(params)
+            clip = spec.train.grad_clip if spec.train.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            # One all-reduce and one host sync per step: the metrics (shard weights sum to 1 over
+            # micro-batches and processes, so the sums are global means) and the stop flag (any
+            # process asked: all stop at this step, or their collectives would fall out of step).
+            names = sorted(sums)
+            stop_flag = torch.tensor(float(stop_requested()), device=device)
+            reduced = ctx.all_reduce_sum(torch.stack([*(sums[k] for k in names), stop_flag]))
+            *values, stops, norm = torch.cat([reduced, grad_norm.detach().float().reshape(1)]).tolist()
+            metrics = dict(zip(names, values))
+            row = {"step": step + 1, "tokens": (step + 1) * batch_size * spec.model.context,
+                   **{f"flops_{c}": (step + 1) * f for c, f in step_flops.items()},
+                   "train_loss": metrics.pop("ce"), "lr": optimizer.param_groups[0]["lr"],
+                   "grad_norm": norm, **metrics}
+            # Every rank holds the same reduced numbers, so all take the same branch.
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["grad_norm"])):
+                status, last_row = "diverged", last_row or row
+                note = f"non-finite loss or gradient in step {step + 1}; weights of step {step} kept"
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_row = row
+            window_tokens += batch_size * spec.model.context
+            progress.update(1)
+            if step % spec.log_every == 0 or step in evals:
+                elapsed = time.perf_counter() - window_start
+                row["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                window_start, window_tokens = time.perf_counter(), 0
+                if step in evals:
+                    scored = score_batches(model, val_batches, spec.seed, amp, ctx)
+                    row.update(val_loss=scored["nll"], val_ppl=scored["ppl"])
+                if ctx.is_main:
+                    run.append_metrics(row)
+                progress.record(row)  # one line to stdout and train.log; the tracking sinks (main process)
+            stopping = stops > 0
+            if step % spec.checkpoint_every == 0 or step == total or stopping or step in keep:
+                _checkpoint(run, ctx, step, model, optimizer, batches, keep, provenance)
+            if stopping and step < total:
+                if ctx.is_main:
+                    run.log(f"stopped at step {step} on request (preemption); checkpoint saved")
+                return {"status": "preempted", "step": step}
+    finally:
+        progress.close()
+        if isinstance(batches, PrefetchedBatches):
+            batches.close()
+    return _finish(run, ctx, spec, status, step, last_row, model, provenance, note=note)
 
 
 def _checkpoint(run: RunDir, ctx: DistributedContext, step: int, model, optimizer, batches,
