@@ -303,7 +303,8 @@ def wait_until(condition, timeout_s: float = 120.0, what: str = "") -> None:
 
 
 def test_two_trains_on_one_run_dir_never_both_train(tiny_spec, tmp_path):
-    spec = tiny_spec(train={"tokens": 32 * 8 * 400}, checkpoint_every=1000)
+    # Long enough (5000 steps) that the first job is still training when it is interrupted.
+    spec = tiny_spec(train={"tokens": 32 * 8 * 5000}, checkpoint_every=10_000)
     path = tmp_path / "spec.yaml"
     path.write_text(spec_to_yaml(spec))
     run = RunDir(tmp_path / "run")
@@ -329,7 +330,8 @@ def test_two_trains_on_one_run_dir_never_both_train(tiny_spec, tmp_path):
 def test_a_second_submit_wait_waits_for_the_runs_the_first_one_started(tiny_spec, tmp_path):
     """A second `submit --wait` finds the run held by the first submission's live job: it must
     wait until that job ends (here: interrupted), not return at once."""
-    spec = tiny_spec(train={"tokens": 32 * 8 * 400}, checkpoint_every=1000)
+    # Long enough (5000 steps) that the first job is still training when it is interrupted.
+    spec = tiny_spec(train={"tokens": 32 * 8 * 5000}, checkpoint_every=10_000)
     (run_path,) = make_sweep(tmp_path / "sweep", [spec]).values()
     run = RunDir(run_path)
     first = cli_process("submit", tmp_path / "sweep", "--cluster", "debug")
