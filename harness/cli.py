@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+from ebt_scaling.harness.contract.errors import ConfigError, DispatchError, file_error
 from ebt_scaling.harness.logs import configure_logging, level_for
 
 # name -> (module under ebt_scaling.harness.commands, one-line help)
@@ -107,13 +107,6 @@ def tracking_requested(track: str | None) -> Iterator[None]:
             os.environ.pop(TRACK_ENV, None)
         else:
             os.environ[TRACK_ENV] = previous
-
-
-def file_error(exc: OSError) -> str:
-    if exc.filename is None:  # a write to an open file: ENOSPC, EDQUOT
-        return f"{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
-    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
-    return f"cannot read or write {where}: {exc.strerror}"
 
 
 def run_command(argv: list[str]) -> int:

@@ -143,3 +143,20 @@ def test_a_checkpoint_written_by_the_previous_code_still_resumes(reference, tmp_
     assert restored[0] == old_numpy[0] and np.array_equal(restored[1], old_numpy[1])
     assert restored[2:] == old_numpy[2:]
     assert train_run(spec, run.path, quiet=True)["val_loss"] == expected["val_loss"]
+
+
+def test_eval_of_a_diverged_run_says_it_diverged_not_train_again(tiny_spec, tmp_path, capsys):
+    """A diverged run's checkpoints (one per step here) all predate the divergence: none is
+    scored as its final weights, and the error does not advise training the same spec again."""
+    spec = tiny_spec(train={"lr": 1e20, "warmup_fraction": 0.0, "grad_clip": 0.0}, checkpoint_every=1)
+    run = RunDir(tmp_path / "run")
+    result = train_run(spec, run.path, quiet=True)
+    assert result["status"] == "diverged" and run.checkpoints()  # weights from before it exist
+    before = run.result_path.read_text()
+    assert cli_main(["eval", str(run.path), "--tasks", "pretrain"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ebt-scaling eval: error:")]
+    assert len(errors) == 1
+    err = errors[0]
+    assert f"the run diverged after step {result['step']}" in err and "predate the divergence" in err
+    assert "train the run again" not in err and "lower train.lr" in err
+    assert run.result_path.read_text() == before

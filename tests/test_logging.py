@@ -238,6 +238,27 @@ def test_a_lease_refused_to_rank_0_ends_every_rank_of_a_data_parallel_train(tiny
     assert not (out / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("damage", ["result.json torn", "lease.json a directory"])
+def test_a_run_directory_rank_0_cannot_use_ends_every_rank_of_a_data_parallel_train(tiny_spec, tmp_path, damage):
+    """What rank 0 meets before the lease (a damaged result.json) or while taking it (a file
+    error) reaches rank 1 too: both end at once with rank 0's line, none waits in a collective."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 6})))
+    out = tmp_path / "run"
+    out.mkdir()
+    if damage == "result.json torn":
+        (out / "result.json").write_text('{"status": "do')
+        said = f"ebt-scaling train: error: {out / 'result.json'}: is not valid JSON"
+    else:
+        (out / "lease.json").mkdir()  # the lease cannot be written
+        said = f"ebt-scaling train: error: cannot read or write {out / 'lease.json'}: Is a directory"
+    ranks = launch_two_ranks(["-q", "train", str(spec_file), "--out", str(out)], timeout=60)
+    for status, stdout, stderr in ranks:
+        ours = [line for line in stderr.splitlines() if not line.startswith("[W")]  # torch's C++ warnings
+        assert (status, stdout, len(ours)) == (2, "", 1) and ours[0].startswith(said), stderr
+    assert not (out / "metrics.jsonl").exists()
+
+
 def test_a_data_parallel_resume_is_said_once(tiny_spec, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 6})))

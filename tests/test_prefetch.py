@@ -194,7 +194,11 @@ def test_bench_feed_times_a_spec_both_ways(tiny_spec, tmp_path, capsys):
     # Flags the spec decides are refused, not ignored: one line naming them.
     for extra, named in ((["--size", "xxs"], "--size"), (["--batch", "4"], "--batch"),
                          (["--seed", "0", "--precision", "fp32", "--no-compile"], "--precision, --compile, --seed"),
-                         (["--peak-tflops", "inf", "--save"], "--peak-tflops, --save")):
+                         (["--peak-tflops", "inf", "--save"], "--peak-tflops, --save"),
+                         # given equal to the model timing's default is still given
+                         (["--vocab-size", "50277", "--arch", "transformer", "ebt"], "--vocab-size, --arch"),
+                         (["--matmul-precision", "high", "--ebt.refine-steps", "3"],
+                          "--ebt.refine-steps, --matmul-precision")):
         assert cli_main(["bench", "--feed", str(spec_file), *extra]) == 2
         assert capsys.readouterr().err == ("ebt-scaling bench: error: --feed: the run spec sets the model, batch, "
                                            f"precision, compilation and seed; drop {named}\n")

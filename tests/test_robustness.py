@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,9 @@ from conftest import SIZES, power_law, write_synthetic_sweep
 
 from ebt_scaling.analysis.load import load_runs
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract import run_dir as run_dir_module
+from ebt_scaling.harness.contract import run_state as run_state_module
+from ebt_scaling.harness.contract.run_dir import RunDir, RunFileError
 from ebt_scaling.harness.contract.run_state import run_state
 from ebt_scaling.harness.dispatch.discovery import discover
 from ebt_scaling.harness.dispatch.job import TrainingJob
@@ -110,6 +114,130 @@ def test_submit_and_the_job_skip_damaged_runs_and_name_the_fix(tmp_path, capsys)
     message = str(failure.value)
     assert f"{unreadable.name}: failed: " in message and "result.json" in message
     assert f"{cut.name}: failed: damaged: " in message and good.name not in message
+
+
+def _reference_last_row(text: str) -> dict | None:
+    """metrics.jsonl's last row by its rule, written out: the last line that ends in a newline."""
+    complete = text[:text.rfind("\n") + 1]
+    return json.loads(complete.splitlines()[-1]) if complete else None
+
+
+def _row_text(step: int, pad: int = 0) -> str:
+    return json.dumps({"step": step, "train_loss": 1.0 / step, "tokens": 512 * step, "note": "x" * pad}) + "\n"
+
+
+LAST_ROW_FILES = {
+    "one row": _row_text(1),
+    "one row, torn": _row_text(1) + '{"step": 2, "tra',
+    "torn first and only line": '{"step": 1, "tra',
+    "empty": "",
+    "rows": "".join(_row_text(s) for s in range(1, 40)),
+    "rows, torn": "".join(_row_text(s) for s in range(1, 40)) + '{"step": 40, "train_lo',
+    "a torn line longer than the buffer": _row_text(1) + _row_text(2, pad=9000)[:-40],
+    "a row longer than the buffer": _row_text(1) + _row_text(2, pad=9000),
+    "larger than the buffer": "".join(_row_text(s, pad=s % 50) for s in range(1, 3000)),
+}
+
+
+@pytest.mark.parametrize("tail_bytes", [1, 7, 64, run_dir_module.METRICS_TAIL_BYTES])
+def test_the_last_metrics_row_read_from_the_end_is_the_last_row(tmp_path, monkeypatch, tail_bytes):
+    """last_metrics_row reads backwards in blocks: every block size, on small, torn and long files."""
+    monkeypatch.setattr(run_dir_module, "METRICS_TAIL_BYTES", tail_bytes)
+    run = RunDir(tmp_path)
+    assert run.last_metrics_row() is None  # no file
+    for case, text in LAST_ROW_FILES.items():
+        run.metrics_path.write_text(text)
+        expected = _reference_last_row(text)
+        assert run.last_metrics_row() == expected == (run.metrics() or [None])[-1], case
+    assert len(LAST_ROW_FILES["larger than the buffer"]) > 20 * run_dir_module.METRICS_TAIL_BYTES
+
+
+@pytest.mark.parametrize("last", ["", "   ", "42", '{"step": "7"}', '{"step": 7, "val_loss": "abc"}', "{not json"])
+def test_a_damaged_last_metrics_line_is_refused_like_metrics_refuses_it(tmp_path, last):
+    run = RunDir(tmp_path)
+    run.metrics_path.write_text(_row_text(1) + _row_text(2) + last + "\n" + '{"step": 4, "tor')
+    with pytest.raises(RunFileError, match="metrics.jsonl: line 3"):
+        run.metrics()
+    with pytest.raises(RunFileError, match="metrics.jsonl: its last line"):
+        run.last_metrics_row()
+    run.metrics_path.write_bytes(_row_text(1).encode() + b"\xff\xfe\n")
+    with pytest.raises(RunFileError, match="not UTF-8"):
+        run.last_metrics_row()
+
+
+def test_submit_judges_a_done_run_by_its_last_metrics_row_without_reading_it_whole(tmp_path, monkeypatch):
+    """`submit` over a finished sweep must not parse every metrics.jsonl and spec.yaml again
+    (thousands of runs, thousands of rows each): a done run is checked against its last row,
+    and the spec `submit` loaded already."""
+    runs = _sweep(tmp_path)
+    early_junk = runs[("T++", "s32")]
+    lines = (early_junk / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (early_junk / "metrics.jsonl").write_text("".join(["not a row\n", *lines[1:]]))
+    cut = runs[("EBT", "s48")]
+    (cut / "metrics.jsonl").write_text("".join((cut / "metrics.jsonl").read_text().splitlines(True)[:3]))
+    sweep = discover(tmp_path)
+
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("read whole")
+    monkeypatch.setattr(RunDir, "metrics", whole_file_read)
+    monkeypatch.setattr(run_state_module, "load_spec", whole_file_read)
+    todo, skipped, _ = plan_submission(sweep, retry_failed=True)
+    assert todo == [] and skipped[DAMAGED] == [cut.name]  # the last row still tells a cut file
+    assert early_junk.name in skipped["done"] and len(skipped["done"]) == 7
+    assert run_state(early_junk, total_steps=json.loads((early_junk / "result.json").read_text())["total_steps"]) \
+        == ("done", "")
+
+
+def _unfinished_with_a_checkpoint(run: Path) -> None:
+    """A run stopped part-way, as a preemption leaves it: checkpoints, no result.json."""
+    (run / "result.json").unlink()
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "step_00000004.pt").write_bytes(b"checkpoint")
+
+
+@pytest.mark.parametrize("marker", [None, "failed.json"])
+def test_an_unfinished_run_with_damaged_metrics_is_damaged_everywhere(tmp_path, capsys, marker):
+    """status calls it failed; submit and the job must agree instead of resuming it (the
+    trainer rereads metrics.jsonl at every start and would fail each time, --retry-failed too)."""
+    runs = _sweep(tmp_path)
+    bad, resumable = runs[("EBT", "s32")], runs[("T++", "s32")]
+    for run in (bad, resumable):
+        _unfinished_with_a_checkpoint(run)
+    _append_metrics("42")(bad)
+    if marker:  # what the resume that failed on it left
+        (bad / marker).write_text(json.dumps({"error": "the resume failed"}))
+
+    state, detail = run_state(bad)
+    assert state == "failed" and "metrics.jsonl: line 2" in detail and "delete the run directory" in detail
+    assert run_state(resumable)[0] == "preempted"
+    status = _status(tmp_path, capsys)[bad.name]
+    assert (status["state"], status["detail"]) == (state, detail)
+    for retry in (False, True):
+        todo, skipped, _ = plan_submission(discover(tmp_path), retry_failed=retry)
+        assert [r.run_id for r in todo] == [resumable.name] and skipped[DAMAGED] == [bad.name]
+
+    (bad / "failed.json").unlink(missing_ok=True)
+    with pytest.raises(RuntimeError, match=f"{bad.name}: failed: .*metrics.jsonl"):
+        TrainingJob([(str(bad), "t1")], "debug", threads=1)()
+    assert not (bad / "failed.json").exists()  # turned away before training, not failed in it
+
+
+def test_a_done_run_whose_spec_no_longer_validates_is_not_called_deletable(tmp_path):
+    """Checks tightened since the run trained (here: lr .inf) leave its result intact: the
+    detail says so, and no fix text tells the user to delete the run."""
+    runs = _sweep(tmp_path)
+    run = runs[("T++", "s48")]
+    result_before = (run / "result.json").read_bytes()
+    spec = (run / "spec.yaml").read_text()
+    assert re.search(r"(?m)^  lr: ", spec)
+    (run / "spec.yaml").write_text(re.sub(r"(?m)^  lr: .*$", "  lr: .inf", spec))
+
+    state, detail = run_state(run)
+    assert state == "failed" and detail.startswith("spec.yaml no longer validates: ") and "train.lr" in detail
+    assert "delete the run directory" not in detail and f"delete {run}" not in detail
+    with pytest.raises(RuntimeError, match=f"{run.name}: failed: spec.yaml no longer validates"):
+        TrainingJob([(str(run), "t1")], "debug", threads=1)()
+    assert (run / "result.json").read_bytes() == result_before and not (run / "failed.json").exists()
 
 
 # ---------------------------------------------------------------------------- unexpected content

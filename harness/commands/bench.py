@@ -18,19 +18,24 @@ import math
 import sys
 from pathlib import Path
 
+from ebt_scaling.harness.commands.flops import MODEL_FLAG_DEFAULTS, add_model_arguments, build_configs, model_flag_paths
 from ebt_scaling.harness.contract.errors import ConfigError
 
-ANCHOR_DEFAULTS = {"batch": 32, "precision": "fp32", "seed": 0}  # of the model timing; --feed takes the spec's
-FEED_USES = {"feed", "warmup", "iters", "device", "threads", "json"}  # what --feed reads of the flags
+# The model timing's defaults of the flags --feed refuses (the spec sets those): they default to
+# None in the parser, so that --feed can tell a given one, and run() fills these in.
+ANCHOR_DEFAULTS = {**MODEL_FLAG_DEFAULTS, "batch": 32, "precision": "fp32", "seed": 0}
+# The other flags --feed refuses, as --help lists them after the model's (--size, the shape and
+# --ARCH.FIELD flags of harness/commands/flops.py, --arch); all default to None.
+FEED_REFUSES = ("batch", "precision", "matmul_precision", "compile", "peak_tflops", "seed", "save")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ebt_scaling.harness.commands.flops import add_model_arguments
     from ebt_scaling.harness.contract.throughput import ENV_VAR, default_throughput_path, display_path
 
     add_model_arguments(parser, "a named size of the paper (explicit shape flags override it); default xxs when "
                                 "no shape flag is given")
-    # batch, precision and seed default to None, filled in by run(): --feed can then tell a given flag.
+    # The flags --feed refuses default to None, filled in by run(): --feed can then tell a given one.
+    parser.set_defaults(vocab_size=None, context=None, arch=None)
     parser.add_argument("--batch", type=int, default=None, help="sequences per step (default: 32)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="fp32, or bf16 autocast with fp32 weights (default: fp32)")
@@ -65,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ebt_scaling.harness.commands.flops import build_configs
+    from ebt_scaling.harness.contract.architecture import ARCHITECTURES
     from ebt_scaling.harness.training import bench
 
     for flag, value, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if args.feed is not None:
         return _run_feed(args)
-    for dest, value in ANCHOR_DEFAULTS.items():
+    for dest, value in (*ANCHOR_DEFAULTS.items(), ("arch", list(ARCHITECTURES.names()))):
         if getattr(args, dest) is None:
             setattr(args, dest, value)
     if args.size is None and args.n_layers is None and args.d_model is None and args.n_heads is None:
@@ -159,10 +164,9 @@ def _run_feed(args: argparse.Namespace) -> int:
 
 
 def _flags_feed_ignores(args: argparse.Namespace) -> list[str]:
-    """The flags given that --feed would ignore: those whose value is not their default. The
-    shared model flags --vocab-size, --context and --arch have defaults (harness/commands/flops.py),
-    so only one of them given equal to its default slips through."""
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    return [action.option_strings[0] for action in parser._actions
-            if action.dest not in FEED_USES and getattr(args, action.dest, action.default) != action.default]
+    """The flags given that --feed would ignore, as --help lists them: every one it refuses
+    defaults to None (add_arguments), so any other value was given."""
+    from ebt_scaling.harness.contract.cli_flags import flag_name
+
+    refused = ("size", *model_flag_paths(), "arch", *FEED_REFUSES)  # the paths include fields without a flag
+    return [flag_name(dest) for dest in refused if getattr(args, dest, None) is not None]

@@ -7,7 +7,8 @@ older checkpoint, whose score would pass for the run's), runs the tasks (default
 eval.tasks, else "pretrain dyck arithmetic thinking"; grammar in
 harness/contract/eval_tasks.py), merges the results into result.json["evaluations"]
 (atomically; earlier results of other tasks are kept) and prints a table, or with
---json one JSON object {RUN_DIR: evaluations}.
+--json one JSON object {RUN_DIR: evaluations}. A diverged run is refused, saying so: it has
+no final weights, only checkpoints from before the divergence.
 """
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str |
     if not run.spec_path.exists():
         raise ConfigError(f"{run_dir}: no spec.yaml; give a run directory")
     result = run.result()
+    if result is not None and result.get("status") == "diverged":
+        # Its checkpoints all predate the divergence: scored, they would pass for the run's final
+        # weights, and training it again diverges again (same spec, same seed).
+        raise ConfigError(f"{run_dir}: the run diverged after step {result.get('step')}; eval scores only a "
+                          "finished run's final weights and its checkpoints all predate the divergence: train "
+                          "a spec that does not diverge (e.g. a lower train.lr) and evaluate that run")
     if result is None or result.get("status") != "done":
         state = "unfinished" if result is None else f"status {result.get('status')!r}"
         raise ConfigError(f"{run_dir}: the run is {state}; only finished runs (status 'done') are evaluated")

@@ -20,6 +20,10 @@ from ebt_scaling.harness.contract.model_config import ModelConfig
 SHAPE_ALIASES = {"n_layers": ["--layers"], "n_heads": ["--heads"], "vocab_size": ["--vocab"], "context": ["--ctx"]}
 
 
+# GPT-NeoX-20B's vocabulary and the paper's context: what the model flags default to.
+MODEL_FLAG_DEFAULTS = {"vocab_size": "50277", "context": "256"}
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
     """Shape, vocabulary and context flags (ModelConfig's fields) and every registered
     architecture's option flags (--ARCH.FIELD), shared by `flops` and `bench`."""
@@ -28,7 +32,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None
     shape = parser.add_argument_group("model shape (--size, or all of --n-layers/--d-model/--n-heads)")
     shape.add_argument("--size", choices=list(PAPER_SIZES), help=size_help)
     add_dataclass_flags(shape, ModelConfig, aliases=SHAPE_ALIASES, skip=("arch", "options"))
-    parser.set_defaults(vocab_size="50277", context="256")  # GPT-NeoX-20B's vocabulary, the paper's context
+    parser.set_defaults(**MODEL_FLAG_DEFAULTS)
     for arch in ARCHITECTURES.entries():
         group = parser.add_argument_group(f"{arch.label} options")
         add_dataclass_flags(group, arch.options, prefix=f"{arch.name}.")
@@ -36,7 +40,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None
                         help="architectures to report (default: every registered one)")
 
 
-def _model_flag_paths() -> list[str]:
+def model_flag_paths() -> list[str]:
+    """The dotted paths of every model flag (shape fields, then each architecture's options)."""
     paths = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("arch", "options")]
     for arch in ARCHITECTURES.entries():
         paths += [f"{arch.name}.{f.name}" for f in dataclasses.fields(arch.options)]
@@ -57,7 +62,7 @@ def build_configs(args: argparse.Namespace) -> dict[str, ModelConfig]:
     from ebt_scaling.harness.contract.typed_config import from_dict
     from ebt_scaling.models.sizes import PAPER_SIZES
 
-    paths = _model_flag_paths()
+    paths = model_flag_paths()
     flags = nested(given_flags(args, paths))
     if args.size is not None:
         named = PAPER_SIZES[args.size]

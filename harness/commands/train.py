@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ebt_scaling.harness.contract.errors import DispatchError
+    from ebt_scaling.harness.contract.errors import ConfigError, DispatchError, file_error
     from ebt_scaling.harness.contract.paths import require_output_dir
     from ebt_scaling.harness.contract.run_dir import RunDir
     from ebt_scaling.harness.contract.spec import load_spec
@@ -36,20 +36,25 @@ def run(args) -> int:
     out = require_output_dir(args.out, "--out")
     # One process trains a run directory: a second `train` (or a submitted job) on it would
     # append every metrics row twice. Rank 0 holds the lease for a data-parallel launch
-    # (torchrun, srun), and tells the other ranks whether it got it: refused, every rank ends
-    # with the same line, none is left waiting for rank 0 in a collective. The process group
-    # is therefore made here, before the trainer (which reuses it). A finished run is only
-    # reported, and its last job's record is kept.
+    # (torchrun, srun), and tells the other ranks whether it got it: refused -- by a live
+    # holder, a damaged result.json, or a file error on lease.json -- every rank ends with the
+    # same line, none is left waiting for rank 0 in a collective (gloo's timeout: 30 minutes).
+    # The process group is therefore made here, before the trainer (which reuses it). A
+    # finished run is only reported, and its last job's record is kept.
     parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
     ctx = (DistributedContext.from_env(resolve_device(spec.device, int(os.environ.get("LOCAL_RANK", "0"))).type)
            if parallel else DistributedContext())
     with contextlib.ExitStack() as held:
+        held.callback(ctx.close)  # last, once every rank is past its collectives
         ending, refused = {}, None
-        if ctx.is_main and RunDir(out).result() is None:
+        if ctx.is_main:
             try:
-                ending = held.enter_context(training_lease(out, "--out"))
-            except DispatchError as exc:
+                if RunDir(out).result() is None:
+                    ending = held.enter_context(training_lease(out, "--out"))
+            except (ConfigError, DispatchError) as exc:
                 refused = str(exc)
+            except OSError as exc:  # disk full, no permission: one line, as the CLI words a file error
+                refused = file_error(exc)
         if (refused := ctx.gather_objects(refused)[0]) is not None:
             raise DispatchError(refused)
         result = train_run(spec, out, quiet=args.quiet, stop_requested=lambda: stop["requested"])

@@ -100,6 +100,7 @@ class RunFileError(ConfigError):
 ROW_NUMBERS = ("step", "tokens", "train_loss", "val_loss", "val_ppl", "lr", "grad_norm", "tokens_per_s")
 RESULT_NUMBERS = ("step", "total_steps", "val_loss", "val_ppl")
 RESULT_OBJECTS = ("final", "evaluations", "params")
+METRICS_TAIL_BYTES = 4096  # read at a time from the end of metrics.jsonl (a row is a few hundred bytes)
 
 
 def _not_number(value: Any) -> bool:
@@ -142,20 +143,21 @@ def read_text(path: Path) -> str | None:
         raise RunFileError(path, f"is not UTF-8 text (at byte offset {exc.start})") from None
 
 
-def done_disagreement(result: dict, rows: list[dict], total_steps: int) -> str | None:
+def done_disagreement(result: dict, last: dict | None, total_steps: int) -> str | None:
     """Why the files of a run whose result.json says done disagree about how far it trained
     (None: they agree). The trainer logs the final step's row, then writes result.json with
     that step and row, so result.json's step, its final row and the last metrics row all
     equal the spec's total steps; a cut or stale metrics.jsonl would otherwise silently
-    stand in for the finished run in the analysis (its tokens and FLOPs are the last row's)."""
+    stand in for the finished run in the analysis (its tokens and FLOPs are the last row's).
+    `last` is metrics.jsonl's last row (None: it has none)."""
     step = result.get("step")
     if step is not None and step != total_steps:
         return f"result.json says done at step {step}, but its spec plans {total_steps} steps"
     if result.get("total_steps") is not None and result["total_steps"] != total_steps:
         return f"result.json plans {result['total_steps']} steps, its spec {total_steps}"
-    if not rows:
+    if last is None:
         return f"result.json says done at step {total_steps}, but metrics.jsonl has no rows"
-    last, final = rows[-1], result.get("final") or {}
+    final = result.get("final") or {}
     if last.get("step") != total_steps:
         return (f"result.json says done at step {total_steps}, but metrics.jsonl ends at step {last.get('step')} "
                 "(cut or damaged)")
@@ -207,6 +209,19 @@ class RunDir:
             raise RunFileError(self.result_path, problem)
         return result
 
+    def _metrics_row(self, line: str, where: str) -> dict:
+        """One line of metrics.jsonl as a row; RunFileError naming the line (`where`) otherwise."""
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunFileError(self.metrics_path, f"{where} is not JSON ({exc.msg})") from None
+        problem = row_problem(row)
+        if problem is None and not isinstance(row.get("step"), int):
+            problem = "it has no integer step"
+        if problem:
+            raise RunFileError(self.metrics_path, f"{where}: {problem}")
+        return row
+
     def metrics(self) -> list[dict]:
         """The rows of metrics.jsonl. A last line without its newline is skipped: the torn
         append of a killed run (a resume rewrites the file without it). Any other line that
@@ -216,19 +231,37 @@ class RunDir:
             return []
         lines = text.split("\n")
         lines.pop()  # "" after the final newline, else the torn last line
-        rows = []
-        for number, line in enumerate(lines, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RunFileError(self.metrics_path, f"line {number} is not JSON ({exc.msg})") from None
-            problem = row_problem(row)
-            if problem is None and not isinstance(row.get("step"), int):
-                problem = "it has no integer step"
-            if problem:
-                raise RunFileError(self.metrics_path, f"line {number}: {problem}")
-            rows.append(row)
-        return rows
+        return [self._metrics_row(line, f"line {number}") for number, line in enumerate(lines, 1)]
+
+    def last_metrics_row(self) -> dict | None:
+        """metrics()[-1] (None: no rows), read from the end of the file: deciding whether a done
+        run's files agree needs only its last row, and a sweep has thousands of long files.
+        The same rules as metrics() for that row (a torn last line is skipped: the complete line
+        before it counts); lines before it are not read, so their damage goes unnoticed here."""
+        try:
+            f = open(self.metrics_path, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RunFileError(self.metrics_path, f"cannot be read ({exc.strerror})") from None
+        with f:
+            start, tail, end = f.seek(0, os.SEEK_END), b"", -1
+            while start > 0:  # read backwards until the last complete line and the newline before it are in
+                size = min(METRICS_TAIL_BYTES, start)
+                start -= size
+                f.seek(start)
+                tail = f.read(size) + tail
+                end = tail.rfind(b"\n")  # where the last complete line ends (after it: the torn line, if any)
+                if end >= 0 and (start == 0 or tail.rfind(b"\n", 0, end) >= 0):
+                    break
+        if end < 0:  # no complete line
+            return None
+        line = tail[tail.rfind(b"\n", 0, end) + 1:end]
+        try:  # a newline byte never occurs inside a UTF-8 character, so the line decodes on its own
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunFileError(self.metrics_path, f"is not UTF-8 text (in its last line, at byte {exc.start})") from None
+        return self._metrics_row(text, "its last line")
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:

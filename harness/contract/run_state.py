@@ -15,15 +15,23 @@ States:
 Damaged: result.json exists but cannot be used -- it is not what the trainer writes
 (run_dir.RunFileError), it has a status other than done/diverged, or it says done while
 metrics.jsonl or the spec disagree about how far the run trained (run_dir.done_disagreement:
-a cut metrics.jsonl would otherwise stand in for the finished run). The detail names the
-file and the fix. Training again cannot mend such a run -- the trainer returns an existing
-result.json as it is, and a resume from the final checkpoint keeps the cut rows -- so
-`submit` skips it even with --retry-failed (:func:`is_damaged`): restore the files, or
-delete the run directory and submit again (it then trains from the start).
+a cut metrics.jsonl would otherwise stand in for the finished run) -- or there is no
+result.json and metrics.jsonl is not rows (the trainer rereads it at every start and would
+fail each time). The detail names the file and the fix. Training again cannot mend such a
+run -- the trainer returns an existing result.json as it is, and a resume from the final
+checkpoint keeps the cut rows -- so `submit` skips it even with --retry-failed
+(:func:`is_damaged`): restore the files, or delete the run directory and submit again (it
+then trains from the start). A finished run whose spec.yaml no longer validates (checks
+tightened since it trained) is failed too, but its files are intact: the detail says to
+fix the spec, not to delete the run.
 
 Every caller -- `submit`, the job deciding whether to train, `status`, the analysis -- asks
 :func:`run_state`, so they agree on every run. Callers that read result.json and
-metrics.jsonl anyway pass them in (:class:`RunFiles`) so that nothing is read twice.
+metrics.jsonl anyway pass them in (:class:`RunFiles`) so that nothing is read twice, and
+callers that loaded the spec pass its total_steps. A done run needs only metrics.jsonl's
+last row (RunDir.last_metrics_row, read from the file's end), so `submit` over a finished
+sweep reads no metrics file whole; `status` and the analysis read them whole anyway and
+also name damage in earlier lines.
 
 The dispatcher writes the marker files named here into a run directory; the analysis reads
 the same files through :func:`run_state`, without a job. Job states are spelled as SLURM
@@ -35,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .run_dir import RunDir, done_disagreement, read_json
+from .run_dir import RunDir, RunFileError, done_disagreement, read_json
 from .spec import load_spec
 
 LEASE = "lease.json"  # the live job that owns the run
@@ -89,13 +97,27 @@ class RunFiles:
     total_steps: int
 
 
+class SpecNoLongerValid(ConfigError):
+    """A finished run's spec.yaml fails today's checks (stricter than when it trained, or edited
+    by hand). Its result and metrics are intact, so the fix is the spec's, never deleting the run."""
+
+    def __init__(self, cause: ConfigError):
+        super().__init__(f"spec.yaml no longer validates: {cause}; the run's result.json and metrics.jsonl "
+                         "are intact: restore or fix spec.yaml, do not delete the run")
+
+
 def _planned_steps(run: RunDir) -> int | None:
     """The steps spec.yaml plans; None without one (a directory without its spec is no run
     that `submit` or the analysis lists, and there is then no plan to check a result against)."""
-    return load_spec(run.spec_path).total_steps if run.spec_path.exists() else None
+    if not run.spec_path.exists():
+        return None
+    try:
+        return load_spec(run.spec_path).total_steps
+    except ConfigError as exc:
+        raise SpecNoLongerValid(exc) from None
 
 
-def _result_state(run: RunDir, files: RunFiles | None) -> tuple[str, str] | None:
+def _result_state(run: RunDir, files: RunFiles | None, total_steps: int | None) -> tuple[str, str] | None:
     """(state, detail) from result.json; None when there is none."""
     try:
         result = run.result() if files is None else files.result
@@ -106,30 +128,50 @@ def _result_state(run: RunDir, files: RunFiles | None) -> tuple[str, str] | None
         if status not in FINISHED:
             return "failed", note or f"result.json says status {status!r}"
         if status == "done":
-            metrics, total_steps = (run.metrics(), _planned_steps(run)) if files is None else \
-                (files.metrics, files.total_steps)
-            damage = done_disagreement(result, metrics, total_steps) if total_steps is not None else None
+            if files is not None:
+                last, total_steps = (files.metrics or [None])[-1], files.total_steps
+            else:  # only the last row is compared: no need to parse a long file
+                last = run.last_metrics_row()
+                total_steps = _planned_steps(run) if total_steps is None else total_steps
+            damage = done_disagreement(result, last, total_steps) if total_steps is not None else None
             if damage:
                 return "failed", (f"damaged: {damage}; restore its metrics.jsonl and result.json, or delete "
                                   f"{run.path} and submit the run again")
         return status, note
-    except ConfigError as exc:  # RunFileError, or an unreadable spec: named, and out of the way of other runs
+    except ConfigError as exc:  # RunFileError, or SpecNoLongerValid: named, and out of the way of other runs
         return "failed", str(exc)
 
 
+def _metrics_damage(run: RunDir) -> str | None:
+    """Why metrics.jsonl cannot be read as rows (None: it can, or there is none). The trainer
+    rereads it at every start (truncate_metrics), so a run with such a file fails each time."""
+    try:
+        run.metrics()
+    except RunFileError as exc:
+        return str(exc)
+    return None
+
+
 def is_damaged(run_dir: str | Path, state: str) -> bool:
-    """Whether a failed run failed on its result.json (see the module's "Damaged"): run_state
-    reports every other failure only when there is no result.json."""
-    return state == "failed" and RunDir(run_dir).result_path.exists()
-
-
-def run_state(run_dir: str | Path, job: JobView | None = None, files: RunFiles | None = None) -> tuple[str, str]:
-    """(state, detail) of one run; `job` is the job its lease names, None when no lease;
-    `files` what the caller read of the run already (else run_state reads what it needs)."""
+    """Whether a failed run failed on its files (see the module's "Damaged"): a result.json
+    run_state could not accept, or a metrics.jsonl that is not rows. Training again cannot
+    mend either; run_state reports every other failure only when both are fine."""
     run = RunDir(run_dir)
-    finished = _result_state(run, files)
+    return state == "failed" and (run.result_path.exists() or _metrics_damage(run) is not None)
+
+
+def run_state(run_dir: str | Path, job: JobView | None = None, files: RunFiles | None = None,
+              total_steps: int | None = None) -> tuple[str, str]:
+    """(state, detail) of one run; `job` is the job its lease names, None when no lease;
+    `files` what the caller read of the run already (else run_state reads what it needs);
+    `total_steps` the steps its spec plans, from a caller that loaded the spec (else it is read)."""
+    run = RunDir(run_dir)
+    finished = _result_state(run, files, total_steps)
     if finished is not None:
         return finished
+    damage = _metrics_damage(run) if files is None else None  # a caller with `files` read them whole already
+    if damage is not None:
+        return "failed", damage
     cancelled = read_marker(run.path, CANCELLED)
     if cancelled is not None:
         return "cancelled", "cancelled" + (f" (job {cancelled['job_id']})" if cancelled.get("job_id") else "")

@@ -2,8 +2,8 @@
 
 Idempotent: finished runs (done, diverged) are skipped, runs a live job holds are skipped,
 partial runs are resumed, failed and cancelled ones re-run only with ``retry_failed``.
-Damaged runs (contract/run_state.py: a result.json that cannot be used) are skipped even
-then, with the fix: training again cannot mend their files.
+Damaged runs (contract/run_state.py: a result.json that cannot be used, or a metrics.jsonl
+that is not rows) are skipped even then, with the fix: training again cannot mend their files.
 Every submitted run first gets a lease (see lease.py), so two submissions racing on one
 sweep never start two jobs for one run; the backend then starts the jobs.
 """
@@ -35,7 +35,7 @@ def plan_submission(runs: list[SweepRun], retry_failed: bool) -> tuple[list[Swee
     jobs = probe(lease_list)
     todo, skipped, seen = [], defaultdict(list), {}
     for r, lease, job in zip(runs, lease_list, jobs):
-        state, _ = run_state(r.path, job)
+        state, _ = run_state(r.path, job, total_steps=r.spec.total_steps)  # its spec is loaded already
         if state in FINISHED:
             skipped[state].append(r.run_id)
         elif job is not None and job.alive:

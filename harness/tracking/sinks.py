@@ -11,8 +11,13 @@ lines can export it too.
 Each sink lives in a module of its own, imported only when a run opens it, so a missing
 optional library is a one-line ConfigError naming the extra to install.
 
+Every session of a run starts each sink by replaying the metrics.jsonl rows up to its start
+step (what earlier sessions logged, as the resume kept them, or a cooldown branch's copy of
+its parent's rows), so each session's files hold the whole curve, the same in every sink.
+
 A sink failing mid-run (a full disk under its files, a library error) costs the tracking,
-not the run: it is closed, a warning names it, and training and metrics.jsonl go on.
+not the run: it is closed as not clean, a warning names it, and training and metrics.jsonl
+go on.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ebt_scaling.harness.contract.errors import require
+from ebt_scaling.harness.contract.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,9 @@ class Sink(Protocol):
     def write(self, row: dict[str, Any]) -> None:
         """One metrics.jsonl row (its "step" is the x axis)."""
 
-    def close(self) -> None: ...
+    def close(self, clean: bool) -> None:
+        """clean: every row given to write() was taken without an error. Only then may a sink
+        set aside what earlier sessions left, which its replay made redundant."""
 
 
 @dataclass(frozen=True)
@@ -105,21 +113,22 @@ class SinkSet:
             except Exception as exc:  # tracking is optional: it must never end a run
                 log.warning("tracking: the %s sink failed at step %s (%s: %s); it stops, metrics.jsonl goes on",
                             name, row.get("step"), type(exc).__name__, exc)
-                self._drop(name)
+                self._drop(name, clean=False)
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
         for name in list(self.sinks):
-            self._drop(name)
+            self._drop(name, clean)
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str, clean: bool) -> None:
         sink = self.sinks.pop(name)
         try:
-            sink.close()
+            sink.close(clean)
         except Exception as exc:
             log.warning("tracking: closing the %s sink failed (%s: %s)", name, type(exc).__name__, exc)
 
 
 def open_sinks(names: Iterable[str], run: TrackedRun, key: str = TRACK_ENV) -> SinkSet:
+    """The named sinks, open, with the earlier rows replayed (a replay that fails drops its sink)."""
     names = tuple(names)
     check_installed(names, key)
     opened = SinkSet({})
@@ -129,6 +138,9 @@ def open_sinks(names: Iterable[str], run: TrackedRun, key: str = TRACK_ENV) -> S
             opened.sinks[name] = module.open_sink(run)
             log.debug("tracking: %s sink open for %s (rows after step %d)", name, run.name, run.start_step)
     except BaseException:
-        opened.close()
+        opened.close(clean=False)  # nothing replayed yet: the earlier sessions' files are still needed
         raise
+    for row in RunDir(run.directory).metrics():  # the trainer kept only rows up to start_step
+        if row["step"] <= run.start_step:
+            opened.write(row)
     return opened

@@ -9,25 +9,28 @@ Resume needs no join of offline runs. wandb cannot resume a run offline: every
 ``wandb.init`` writes a new offline-run folder (wandb 0.31, even with the same id and
 ``resume="allow"``), and whether ``wandb sync`` then appends one folder to another on the
 server has changed between wandb versions and cannot be tested without a server. So each
-training session is a W&B run of its own (a fresh id) that first replays the metrics.jsonl
-rows up to its start step -- what earlier sessions logged, as the resume kept them, or a
-cooldown branch's copy of its parent's rows -- then logs its own. Its folder holds the whole
-curve, equal to metrics.jsonl, and makes the run's earlier folders redundant: it deletes
-them when it closes. A session killed before closing leaves them for the next one; the
-newest folder (wandb's ``latest-run`` link) is always the one to sync.
+training session is a W&B run of its own (a fresh id) that first gets the metrics.jsonl
+rows up to its start step replayed (open_sinks) -- what earlier sessions logged, as the
+resume kept them, or a cooldown branch's copy of its parent's rows -- then logs its own. Its
+folder holds the whole curve, equal to metrics.jsonl; the newest folder (wandb's
+``latest-run`` link) is always the one to sync.
+
+Earlier folders are never deleted. wandb writes through a service process, so a full disk
+need not raise in ``log``: a session's folder can be cut short without its sink knowing.
+A session that closes cleanly (every write taken, ``finish`` returned) moves the run's other
+folders to ``wandb/superseded/``, out of ``wandb sync``'s way; delete them once the synced
+run looks right. A session whose write failed, or that was killed, moves nothing.
 """
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from ebt_scaling.harness.contract.run_dir import RunDir
-
 from .sinks import TrackedRun, scalars
 
 FOLDER = "wandb"
+SUPERSEDED = "superseded"  # under FOLDER
 
 
 class WandbOfflineSink:
@@ -42,19 +45,20 @@ class WandbOfflineSink:
                               id=f"{run.name}-{uuid.uuid4().hex[:8]}", config=run.config,
                               reinit="create_new", settings=settings)
         self.folders = run.directory / FOLDER
-        for row in RunDir(run.directory).metrics():  # the trainer kept only rows up to start_step
-            if row["step"] <= run.start_step:
-                self.write(row)
 
     def write(self, row: dict[str, Any]) -> None:
         self.run.log(scalars(row), step=int(row["step"]))
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, clean: bool) -> None:
+        self.run.finish(exit_code=0 if clean else 1)  # not clean: the W&B run shows as failed
+        if not clean:
+            return
         own = Path(self.run.settings.sync_dir).name
-        for earlier in self.folders.glob("offline-run-*"):
+        aside = self.folders / SUPERSEDED
+        for earlier in sorted(self.folders.glob("offline-run-*")):
             if earlier.name != own:
-                shutil.rmtree(earlier, ignore_errors=True)
+                aside.mkdir(exist_ok=True)
+                earlier.rename(aside / earlier.name)  # names hold a random id: never taken
 
 
 def open_sink(run: TrackedRun) -> WandbOfflineSink:
