@@ -17,6 +17,7 @@ from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
 from ebt_scaling.harness.contract.paths import require_output_dir
 
 from ..dispatch.backend import BACKENDS
+from ..dispatch.profiles import builtin_profiles
 
 
 def add_arguments(parser) -> None:
@@ -24,8 +25,8 @@ def add_arguments(parser) -> None:
                                       "--out first (as `ebt-scaling plan SWEEP --write DIR` does)")
     parser.add_argument("--cluster", required=True, choices=BACKENDS.names(),
                         help="; ".join(f"{b.name}: {b.description}" for b in BACKENDS.entries()))
-    parser.add_argument("--profile", help="cluster profile: a shipped name (local, slurm, slurm-local, "
-                                          "example-cluster) or a YAML path (default: the cluster's)")
+    parser.add_argument("--profile", help=f"cluster profile: a shipped name ({', '.join(sorted(builtin_profiles()))}) "
+                                          "or a YAML path (default: the cluster's)")
     parser.add_argument("--out", help="sweep directory to plan a sweep file / preset into (required for those)")
     add_set_argument(parser, "sweep file (when SWEEP is a file or preset)")
     parser.add_argument("--run", action="append", dest="runs", metavar="RUN_ID",
