@@ -174,7 +174,7 @@ def provenance_differences(runs: Iterable[tuple[str, dict | None, list]], named:
     lines = []
     if len(groups) > 1:
         ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
-        parts = [f"{ordered[0][0]} ({len(ordered[0][1])} runs)"]
+        parts = [f"{ordered[0][0]} ({len(ordered[0][1])} run{'s' if len(ordered[0][1]) > 1 else ''})"]
         for label, ids in ordered[1:]:
             shown = ", ".join(ids[:named]) + (f", +{len(ids) - named} more" if len(ids) > named else "")
             parts.append(f"{label} ({len(ids)} run{'s' if len(ids) > 1 else ''}: {shown})")
