@@ -3,6 +3,7 @@ training happen once), tiny run specs that train in seconds on 2 CPU cores, and 
 sweep directories whose final losses follow known laws (the analysis tests)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -285,3 +286,26 @@ def write_curve_sweep(root, runs: list[dict], *, name: str = "curves", eval_poin
             "val_ppl": rows[-1]["val_ppl"], "params": param_counts(spec.model), "note": ""})
         ids.append(spec.run_id)
     return ids
+
+
+def small_sweep(**overrides) -> dict:
+    """A small valid sweep file (as data): two sizes, both architectures; top-level keys overridden per test."""
+    data = {
+        "name": "t",
+        "base": {"model": {"vocab_size": 1024, "context": 64}, "train": {"batch_size": 8}},
+        "seeds": [0, 1],
+        "architectures": [{"label": "T++", "arch": "transformer"}, {"label": "EBT", "arch": "ebt"}],
+        "axis": {"name": "parameters", "values": [{"n_layers": 1, "d_model": 32, "n_heads": 2},
+                                                  {"n_layers": 2, "d_model": 64, "n_heads": 2}]},
+        "tokens": {"rule": "fixed", "tokens": 65536},
+    }
+    data.update(overrides)
+    return data
+
+
+def plan_of(data: dict):
+    """The plan of a sweep given as data (a copy: planning must not mutate the test's dict)."""
+    from ebt_scaling.sweeps.generate import make_plan
+    from ebt_scaling.sweeps.sweep_spec import sweep_from_dict
+
+    return make_plan(sweep_from_dict(copy.deepcopy(data), "test"))

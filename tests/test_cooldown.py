@@ -3,12 +3,10 @@ the same branch trained from scratch ends; the planner's branches share their pa
 learning rates up to the branch step; the analysis keeps branches out of per-axis fits."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
-from conftest import SIZES, comparable, stop_after, write_curve_sweep
+from conftest import SIZES, comparable, plan_of, small_sweep, stop_after, write_curve_sweep
 
 from ebt_scaling.analysis.caveats import Caveats
 from ebt_scaling.analysis.config import AnalysisConfig
@@ -19,7 +17,6 @@ from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.training.schedule import lr_at
 from ebt_scaling.harness.training.trainer import train_run
-from ebt_scaling.sweeps import make_plan, sweep_from_dict
 
 # Parent: 24 steps, warmup 2 steps (0.1 x 24), WSD decay over the last 4 (0.2 x 24): decay
 # from step 20. Branch: 12 steps, the same 2 warmup steps (2 / 12 of 12), decay over the last
@@ -89,28 +86,16 @@ def test_a_branch_whose_parent_differs_trains_from_scratch(tiny_spec, tmp_path):
 
 # ------------------------------------------------------------------------------ planning
 def _sweep(**overrides) -> dict:
-    data = {
-        "name": "cd",
-        "base": {"model": {"vocab_size": 1024, "context": 64},
-                 "train": {"batch_size": 8, "schedule": "wsd", "warmup_fraction": 0.03, "decay_fraction": 0.2}},
-        "seeds": [0],
-        "architectures": [{"label": "T++", "arch": "transformer"}, {"label": "EBT", "arch": "ebt"}],
-        "axis": {"name": "parameters", "values": [{"n_layers": 1, "d_model": 32, "n_heads": 2},
-                                                  {"n_layers": 2, "d_model": 64, "n_heads": 2}]},
-        "tokens": {"rule": "tokens_per_param", "tokens_per_param": 2},
-    }
-    data.update(overrides)
-    return data
-
-
-def _plan(data: dict):
-    return make_plan(sweep_from_dict(copy.deepcopy(data), "test"))
+    """conftest's small sweep, one seed, on a WSD schedule with tokens from a rule."""
+    wsd = {"batch_size": 8, "schedule": "wsd", "warmup_fraction": 0.03, "decay_fraction": 0.2}
+    return small_sweep(**{"name": "cd", "base": {"model": {"vocab_size": 1024, "context": 64}, "train": wsd},
+                          "seeds": [0], "tokens": {"rule": "tokens_per_param", "tokens_per_param": 2}, **overrides})
 
 
 def test_planned_branches_share_the_parent_learning_rate_until_their_decay():
     fractions = [0.3, 0.5, 0.75]
-    plain = _plan(_sweep())
-    plan = _plan(_sweep(cooldown={"fractions": fractions}))
+    plain = plan_of(_sweep())
+    plan = plan_of(_sweep(cooldown={"fractions": fractions}))
     # Existing runs keep their ids and order; the branches come after them.
     assert [r.run_id for r in plan.runs[:len(plain.runs)]] == [r.run_id for r in plain.runs]
     parents = {r.run_id: r for r in plan.runs[:len(plain.runs)]}
@@ -144,7 +129,7 @@ def test_planned_branches_share_the_parent_learning_rate_until_their_decay():
 
 def test_a_branch_that_cannot_be_exact_is_skipped_with_a_warning():
     # 0.01 of the runs: fewer steps than the parents' warmup.
-    plan = _plan(_sweep(cooldown={"fractions": [0.01, 0.5]}))
+    plan = plan_of(_sweep(cooldown={"fractions": [0.01, 0.5]}))
     assert all(r.spec.tags.get("cooldown_fraction") != "0.01" for r in plan.runs)
     assert any(w.startswith("cooldown: fraction 0.01 skipped for 4 run(s)") for w in plan.warnings)
 
@@ -153,7 +138,7 @@ def test_cooldown_needs_a_wsd_schedule():
     data = _sweep(cooldown={"fractions": [0.5]})
     data["base"]["train"]["schedule"] = "cosine"
     with pytest.raises(ConfigError) as err:
-        _plan(data)
+        plan_of(data)
     message = str(err.value)
     assert "\n" not in message and "cooldown: needs base.train.schedule: wsd" in message
 
@@ -172,7 +157,7 @@ def _branched(plan) -> dict[str, set[str]]:
 
 def test_a_tuned_sweep_branches_its_planned_runs_and_winners_not_its_trials():
     # Trials on full tokens: the trial at factor 1 is the planned run, the only one branched per cell.
-    plan = _plan(_sweep(cooldown={"fractions": [0.5]}, tune={"lr": [0.5, 1, 2]}))
+    plan = plan_of(_sweep(cooldown={"fractions": [0.5]}, tune={"lr": [0.5, 1, 2]}))
     assert _branched(plan) == {"trial lr=1 tokens=1": {"0.5"}}
     assert sum("cooldown_of" in r.spec.tags for r in plan.runs) == 4   # 2 labels x 2 sizes
     assert any(w.startswith("cooldown: 8 tuning trial(s) not branched") for w in plan.warnings), plan.warnings
@@ -181,7 +166,7 @@ def test_a_tuned_sweep_branches_its_planned_runs_and_winners_not_its_trials():
     first = plan.runs[0]
     extra = [{"label": "T++", "axis_value": first.axis_value, "size": first.size_name, "factors": {"lr": 2},
               "full_tokens": True}]
-    plan = _plan(_sweep(cooldown={"fractions": [0.5]},
+    plan = plan_of(_sweep(cooldown={"fractions": [0.5]},
                         tune={"lr": [0.5, 1, 2], "token_fraction": 0.5, "extra": extra}))
     assert _branched(plan) == {"planned lr=1 tokens=1": {"0.5"}, "final lr=2 tokens=1": {"0.5"}}
     assert sum("cooldown_of" in r.spec.tags for r in plan.runs) == 5

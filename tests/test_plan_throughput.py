@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_sweep
+from conftest import make_sweep, small_sweep
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES
@@ -24,16 +24,9 @@ DEFAULT_HINT = "documented default; run `ebt-scaling bench --save` on your GPU"
 
 
 def sweep_data(**overrides) -> dict:
-    data = {
-        "name": "t",
-        "base": {"model": {"vocab_size": 1024, "context": 64}, "train": {"batch_size": 8}},
-        "architectures": [{"label": "T++", "arch": "transformer"}, {"label": "EBT", "arch": "ebt"}],
-        "axis": {"name": "parameters", "values": [{"n_layers": 1, "d_model": 32, "n_heads": 2},
-                                                  {"n_layers": 4, "d_model": 256, "n_heads": 4}]},
-        "tokens": {"rule": "fixed", "tokens": 65536},
-    }
-    data.update(overrides)
-    return data
+    """conftest's small sweep with one seed and a larger second size (its GPU-hours are not tiny)."""
+    return small_sweep(**{"seeds": [0], "axis": {"name": "parameters", "values": [
+        {"n_layers": 1, "d_model": 32, "n_heads": 2}, {"n_layers": 4, "d_model": 256, "n_heads": 4}]}, **overrides})
 
 
 def write_yaml(data: dict, folder: Path, name: str = "s.yaml") -> str:

@@ -1,7 +1,6 @@
 """Sweep files, shape / token / hyperparameter rules, pairing, and `ebt-scaling plan`."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -10,36 +9,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import plan_of, small_sweep
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import load_spec, spec_hash
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
 from ebt_scaling.models.sizes import PAPER_SIZES
-from ebt_scaling.sweeps import expand, load_sweep, make_plan, preset_names, rules, sweep_from_dict
+from ebt_scaling.sweeps import expand, load_sweep, make_plan, preset_names, rules
 from ebt_scaling.sweeps.shapes import ShapeSolver
 from ebt_scaling.sweeps.sweep_spec import ShapeRule
 
 PAPER_V, PAPER_CTX = 50277, 256
 
 
-def sweep(**overrides) -> dict:
-    """A small valid sweep (as data), overridden per test."""
-    data = {
-        "name": "t",
-        "base": {"model": {"vocab_size": 1024, "context": 64}, "train": {"batch_size": 8}},
-        "seeds": [0, 1],
-        "architectures": [{"label": "T++", "arch": "transformer"}, {"label": "EBT", "arch": "ebt"}],
-        "axis": {"name": "parameters", "values": [{"n_layers": 1, "d_model": 32, "n_heads": 2},
-                                                  {"n_layers": 2, "d_model": 64, "n_heads": 2}]},
-        "tokens": {"rule": "fixed", "tokens": 65536},
-    }
-    data.update(overrides)
-    return data
-
-
-def plan_of(data: dict):
-    return make_plan(sweep_from_dict(copy.deepcopy(data), "test"))
+sweep = small_sweep  # the tests below read better with the short name
 
 
 def groups(runs):
