@@ -44,6 +44,7 @@ The vocabulary-sized work (B x S x V per pass: it dominates small models) is kep
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,8 +66,9 @@ class ThinkResult:
 
     nll: (steps, B, S) next-token NLL of the candidate after each step (0 at pads);
     energy: (steps + 1, B, S) energy of the candidate before each step and of the final
-    one (steps only, when think() was told to skip the final one); logits: (B, S, V) the final candidate. With several samples each position keeps
-    the sample whose final energy is lowest (self-verification).
+    one (steps only, when think() was told to skip the final one); logits: (B, S, V) the
+    final candidate. With several samples each position keeps the sample whose final
+    energy is lowest (self-verification).
     """
 
     nll: torch.Tensor
@@ -93,10 +95,13 @@ class EBT(LanguageModel):
         self.alpha._own_optimizer_group = True  # its own LR multiplier and no weight decay
         if e.replay_buffer_size:
             # Each data-parallel process fills its own buffer, so it is checkpointed per
-            # process (process_state), not in the shared state_dict.
-            self.register_buffer("replay", torch.zeros(e.replay_buffer_size, c.context, c.vocab_size),
-                                 persistent=False)
-            self.replay_count = 0  # on the host: no device sync to read it
+            # process (process_state), not in the shared state_dict. A record is one training
+            # sequence (inputs and targets) with the final candidate of its chain.
+            size = e.replay_buffer_size
+            self.register_buffer("replay_inputs", torch.zeros(size, c.context, dtype=torch.long), persistent=False)
+            self.register_buffer("replay_targets", torch.zeros(size, c.context, dtype=torch.long), persistent=False)
+            self.register_buffer("replay_logits", torch.zeros(size, c.context, c.vocab_size), persistent=False)
+            self.replay_count = 0  # records ever stored, on the host: no device sync to read it
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -141,37 +146,53 @@ class EBT(LanguageModel):
         return self.energy_head(self.norm(x)).squeeze(-1)
 
     def _initial_candidates(self, batch: int, seq: int, ref: torch.Tensor) -> torch.Tensor:
-        y = torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=self._candidate_dtype)
-        e = self.config.options
-        if self.training and e.replay_buffer_size and self.replay_count >= e.replay_buffer_size:
-            n = int(batch * e.replay_fraction)
-            pick = torch.randint(0, e.replay_buffer_size, (n,), device=ref.device)
-            y[:n] = self.replay[pick, :seq].to(y.dtype)
-        return y
+        return torch.randn(batch, seq, self.config.vocab_size, device=ref.device, dtype=self._candidate_dtype)
+
+    def _replayed(self, rows: int, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(inputs, targets, final candidates) of int(rows x replay_fraction) stored records,
+        drawn without replacement from those held (fewer while the buffer holds fewer; None
+        when empty). The sequences come back with their own candidates, so each continues
+        its own chain. Only full-context batches replay: records are context long."""
+        held = min(self.replay_count, self.config.options.replay_buffer_size)
+        n = min(int(rows * self.config.options.replay_fraction), held)
+        if n == 0 or seq != self.config.context:
+            return None
+        pick = torch.randperm(held, device=self.replay_logits.device)[:n]
+        return self.replay_inputs[pick], self.replay_targets[pick], self.replay_logits[pick]
 
     @torch.no_grad()
-    def _remember(self, y: torch.Tensor) -> None:
+    def _remember(self, inputs: torch.Tensor, targets: torch.Tensor, y: torch.Tensor) -> None:
+        """Store each fresh sequence with its final candidate; the oldest records make room."""
+        if inputs.shape[1] != self.config.context:
+            return
         size = self.config.options.replay_buffer_size
-        rows = (torch.arange(y.shape[0], device=y.device) + self.replay_count) % size
-        self.replay[rows, : y.shape[1]] = self.vocab_pad.unpad(y.detach()).to(self.replay.dtype)
-        self.replay_count += y.shape[0]
+        keep = min(inputs.shape[0], size)  # a batch larger than the buffer keeps its last rows
+        inputs, targets, y = inputs[-keep:], targets[-keep:], y[-keep:]
+        slots = (torch.arange(keep, device=inputs.device) + self.replay_count + inputs.shape[0] - keep) % size
+        self.replay_inputs[slots] = inputs
+        self.replay_targets[slots] = targets
+        self.replay_logits[slots] = self.vocab_pad.unpad(y.detach()).to(self.replay_logits.dtype)
+        self.replay_count += inputs.shape[0]
 
-    def _alpha(self, like: torch.Tensor, random_scale: float) -> torch.Tensor:
-        alpha = self.alpha.clamp(min=self.config.options.alpha_min)
-        if random_scale > 1:
-            lo, hi = 1.0 / random_scale, random_scale
-            alpha = alpha * (lo + (hi - lo) * torch.rand(*like.shape[:-1], 1, device=like.device))
-        return alpha
+    def _alpha_factor(self, like: torch.Tensor, random_scale: float) -> torch.Tensor | None:
+        """A random step-size factor U[1/s, s] per position (B, S, 1), or None when off."""
+        if random_scale <= 1:
+            return None
+        lo, hi = 1.0 / random_scale, random_scale
+        return lo + (hi - lo) * torch.rand(*like.shape[:-1], 1, device=like.device)
 
     def _descend(self, y: torch.Tensor, kvs: KeysValues, proj: torch.Tensor, create_graph: bool, sigma: float,
-                 alpha_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 alpha_factor: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One refinement step from padded logits y (B, S, V_pad): returns (next logits,
         energy of softmax(y)). proj: W_v2e with padding columns, (d, V_pad). create_graph:
-        keep the graph so that the training loss differentiates through the step."""
+        keep the graph so that the training loss differentiates through the step.
+        alpha_factor: a random step-size factor per position, or None."""
         y = y.detach()
         if sigma > 0:  # random draws stay outside the (possibly compiled) refinement step
             y = y + sigma * torch.randn_like(y)
-        alpha = self._alpha(y, alpha_scale)
+        alpha = self.alpha.clamp(min=self.config.options.alpha_min)
+        if alpha_factor is not None:
+            alpha = alpha * alpha_factor
         with torch.set_grad_enabled(create_graph):
             return self._refine(y, kvs, proj, alpha)
 
@@ -204,15 +225,28 @@ class EBT(LanguageModel):
     # ------------------------------------------------------------------ training
     def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepOutput:
         e = self.config.options
+        fresh = inputs.shape[0]
+        replay = self.training and e.replay_buffer_size > 0
+        replayed = self._replayed(fresh, inputs.shape[1]) if replay else None
+        if replayed is not None:  # the batch grows by the replayed sequences (fresh rows first)
+            inputs, targets = torch.cat((inputs, replayed[0])), torch.cat((targets, replayed[1]))
         batch, seq = inputs.shape
         token_emb = self.tok_emb(inputs)
         n_steps = e.refine_steps
         if self.training and e.random_extra_steps[1] > 0:
             lo, hi = e.random_extra_steps
             n_steps += int(torch.randint(lo, hi + 1, ()))
-        sigma = e.langevin_sigma if self.training else 0.0
+        elif not self.training:
+            n_steps = e.validation_steps
+        # Training and validation both take the trained noise, as the reference code does;
+        # the random step size is training only.
+        sigma = e.langevin_sigma
         alpha_scale = e.alpha_random_scale if self.training else 1.0
-        y = self.vocab_pad.pad(self._initial_candidates(batch, seq, inputs))
+        y = self._initial_candidates(batch, seq, inputs)
+        if replayed is not None:
+            y[fresh:] = replayed[2].to(y.dtype)
+        y = self.vocab_pad.pad(y)
+        once = self._alpha_factor(y, alpha_scale) if e.alpha_random_draw == "forward" else None
         proj = self.vocab_pad.columns(self.candidate_proj.weight)  # once per batch, shared by every step
         kvs: KeysValues | None = None
         losses, energies = [], []
@@ -224,12 +258,13 @@ class EBT(LanguageModel):
                 # whenever any step is trained; time_embed: only a trained step needs it.
                 with torch.set_grad_enabled(trained if self.step_emb is not None else learning):
                     kvs = self.real_stream(token_emb, self._landscape(k))
-            y, energy = self._descend(y, kvs, proj, create_graph=trained, sigma=sigma, alpha_scale=alpha_scale)
+            factor = once if e.alpha_random_draw == "forward" else self._alpha_factor(y, alpha_scale)
+            y, energy = self._descend(y, kvs, proj, create_graph=trained, sigma=sigma, alpha_factor=factor)
             energies.append(energy.detach())
             if trained or not learning:
                 losses.append(cross_entropy(y, targets, IGNORE_INDEX))
-        if self.training and e.replay_buffer_size:
-            self._remember(y)
+        if replay:  # fresh sequences only: a replayed chain is not stored again
+            self._remember(inputs[:fresh], targets[:fresh], y[:fresh])
         mask = (targets != IGNORE_INDEX).float()
         n_tokens = mask.sum()
         gap = ((energies[0] - energies[-1]) * mask).sum() / n_tokens.clamp(min=1)
@@ -239,54 +274,94 @@ class EBT(LanguageModel):
                                  "tokens": n_tokens})
 
     # ------------------------------------------------------------------ inference
-    def think(self, inputs: torch.Tensor, targets: torch.Tensor, steps: int | None = None, samples: int = 1,
-              langevin_sigma: float = 0.0, final_energy: bool = True) -> ThinkResult:
-        """Refine for any number of steps (also more than trained) from `samples` random
-        starts; each position keeps the sample with the lowest final energy. Without
-        `final_energy` (one sample only) the extra energy pass over the final candidate is
-        skipped and `energy` holds the `steps` energies before each step."""
+    @property
+    def landscapes(self) -> int:
+        """Distinct energy landscapes: one per trained step with a step token (time_embed),
+        one in all for the default variant."""
+        return self.config.options.refine_steps if self.step_emb is not None else 1
+
+    def validation_schedule(self) -> list[int]:
+        """The landscape of each step of a deterministic forward (validation): the trained
+        steps, then the most extra steps training draws, on the last landscape."""
+        return [self._landscape(k) for k in range(self.config.options.validation_steps)]
+
+    def thinking_schedule(self, protocol: str, n: int) -> list[int]:
+        """The landscape of each refinement step when thinking with `n` (docs/ebt.md):
+
+        * "paper": n steps on each landscape in turn (the reference code's inference, so
+          time_embed takes landscapes x n steps in all; the default variant n);
+        * "final_landscape": n steps in all, those beyond the trained ones on the last
+          landscape."""
+        if protocol == "paper":
+            return [landscape for landscape in range(self.landscapes) for _ in range(n)]
+        if protocol == "final_landscape":
+            return [self._landscape(k) for k in range(n)]
+        raise ValueError(f"thinking protocol must be 'paper' or 'final_landscape', got {protocol!r}")
+
+    def think(self, inputs: torch.Tensor, targets: torch.Tensor, schedule: list[int] | None = None,
+              samples: int = 1, langevin_sigma: float = 0.0, final_energy: bool = True) -> ThinkResult:
+        """Refine along `schedule` (the landscape of each step, any length; default the
+        validation schedule) from `samples` random starts; each position keeps the sample
+        with the lowest final energy. The step size is the trained alpha, never randomised.
+        Without `final_energy` (one sample only) the extra energy pass over the final
+        candidate is skipped and `energy` holds the energies before each step."""
         if samples > 1 and not final_energy:
             raise ValueError("think: best-of-N (samples > 1) needs final_energy=True to choose")
-        steps = steps or self.config.options.refine_steps
+        schedule = self.validation_schedule() if schedule is None else list(schedule)
+        if not schedule:
+            raise ValueError("think: the schedule needs at least one step")
         best: ThinkResult | None = None
         with torch.no_grad():
             token_emb = self.tok_emb(inputs)
-            kvs_by_step: dict[int, KeysValues] = {}
+            kvs_by_landscape: dict[int, KeysValues] = {}
             proj = self.vocab_pad.columns(self.candidate_proj.weight)
         for _ in range(samples):
-            y = self.vocab_pad.pad(torch.randn(*inputs.shape, self.config.vocab_size, device=inputs.device,
-                                               dtype=self._candidate_dtype))
+            y = self.vocab_pad.pad(self._initial_candidates(*inputs.shape, inputs))
             nll, energy = [], []
-            for k in range(steps):
-                key = self._landscape(k)
-                if key not in kvs_by_step:
+            for landscape in schedule:
+                if landscape not in kvs_by_landscape:
                     with torch.no_grad():
-                        kvs_by_step[key] = self.real_stream(token_emb, key)
-                y, e_k = self._descend(y, kvs_by_step[key], proj, create_graph=False, sigma=langevin_sigma,
-                                       alpha_scale=1.0)
+                        kvs_by_landscape[landscape] = self.real_stream(token_emb, landscape)
+                y, e_k = self._descend(y, kvs_by_landscape[landscape], proj, create_graph=False,
+                                       sigma=langevin_sigma, alpha_factor=None)
                 y = y.detach()
                 energy.append(e_k.detach())
                 nll.append(F.cross_entropy(at_least_fp32(y.transpose(1, 2)), targets, ignore_index=IGNORE_INDEX,
                                            reduction="none"))
             if final_energy:
                 with torch.no_grad():
-                    energy.append(self.embedded_energy(F.linear(torch.softmax(y, -1), proj), kvs_by_step[key]))
+                    energy.append(self.embedded_energy(F.linear(torch.softmax(y, -1), proj),
+                                                       kvs_by_landscape[schedule[-1]]))
             result = ThinkResult(torch.stack(nll), torch.stack(energy), self.vocab_pad.unpad(y))
             best = result if best is None else _keep_lower_energy(best, result)
         return best
 
     def token_nll(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.think(inputs, targets, final_energy=False).nll[-1]
+        """Validation as the reference code validates: the validation schedule (base plus
+        the most extra steps) with the trained Langevin noise, the trained alpha."""
+        return self.think(inputs, targets, langevin_sigma=self.config.options.langevin_sigma,
+                          final_energy=False).nll[-1]
 
     def process_state(self) -> dict[str, torch.Tensor]:
         if not self.config.options.replay_buffer_size:
             return {}
-        return {"replay": self.replay.cpu(), "replay_count": torch.tensor(self.replay_count)}
+        return {"replay_inputs": self.replay_inputs.cpu(), "replay_targets": self.replay_targets.cpu(),
+                "replay_logits": self.replay_logits.cpu(), "replay_count": torch.tensor(self.replay_count)}
 
     def load_process_state(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            self.replay.copy_(state["replay"])
-            self.replay_count = int(state["replay_count"])
+        if not state:
+            return
+        if "replay_logits" not in state:
+            # A checkpoint of the earlier replay buffer stored candidates without their
+            # sequences, so its records cannot continue their chains: start empty.
+            warnings.warn("replay buffer: the checkpoint holds the earlier buffer format (candidates without "
+                          "their sequences); the buffer starts empty", RuntimeWarning, stacklevel=2)
+            self.replay_count = 0
+            return
+        self.replay_inputs.copy_(state["replay_inputs"])
+        self.replay_targets.copy_(state["replay_targets"])
+        self.replay_logits.copy_(state["replay_logits"])
+        self.replay_count = int(state["replay_count"])
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         tables = [self.tok_emb.weight, self.candidate_proj.weight]
@@ -296,8 +371,11 @@ class EBT(LanguageModel):
                          lr_scale: float = 1.0) -> list[dict]:
         groups = super().optimizer_groups(weight_decay, decay_norms_and_embeddings, lr_scale)
         if self.alpha.requires_grad:
+            e = self.config.options
+            # floor_scale: the group's LR floor relative to the shared one (ALPHA_LR_FLOORS)
             groups.append({"params": [self.alpha], "weight_decay": 0.0, "name": "alpha",
-                           "lr_scale": lr_scale * self.config.options.alpha_lr_multiplier})
+                           "lr_scale": lr_scale * e.alpha_lr_multiplier,
+                           "floor_scale": lr_scale * (e.alpha_lr_multiplier if e.alpha_lr_floor == "scaled" else 1.0)})
         return groups
 
 

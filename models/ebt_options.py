@@ -9,8 +9,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ebt_scaling.harness.contract.errors import require
+from ebt_scaling.harness.contract.since import since
 
 EBT_VARIANTS = ("time_embed", "default")
+# When a random step size is drawn (alpha_random_scale > 1): "step" draws a new factor before
+# every refinement step (this project's default), "forward" draws one per training forward
+# and keeps it for all of its steps (the reference code). Same distribution either way.
+ALPHA_DRAWS = ("step", "forward")
+# The learning-rate floor of alpha's optimizer group: "scaled" anneals it to the shared floor
+# times alpha_lr_multiplier (lr x multiplier x min_lr_ratio: 150 x peak at the paper's
+# settings), "shared" to the same absolute floor as every other group (lr x min_lr_ratio: the
+# reference code's scheduler, which sets one eta_min for all groups).
+ALPHA_LR_FLOORS = ("scaled", "shared")
 
 
 @dataclass(frozen=True)
@@ -31,9 +41,14 @@ class EBTOptions:
     langevin_sigma: float = 0.0  # std of Gaussian noise added to the candidate before each step
     alpha_random_scale: float = 1.0  # alpha ~ U[alpha/s, alpha*s] per position; 1 = off
     random_extra_steps: tuple[int, int] = (0, 0)  # extra steps on the final landscape, U{lo..hi}
-    replay_buffer_size: int = 0  # samples kept; 0 = no replay buffer
-    replay_fraction: float = 0.5  # share of a batch started from the buffer once it is full
+    # Replay buffer: every training forward stores its sequences with their final candidates;
+    # the next ones append int(rows x replay_fraction) stored sequences, which continue their
+    # own chains from those candidates (the reference code's algorithm, docs/ebt.md).
+    replay_buffer_size: int = 0  # sequences kept; 0 = no replay buffer
+    replay_fraction: float = 0.5  # replayed rows appended per forward, as a share of its rows
     truncate_unroll: bool = False  # loss and create_graph on the final step only
+    alpha_random_draw: Literal["step", "forward"] = since("step")  # see ALPHA_DRAWS
+    alpha_lr_floor: Literal["scaled", "shared"] = since("scaled")  # see ALPHA_LR_FLOORS
 
     @classmethod
     def upgrade_legacy(cls, data: dict, path: str) -> dict:
@@ -61,7 +76,17 @@ class EBTOptions:
                  "random_extra_steps", f"must be [lo, hi] integers with 0 <= lo <= hi, got {list(lo_hi)}")
         require(isinstance(self.replay_buffer_size, int) and self.replay_buffer_size >= 0,
                  "replay_buffer_size", f"must be an integer >= 0 (0 turns it off), got {self.replay_buffer_size!r}")
-        require(0 < self.replay_fraction < 1, "replay_fraction", f"must be in (0, 1), got {self.replay_fraction}")
+        require(0 < self.replay_fraction <= 1, "replay_fraction", f"must be in (0, 1], got {self.replay_fraction}")
+        require(self.alpha_random_draw in ALPHA_DRAWS, "alpha_random_draw",
+                f"must be one of {ALPHA_DRAWS}, got {self.alpha_random_draw!r}")
+        require(self.alpha_lr_floor in ALPHA_LR_FLOORS, "alpha_lr_floor",
+                f"must be one of {ALPHA_LR_FLOORS}, got {self.alpha_lr_floor!r}")
+
+    @property
+    def validation_steps(self) -> int:
+        """Refinement steps of a deterministic (validation) forward: the base steps plus the
+        most extra steps training can draw, as the reference code validates."""
+        return self.refine_steps + self.random_extra_steps[1]
 
     @property
     def is_system2(self) -> bool:

@@ -82,6 +82,6 @@ def test_ebt_candidates_outside_the_model_keep_the_true_vocabulary():
     config = ModelConfig(arch="ebt", n_layers=1, d_model=16, n_heads=2, vocab_size=29, context=6)
     model = build_model(config).eval()
     inputs = torch.randint(0, 29, (2, 6))
-    result = model.think(inputs, inputs, steps=2, samples=2)
+    result = model.think(inputs, inputs, schedule=[0, 1], samples=2)
     assert result.logits.shape == (2, 6, 29)
     assert torch.isfinite(result.logits).all()
