@@ -345,8 +345,10 @@ class EBT(LanguageModel):
     def process_state(self) -> dict[str, torch.Tensor]:
         if not self.config.options.replay_buffer_size:
             return {}
-        return {"replay_inputs": self.replay_inputs.cpu(), "replay_targets": self.replay_targets.cpu(),
-                "replay_logits": self.replay_logits.cpu(), "replay_count": torch.tensor(self.replay_count)}
+        # copies: on the CPU .cpu() would hand out the live buffers, which the next step changes
+        return {"replay_inputs": self.replay_inputs.to("cpu", copy=True),
+                "replay_targets": self.replay_targets.to("cpu", copy=True),
+                "replay_logits": self.replay_logits.to("cpu", copy=True), "replay_count": torch.tensor(self.replay_count)}
 
     def load_process_state(self, state: dict[str, torch.Tensor]) -> None:
         if not state:
