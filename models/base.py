@@ -63,7 +63,8 @@ class LanguageModel(nn.Module):
     def optimizer_groups(self, weight_decay: float, decay_norms_and_embeddings: bool = False,
                          lr_scale: float = 1.0) -> list[dict]:
         """AdamW parameter groups: matrices decayed; norms and embeddings decayed only on
-        request. Subclasses add their own groups (EBT's alpha)."""
+        request. Subclasses add their own groups (EBT's alpha). A group's lr_scale scales its
+        peak LR and floor_scale its LR floor (schedule.lr_at); here both are lr_scale."""
         embedding_ids = {id(p) for p in self.embedding_parameters()}
         decay, no_decay = [], []
         for p in self.parameters():
@@ -71,6 +72,7 @@ class LanguageModel(nn.Module):
                 continue
             is_plain_matrix = p.dim() >= 2 and id(p) not in embedding_ids
             (decay if is_plain_matrix or decay_norms_and_embeddings else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale, "name": "decay"},
-                  {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale, "name": "no_decay"}]
+        scales = {"lr_scale": lr_scale, "floor_scale": lr_scale}
+        groups = [{"params": decay, "weight_decay": weight_decay, **scales, "name": "decay"},
+                  {"params": no_decay, "weight_decay": 0.0, **scales, "name": "no_decay"}]
         return [g for g in groups if g["params"]]

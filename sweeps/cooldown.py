@@ -3,12 +3,13 @@ several cooled-down token counts.
 
 For every planned run (its *parent*) and every fraction f of the sweep's ``cooldown`` block,
 a *branch* run: the parent's spec with train.tokens = round(f x parent steps) whole steps and
-a warmup_fraction that gives exactly the parent's whole number of warmup steps. Its decay
-starts at step ``branch_step`` = branch steps - its decay steps, which must lie inside the
-parent's stable phase (warmup end <= branch_step < parent's decay start); then its learning
-rate equals the parent's at every step before branch_step (checked with the trainer's own
-``lr_at``), so the parent's state after branch_step steps *is* the branch's, and the trainer
-starts the branch from the parent's checkpoint there (harness/training/cooldown_branch.py).
+a warmup_fraction that gives exactly the parent's whole number of warmup steps (an absolute
+train.warmup_steps stays as it is). Its decay starts at step ``branch_step`` = branch steps -
+its decay steps, which must lie inside the parent's stable phase (warmup end <= branch_step <
+parent's decay start); then its learning rate equals the parent's at every step before
+branch_step (checked with the trainer's own ``lr_at``), so the parent's state after
+branch_step steps *is* the branch's, and the trainer starts the branch from the parent's
+checkpoint there (harness/training/cooldown_branch.py).
 A branch that cannot be exact is skipped with a plan warning.
 
 Tags: a branch copies its parent's (axis value, size, budget: the same sweep point), adds
@@ -35,7 +36,7 @@ import pandas as pd
 
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.spec import TrainSpec, spec_hash
-from ebt_scaling.harness.training.schedule import first_lr_difference, wsd_decay_start
+from ebt_scaling.harness.training.schedule import first_lr_difference, warmup_length, wsd_decay_start
 
 from .sweep_spec import CooldownSpec
 
@@ -68,9 +69,10 @@ def branch_schedule(train: TrainSpec, steps: int, tokens_per_step: int, fraction
     b_steps = round(fraction * steps)
     if not 1 <= b_steps < steps:
         return f"{b_steps} step(s) of the parent's {steps}: not a shorter run"
-    warmup = int(train.warmup_fraction * steps)
-    w = warmup_fraction_for(warmup, b_steps)
-    if w is None:
+    warmup = warmup_length(steps, train)
+    # An absolute train.warmup_steps carries over as it is; a fraction is re-aimed at the same steps.
+    w = warmup_fraction_for(warmup, b_steps) if train.warmup_steps is None else train.warmup_fraction
+    if w is None or warmup >= b_steps:
         return f"{b_steps} step(s) cannot hold the parent's {warmup} warmup steps"
     b_train = replace(train, tokens=b_steps * tokens_per_step, warmup_fraction=w)
     start, parent_start = wsd_decay_start(b_steps, b_train), wsd_decay_start(steps, train)

@@ -4,9 +4,9 @@ run per combination of factors (sweep_spec.TuneSpec).
 A trial multiplies what the rules gave the planned run: the LR, a model option
 (alpha_init, alpha_lr_multiplier: only architectures whose options have it), the batch
 (rounded, >= 1; tokens stay the planned ones, as whole steps of the new batch) and the
-warmup fraction. The trial with every factor 1 at full tokens *is* the planned run (same
-spec, same run id), so tuning a sweep keeps its untuned runs and the analysis can answer
-both ways (analysis/tuning.py).
+warmup fraction (or train.warmup_steps, rounded, where the base gives one). The trial with
+every factor 1 at full tokens *is* the planned run (same spec, same run id), so tuning a
+sweep keeps its untuned runs and the analysis can answer both ways (analysis/tuning.py).
 
 Every trial is tagged: ``trial`` (its factors, e.g. ``lr=0.5,alpha_init=2``), one
 ``tune_<knob>`` per knob of its label's grid, and ``tune_stage``: ``trial``; ``planned``
@@ -134,12 +134,15 @@ def _trial(planner, run, factors: dict[str, float], token_fraction: float, stage
     batch = max(1, round(train.batch_size * f["batch"]))
     tokens_per_step = batch * model.context
     tokens = rules.whole_steps(run.tokens * token_fraction, tokens_per_step) * tokens_per_step
-    warmup = train.warmup_fraction * f["warmup"]
-    if warmup >= 1:
-        raise ConfigError(f"tune.warmup: factor {f['warmup']:g} gives {where} a warmup fraction {warmup:g} >= 1; "
-                          "use smaller factors")
+    if train.warmup_steps is not None:  # an absolute warmup takes the factor (the run's step check applies)
+        warmup = {"warmup_steps": round(train.warmup_steps * f["warmup"])}
+    else:
+        warmup = {"warmup_fraction": train.warmup_fraction * f["warmup"]}
+        if warmup["warmup_fraction"] >= 1:
+            raise ConfigError(f"tune.warmup: factor {f['warmup']:g} gives {where} a warmup fraction "
+                              f"{warmup['warmup_fraction']:g} >= 1; use smaller factors")
     try:
-        new_train = replace(train, lr=train.lr * f["lr"], batch_size=batch, tokens=tokens, warmup_fraction=warmup)
+        new_train = replace(train, lr=train.lr * f["lr"], batch_size=batch, tokens=tokens, **warmup)
         option_changes = {k: getattr(model.options, k) * f[k] for k in OPTION_KNOBS if k in factors}
         new_model = replace(model, options=replace(model.options, **option_changes)) if option_changes else model
         name = trial_name(factors)

@@ -281,10 +281,10 @@ def test_a_step_that_raises_closes_the_sinks_and_stops_the_prefetch_thread(tiny_
         closed.append(progress)
         real_close(progress)
 
-    def lr_at(step, total, train):  # a bug that shows in step 4
+    def lr_at(step, total, train, *group_scales):  # a bug that shows in step 4
         if step == 3:
             raise RuntimeError("a bug in step 4")
-        return real_lr_at(step, total, train)
+        return real_lr_at(step, total, train, *group_scales)
 
     monkeypatch.setattr(TrainingProgress, "close", close)
     monkeypatch.setattr(trainer, "lr_at", lr_at)
