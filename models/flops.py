@@ -10,7 +10,8 @@ one to both models):
     Transformer++ step, so 20 N per token and step, 20 K N for K steps (6.66x at K = 2).
     N is each model's own non-embedding parameter count (models' ``param_counts()``).
     K includes the expected random_extra_steps; truncate_unroll is ignored (the paper
-    gives no formula for it; ``full`` accounts for it).
+    gives no formula for it; ``full`` accounts for it). Replayed rows count like fresh
+    ones (below).
 
 ``full``
     Every matmul the training step really executes, counted the way
@@ -24,6 +25,15 @@ one to both models):
 All counts are per training step for a batch of ``batch`` sequences of ``seq`` tokens;
 per token = per step / (batch * seq). Every term is proportional to the batch, so FLOPs
 per token depend on the sequence length (attention) but not on the batch.
+
+EBT replay buffer (``replay_buffer_size`` > 0): every training forward of full-context
+sequences runs on its fresh rows plus int(rows x replay_fraction) replayed ones, which
+take the same steps, loss and backward. Both conventions count them, as batch x
+replay_fraction extra rows per step (``ebt_replayed_rows``); the tokens a run has seen stay
+the fresh ones, so the replay raises the EBT's FLOPs per token by (1 + replay_fraction).
+That is exact whenever each forward's rows x replay_fraction is an integer no larger than
+the buffer; the run's first forward per process (empty buffer) replays nothing, a
+one-step over-count (docs/flops.md, "Replay buffer").
 
 How the ``full`` EBT count arises (see models/ebt.py for the algorithm):
 
@@ -152,9 +162,10 @@ def transformer_step_flops(config: ModelConfig, batch: int, seq: int) -> int:
     return 3 * transformer_forward_flops(config, batch, seq)
 
 
-def ebt_real_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
+def ebt_real_stream_forward_flops(config: ModelConfig, batch: float, seq: int) -> float:
     """One run of the real stream: S tokens (+1 step token for time_embed); L-1 full
-    blocks with causal attention, then the last layer's keys and values only."""
+    blocks with causal attention, then the last layer's keys and values only. batch: the
+    rows it runs on (replayed ones included)."""
     t = seq + (1 if config.options.variant == "time_embed" else 0)
     full_blocks = config.n_layers - 1
     per_token = full_blocks * projection_flops_per_token(config) + kv_projection_flops_per_token(config)
@@ -162,7 +173,7 @@ def ebt_real_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> 
     return batch * (t * per_token + per_sequence)
 
 
-def ebt_predicted_stream_forward_flops(config: ModelConfig, batch: int, seq: int) -> int:
+def ebt_predicted_stream_forward_flops(config: ModelConfig, batch: float, seq: int) -> float:
     """One energy evaluation of S candidates: the V -> d candidate projection, L blocks
     whose attention is S queries x (S [+1 step token]) context keys (the self score is an
     elementwise product, 0), and the d -> 1 energy head."""
@@ -179,17 +190,38 @@ def ebt_expected_steps(config: ModelConfig) -> float:
     return config.options.refine_steps + (lo + hi) / 2
 
 
+def ebt_replayed_rows(config: ModelConfig, batch: int, seq: int) -> float:
+    """Replayed sequences a training step on `batch` fresh ones adds once the replay
+    buffer holds records: batch x replay_fraction. The model appends int(rows x fraction)
+    per forward, and the forwards a step splits into (micro-batches, processes) are not
+    known here; the proportional count keeps FLOPs per token independent of the batch and
+    equals the model's whenever each forward's rows x fraction is an integer (no larger
+    than the buffer). 0 without a buffer or for sequences shorter than the context:
+    records are context long, so only full-context batches replay."""
+    e = config.options
+    if not e.replay_buffer_size or seq != config.context:
+        return 0.0
+    return batch * e.replay_fraction
+
+
+def ebt_training_rows(config: ModelConfig, batch: int, seq: int) -> float:
+    """Sequences a training step runs through the EBT: the fresh ones and the replayed."""
+    return batch + ebt_replayed_rows(config, batch, seq)
+
+
 def ebt_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
-    """Expected FLOPs of one EBT training step (see the module docstring)."""
+    """Expected FLOPs of one EBT training step on `batch` fresh sequences, replayed rows
+    included (see the module docstring)."""
     e = config.options
     n_steps = ebt_expected_steps(config)
     n_trained = 1.0 if e.truncate_unroll else n_steps
     n_untrained = n_steps - n_trained
 
-    real = ebt_real_stream_forward_flops(config, batch, seq)
-    pred = ebt_predicted_stream_forward_flops(config, batch, seq)
-    head = batch * seq * energy_head_flops_per_token(config)
-    vocab = batch * seq * vocab_matmul_flops_per_token(config)
+    rows = ebt_training_rows(config, batch, seq)
+    real = ebt_real_stream_forward_flops(config, rows, seq)
+    pred = ebt_predicted_stream_forward_flops(config, rows, seq)
+    head = rows * seq * energy_head_flops_per_token(config)
+    vocab = rows * seq * vocab_matmul_flops_per_token(config)
     # Trained step: forward + dE/dp + double backward (6 F_p), less the energy head's
     # forward never being re-differentiated (2 x head) and its inner-backward matmul being
     # differentiated w.r.t. the weight only (1 x head). The candidate projection's input p
@@ -215,8 +247,10 @@ def transformer_paper_step_flops(config: ModelConfig, batch: int, seq: int) -> f
 
 
 def ebt_paper_step_flops(config: ModelConfig, batch: int, seq: int) -> float:
-    """20 K N per token: about 3.33 x a Transformer's 6 N per refinement step."""
-    return 20.0 * ebt_expected_steps(config) * ebt_param_counts(config)["non_embedding"] * batch * seq
+    """20 K N per token: about 3.33 x a Transformer's 6 N per refinement step, for every
+    token the step refines, replayed ones included (docs/flops.md, "Replay buffer")."""
+    rows = ebt_training_rows(config, batch, seq)
+    return 20.0 * ebt_expected_steps(config) * ebt_param_counts(config)["non_embedding"] * rows * seq
 
 
 def training_step_flops(config: ModelConfig, batch: int, seq: int | None = None, convention: str = "full") -> float:
@@ -240,8 +274,11 @@ def flops_per_token(config: ModelConfig, convention: str = "full", seq_len: int 
 
 
 def count_training_step_flops(model, inputs, targets) -> int:
-    """Run one real training step (model.step(...).loss.backward()) under FlopCounterMode
-    and return the total FLOPs it counted. Gradients are accumulated into the model's
+    """Run two real training steps (model.step(...).loss.backward()) and return the FLOPs
+    FlopCounterMode counted in the second. The first, uncounted, fills the per-process
+    state a run's first step lacks (the EBT's replay buffer is empty until then, so that
+    step replays nothing), so the count is a steady-state step: the one ``full`` models
+    and the one bench times. Gradients of both are accumulated into the model's
     parameters as in training; the caller owns zeroing them.
 
     SDPA is forced to its math backend: FlopCounterMode has no formula for the CPU flash
@@ -254,8 +291,10 @@ def count_training_step_flops(model, inputs, targets) -> int:
     was_training = model.training
     model.train()
     try:
-        with sdpa_kernel(SDPBackend.MATH), _global_flop_counter() as counter:
+        with sdpa_kernel(SDPBackend.MATH):
             model.step(inputs, targets).loss.backward()
+            with _global_flop_counter() as counter:
+                model.step(inputs, targets).loss.backward()
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())

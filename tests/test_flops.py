@@ -43,12 +43,16 @@ def _config(arch: str, shape, **ebt) -> ModelConfig:
                        ffn_hidden=hidden, options=EBTOptions(**ebt) if arch == "ebt" else None)
 
 
-def _measure(config: ModelConfig, batch: int, seq: int) -> int:
+def _model_and_batch(config: ModelConfig, batch: int, seq: int):
     torch.manual_seed(0)
     model = build_model(config)
     inputs = torch.randint(0, config.vocab_size, (batch, seq))
     targets = torch.randint(0, config.vocab_size, (batch, seq))
-    return count_training_step_flops(model, inputs, targets)
+    return model, inputs, targets
+
+
+def _measure(config: ModelConfig, batch: int, seq: int) -> int:
+    return count_training_step_flops(*_model_and_batch(config, batch, seq))
 
 
 def _rel(a: float, b: float) -> float:
@@ -110,6 +114,84 @@ def test_flops_per_token_does_not_depend_on_batch():
     assert training_step_flops(config, 4, 10) == pytest.approx(4 * 10 * flops_per_token(config, "full", 10))
     with pytest.raises(ValueError, match="convention"):
         flops_per_token(config, "kaplan")
+
+
+# ------------------------------------------------------------------ replay buffer
+
+# The reference code's System 2 training forward (docs/ebt.md): one base step plus a fixed
+# extra one (the random count's outcome), noise, a random step size drawn once per forward,
+# truncated unrolling and a replay buffer.
+S2_OPTIONS = dict(refine_steps=1, random_extra_steps=(1, 1), alpha_init=5.0, learn_alpha=False,
+                  alpha_random_scale=2.0, alpha_random_draw="forward", langevin_sigma=3.0, truncate_unroll=True)
+
+
+def _first_step_flops(model, inputs, targets) -> int:
+    """FlopCounterMode over a model's very first training step (empty replay buffer)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ebt_scaling.models.flops import _global_flop_counter
+
+    model.train()
+    with sdpa_kernel(SDPBackend.MATH), _global_flop_counter() as counter:
+        model.step(inputs, targets).loss.backward()
+    return int(counter.get_total_flops())
+
+
+@pytest.mark.parametrize("variant,fraction,batch,shape", [
+    ("time_embed", 0.5, 4, SHAPES[0]), ("default", 0.5, 2, SHAPES[1]), ("time_embed", 1.0, 2, SHAPES[1]),
+    ("default", 0.25, 4, SHAPES[2]),
+])
+def test_ebt_full_counts_the_replayed_rows_exactly(variant, fraction, batch, shape):
+    """A warm buffer appends batch x fraction stored sequences to the step: the count is
+    FlopCounterMode's over such a step, and equals that of a buffer-less EBT on the
+    enlarged batch (replayed rows cost what fresh ones do)."""
+    config = _config("ebt", shape, variant=variant, refine_steps=2, replay_buffer_size=8, replay_fraction=fraction)
+    model, inputs, targets = _model_and_batch(config, batch, config.context)
+    counted = count_training_step_flops(model, inputs, targets)
+    assert model.replay_count == 2 * batch  # a warm-up step filled the buffer before the counted one
+    assert training_step_flops(config, batch, config.context, "full") == counted
+    rows = batch + int(batch * fraction)
+    without = _config("ebt", shape, variant=variant, refine_steps=2)
+    assert counted == _measure(without, rows, config.context)
+
+
+@pytest.mark.parametrize("variant", ["time_embed", "default"])
+def test_ebt_full_reference_system2_step_is_exact(variant):
+    """The reference's System 2 options with a warm replay buffer: exact, as without replay."""
+    config = _config("ebt", SHAPES[0], variant=variant, replay_buffer_size=8, **S2_OPTIONS)
+    assert training_step_flops(config, 4, config.context, "full") == _measure(config, 4, config.context)
+    no_replay = _config("ebt", SHAPES[0], variant=variant, **S2_OPTIONS)
+    assert training_step_flops(config, 4, config.context, "full") == 1.5 * training_step_flops(
+        no_replay, 4, config.context, "full")
+
+
+def test_ebt_first_step_replays_nothing():
+    """The run's first step (empty buffer) is a buffer-less step: the per-step figure
+    over-counts it by fraction / (1 + fraction) of a step (one forward per step)."""
+    config = _config("ebt", SHAPES[1], replay_buffer_size=8, **S2_OPTIONS)
+    first = _first_step_flops(*_model_and_batch(config, 4, config.context))
+    no_replay = _config("ebt", SHAPES[1], **S2_OPTIONS)
+    assert first == training_step_flops(no_replay, 4, config.context, "full")
+    steady = training_step_flops(config, 4, config.context, "full")
+    assert (steady - first) / steady == pytest.approx(0.5 / 1.5)
+
+
+def test_ebt_shorter_sequences_do_not_replay():
+    """Records are context long: a batch of shorter sequences replays none, measured so."""
+    config = _config("ebt", SHAPES[0], replay_buffer_size=8)
+    seq = config.context - 3
+    counted = _measure(config, 4, seq)
+    assert training_step_flops(config, 4, seq, "full") == counted
+    assert counted == _measure(_config("ebt", SHAPES[0]), 4, seq)
+
+
+def test_paper_convention_counts_replayed_tokens():
+    """20 K N for every token the step refines: the fresh ones and the replayed ones."""
+    config = _config("ebt", SHAPES[0], replay_buffer_size=8, replay_fraction=0.5, **S2_OPTIONS)
+    n = build_model(config).param_counts()["non_embedding"]
+    k = 2  # one base step and one extra
+    assert training_step_flops(config, 4, config.context, "paper") == 20 * k * n * (4 + 2) * config.context
+    assert flops_per_token(config, "paper") == 20 * k * n * 1.5
 
 
 # ------------------------------------------------------------------ parameters, paper convention
@@ -177,6 +259,20 @@ def test_cli_measure_agrees_with_analytic():
     report = json.loads(out)
     for entry in report.values():
         assert _rel(entry["flops_per_token"]["full"], entry["measured_flops_per_token"]) < TOLERANCE
+
+
+def test_cli_counts_the_replay_buffer():
+    """An S2 EBT with a replay buffer: FLOPs per (fresh) token 1.5x those without, in both
+    conventions; measured on a batch whose replayed rows are whole (2 x 0.5)."""
+    base = ("--layers", "1", "--d-model", "16", "--heads", "2", "--vocab", "40", "--ctx", "8", "--json")
+    _, plain, _ = _cli(*base, "--ebt.refine-steps", "1")
+    rc, replay, _ = _cli(*base, "--ebt.refine-steps", "1", "--ebt.replay-buffer-size", "4", "--measure", "--batch", "2")
+    assert rc == 0
+    plain, replay = json.loads(plain), json.loads(replay)
+    assert replay["transformer"]["flops_per_token"] == plain["transformer"]["flops_per_token"]
+    for convention in CONVENTIONS:
+        assert replay["ebt"]["flops_per_token"][convention] == 1.5 * plain["ebt"]["flops_per_token"][convention]
+    assert replay["ebt"]["measured_flops_per_token"] == replay["ebt"]["flops_per_token"]["full"]
 
 
 def test_cli_table_lists_both_models_and_the_ratio():
