@@ -45,6 +45,7 @@ import pandas as pd
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.harness.contract.protocol import protocol_of
 from ebt_scaling.harness.contract.run_dir import RunDir, read_json, read_text
 from ebt_scaling.harness.contract.run_state import RunFiles, run_state
 from ebt_scaling.harness.contract.spec import spec_from_dict
@@ -231,7 +232,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
         "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),
         "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"), **tune_columns(tags),
         "n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "vocab_size": m.vocab_size,
-        "model_init": m.init,
+        "model_init": m.init, "protocol": protocol_of(spec),  # protocol: harness/contract/protocol.py
         "context": m.context, **arch_columns(m),
         "batch_size": spec.train.batch_size, "lr": spec.train.lr, "schedule": spec.train.schedule,
         "cooldown_of": tags.get("cooldown_of"),   # a WSD run's cooldown branch: its parent's run id
@@ -307,7 +308,7 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
                      "unit": unit_key(tags, r.get("pair_id") or r["run_id"]), "seed": r.get("seed"),
                      "axis": tags.get("axis"), "axis_value": r.get("axis_value"), "size": r.get("size"),
                      "budget": _float(tags.get("budget")), "cooldown_of": tags.get("cooldown_of"),
-                     "schedule": None, "model_init": None,   # not in plan.json (the spec's fields)
+                     "schedule": None, "model_init": None, "protocol": None,  # not in plan.json (the spec's)
                      **tune_columns(tags), "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
                      "tokens_planned": r.get("tokens"), "tokens": 0, "step": 0, "total_steps": r.get("steps")})
     return rows

@@ -12,11 +12,14 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
     name: tiny                       # labels the runs (tag "sweep")
     description: ""
     base: {model: {...}, data: {...}, train: {...}, eval: {...}, ...}   # partial RunSpec
+                                     # (protocol: reference fills the reference code's setup in every
+                                     # run, EBT options included: harness/contract/protocol.py)
     seeds: [0]                       # every point is run once per seed (same data order in a pair); < 2^32
     architectures:                   # one run per entry at every point; a "pair" = all of them
       - {label: T++, arch: transformer}
       - {label: EBT-S1, arch: ebt}                       # the EBT's default options (paper S1)
-      - {label: EBT-S2, arch: ebt, options: {langevin_sigma: 3.0, truncate_unroll: true}}
+      - {label: EBT-S2, arch: ebt, options: {refine_steps: 1, random_extra_steps: [1, 2], langevin_sigma: 3.0,
+         truncate_unroll: true}}                  # System 2 (paper_nlp.yaml has the reference's in full)
     pairing: tokens                  # tokens: same size and tokens (the paper's protocol)
                                      # flops: same size and training FLOPs (EBT gets fewer tokens)
     param_count: total               # which count "N" means everywhere: total | non_embedding
@@ -78,6 +81,7 @@ from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_na
 from ebt_scaling.harness.contract.cli_flags import nested
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.paths import require_path_name
+from ebt_scaling.harness.contract.protocol import preset_options
 from ebt_scaling.harness.contract.spec import RunSpec, require_seed
 from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml, to_dict
 from ebt_scaling.models.sizes import PAPER_SIZES
@@ -634,14 +638,25 @@ def load_sweep(path_or_preset: str | Path, overrides: dict[str, Any] | None = No
     return sweep_from_dict(data, str(path))
 
 
+# train.tokens of the base is the sweep's to set (refused in base): the base spec, a template,
+# runs as long as a spec can, so checks of a run's length (train.warmup_steps below its steps,
+# which `protocol: reference` sets to 10,000) apply to each planned run, whose tokens the rule gives.
+_BASE_TOKENS = 2 ** 62
+
+
 def base_spec(sweep: SweepSpec) -> RunSpec:
-    return from_dict(RunSpec, dict(sweep.base), "base")
+    base = dict(sweep.base)
+    if isinstance(base.get("train", {}), dict):
+        base["train"] = {**base.get("train", {}), "tokens": _BASE_TOKENS}
+    return from_dict(RunSpec, base, "base")
 
 
 def arch_options(sweep: SweepSpec, index: int) -> Any:
-    """The typed options of architecture entry `index` (its family's defaults + the entry's)."""
+    """The typed options of architecture entry `index` (its family's defaults + the entry's,
+    over those a ``base.protocol`` preset gives that family: harness/contract/protocol.py)."""
     entry = sweep.architectures[index]
-    return from_dict(ARCHITECTURES.get(entry.arch).options, entry.options, f"architectures[{index}].options")
+    options = preset_options(sweep.base.get("protocol"), entry.arch, entry.options, "base.protocol")
+    return from_dict(ARCHITECTURES.get(entry.arch).options, options, f"architectures[{index}].options")
 
 
 # base keys the sweep sets itself, and which sweep key to use instead

@@ -3,7 +3,8 @@
 Loaded from and dumped to YAML; validated with one-line errors naming the key and the
 fix. The run id is a stable hash of everything that can change the result (all fields
 but ``tags``, which only label a run for the analysis -- pair id, sweep axis, size name --
-and ``data.cache_dir``).
+and ``data.cache_dir``). A top-level ``protocol: reference`` is a preset, expanded into the
+fields it stands for before validation and never stored (protocol.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import yaml
 from .cli_flags import nested
 from .errors import ConfigError, require
 from .model_config import ModelConfig
-from .since import SINCE_DEFAULT
+from .protocol import expand_protocol
+from .since import SINCE_DEFAULT, since
 from .typed_config import from_dict, load_yaml, to_dict
 
 
@@ -63,6 +65,7 @@ class TrainSpec:
     grad_clip: float = 1.0  # 0 turns clipping off
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_fraction: float = 0.05  # of all steps, linear from 0
+    warmup_steps: int | None = since(None)  # an absolute warmup length instead (the reference: 10,000)
     min_lr_ratio: float = 0.1  # floor of cosine / wsd decay, relative to lr (paper: peak / 10)
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
 
@@ -77,6 +80,11 @@ class TrainSpec:
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
         require(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        require(self.warmup_steps is None or (type(self.warmup_steps) is int and self.warmup_steps >= 0),
+                "warmup_steps", f"must be a whole number >= 0 or null, got {self.warmup_steps!r}")
+        default_fraction = TrainSpec.__dataclass_fields__["warmup_fraction"].default
+        require(self.warmup_steps is None or self.warmup_fraction == default_fraction, "warmup_steps",
+                f"replaces warmup_fraction, which is set too ({self.warmup_fraction}); give one of the two")
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         require(0 < self.decay_fraction <= 1, "decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
 
@@ -140,6 +148,13 @@ class RunSpec:
     log_every: int = 10  # optimizer steps between metrics rows
     tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id
 
+    @classmethod
+    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+        """typed_config's hook on the raw mapping before validation: here it expands the
+        ``protocol`` preset (protocol.py) into the fields it stands for, so no RunSpec holds
+        a protocol and ``protocol: reference`` is the same run as those fields written out."""
+        return expand_protocol(data, path)
+
     def __post_init__(self) -> None:
         require_seed(self.seed, "seed")
         object.__setattr__(self, "tags", typed_tags(self.tags, "tags"))
@@ -148,6 +163,9 @@ class RunSpec:
         micro = self.train.micro_batch_size
         require(micro is None or self.train.batch_size % micro == 0, "train.micro_batch_size",
                  f"must divide train.batch_size ({self.train.batch_size}), got {micro}")
+        warmup = self.train.warmup_steps
+        require(warmup is None or warmup < self.total_steps, "train.warmup_steps",
+                f"{warmup} is not below the run's {self.total_steps} steps; lower it or use warmup_fraction")
 
     @property
     def tokens_per_step(self) -> int:
