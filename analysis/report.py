@@ -24,8 +24,9 @@ import tempfile
 from pathlib import Path
 
 from ebt_scaling.harness.contract.formatting import jsonable, pct
+from ebt_scaling.harness.contract.protocol import reference_summary
 from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ebt_scaling.harness.evaluation.report import plot_thinking, table3
+from ebt_scaling.harness.evaluation.report import plot_thinking, table3, thinking_protocol_sentence
 
 from .axes import AXIS_UNITS
 from .headline import answer, answer_text
@@ -154,7 +155,7 @@ def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
     if an.frontiers:
         items.append("isoFLOP sweep: the answer comes from the compute-optimal frontier (section \"The frontier\"); "
                      "the per-axis power laws below fit every run, off-optimal sizes included.")
-    items.append(_init_sentence(an))
+    items.append(_protocol_sentence(an))
     for cand, ratio in (r.get("flops_per_token_ratio") or {}).items():
         items.append(f"{cand} / {r['reference']} training FLOPs per token ({r['flop_convention']}): median "
                      f"{ratio['median']:.3g} (range {ratio['min']:.3g}-{ratio['max']:.3g} over {ratio['n_units']} "
@@ -162,15 +163,15 @@ def _setup(doc: Doc, an: Analysis, sweep_dir: str) -> None:
     doc.ul(items)
 
 
-def _init_sentence(an: Analysis) -> str:
-    """Which initialisation and norm eps (model.init) each label's fitted runs used."""
+def _protocol_sentence(an: Analysis) -> str:
+    """Which training protocol (harness/contract/protocol.py) each label's fitted runs used."""
     runs = an.points
-    col = runs["model_init"] if "model_init" in runs else None
-    used = {lb: ", ".join(sorted(str(v) for v in col[runs["arch_label"] == lb].dropna().unique())) or "unknown"
+    col = runs["protocol"] if "protocol" in runs else None
+    used = {lb: " / ".join(sorted(str(v) for v in col[runs["arch_label"] == lb].dropna().unique())) or "unknown"
             for lb in an.labels} if col is not None else {lb: "unknown" for lb in an.labels}
-    return ("Initialisation (model.init): " + "; ".join(f"{lb} {v}" for lb, v in used.items()) + ". project = "
-            "N(0, 0.02) weights and RMSNorm eps 1e-6 (the default); reference = the reference EBT code's Xavier-normal "
-            "linears, N(0, 1) embeddings and eps 1e-5 (docs/ebt.md).")
+    return ("Protocol: " + "; ".join(f"{lb} {v}" for lb, v in used.items()) + ". project = this project's "
+            "defaults; reference = the reference code's setup, what `protocol: reference` fills in ("
+            + reference_summary() + "; docs/ebt.md).")
 
 
 def _frontier(doc: Doc, an: Analysis) -> None:
@@ -380,6 +381,7 @@ def _evaluations(doc: Doc, an: Analysis, out_dir: Path, written: list[str]) -> N
                         fmt_num(x.get("paper_tpp"), 4), fmt_num(x.get("paper_ebt"), 4)] for x in rows])
         except Exception as exc:  # the table builder belongs to another module: report, do not fail
             doc.p(f"Table 3 could not be built: {type(exc).__name__}: {exc}")
+        doc.p(thinking_protocol_sentence(ebt))  # as the results record it, so old runs are labelled right
         try:
             name = f"thinking_{_slug(cand)}"
             with tempfile.TemporaryDirectory() as tmp:

@@ -236,21 +236,25 @@ def _batches(vocab: int, seq: int = 12, seed: int = 5) -> list[Batch]:
 def test_thinking_curves_best_of_n_and_flat_reference():
     model = tiny_model("ebt", vocab=40)
     batches = _batches(40)
-    result, raw = think_task(model, batches, max_steps=6, sigma=1.0, bon_max=8, seed=0)
-    assert result["steps"] == [1, 2, 3, 4, 5, 6] and len(result["ppl"]) == len(result["ppl_langevin"]) == 6
+    result, raw = think_task(model, batches, max_steps=6, sigma=1.0, bon_max=8, seed=0)  # the paper protocol
+    assert result["protocol"] == "paper" and result["sigma"] == 1.0
+    assert result["steps"] == [2, 4, 6] and len(result["ppl"]) == len(result["ppl_langevin"]) == 3  # K=2 x n
     assert list(result["bon"]) == ["1", "2", "4", "8"]
     assert result["ppl_langevin"] != result["ppl"]
     energy = result["bon_energy"]
     assert energy["8"] <= energy["4"] <= energy["2"] <= energy["1"] and energy["8"] < energy["1"]
-    # same seed per batch: the curve at the trained K steps is the N = 1 candidate
-    assert result["ppl"][1] == pytest.approx(result["bon"]["1"], rel=1e-9)
-    assert result["ppl_trained"] == result["ppl"][1] and 0 <= result["gain"] < 1
+    # same seed per batch: n = 1 (one step per landscape) is the validation schedule of this
+    # noiseless S1 model, so the curve's first point is the N = 1 candidate
+    assert result["trained_steps"] == 2 and result["ppl"][0] == pytest.approx(result["bon"]["1"], rel=1e-9)
+    assert result["ppl_trained"] == result["bon"]["1"] and 0 <= result["gain"] < 1
+    earlier, _ = think_task(model, batches, max_steps=6, sigma=1.0, bon_max=2, seed=0, protocol="final_landscape")
+    assert earlier["steps"] == [1, 2, 3, 4, 5, 6] and earlier["ppl"][1] == pytest.approx(result["ppl"][0], rel=1e-9)
     # BoN from prefixes of one 8-sample run equals EBT.think(samples=N) under the same seed
     nll, count = 0.0, 0
     for i, b in enumerate(batches):
         torch.manual_seed(0 + i)
         with torch.no_grad():
-            r = model.think(b.inputs, b.targets, steps=2, samples=4)
+            r = model.think(b.inputs, b.targets, model.validation_schedule(), samples=4)
         nll += float(r.nll[-1].double().sum())
         count += int((b.targets != IGNORE_INDEX).sum())
     assert result["bon"]["4"] == pytest.approx(math.exp(nll / count), rel=1e-9)
@@ -259,6 +263,7 @@ def test_thinking_curves_best_of_n_and_flat_reference():
     assert 0 <= result["energy_auroc"]["onehot"] <= 1
     flat = flat_reference(tiny_model("transformer", vocab=40), batches, 6, 2)
     assert len(set(flat["ppl"])) == 1 and set(flat["bon"].values()) == {flat["ppl"][0]} and flat["gain"] == 0
+    assert flat["protocol"] == "paper" and set(flat) - {"flat"} == set(result)
 
 
 # --------------------------------------------------------------------------- contamination
@@ -322,8 +327,10 @@ def test_result_json_gets_evaluations_after_a_tiny_run(finished_ebt_run):
     assert ev["tasks"]["dyck"]["contamination"]["fraction"] == 0.0 and ev["tasks"]["dyck"]["examples"] == 8
     th = ev["thinking"]
     assert set(th["tasks"]) == {"pretrain", "dyck", "arithmetic"} and th["trained_steps"] == 2
-    for r in th["tasks"].values():
-        assert r["steps"] == [1, 2, 3, 4] and len(r["ppl_langevin"]) == 4 and list(r["bon"]) == ["1", "2", "4"]
+    assert th["protocol"] == "paper" and th["sigma"] == 1.0  # the default protocol and its noise
+    for r in th["tasks"].values():  # paper: n = 1, 2 steps on each of the K = 2 landscapes
+        assert r["steps"] == [2, 4] and len(r["ppl_langevin"]) == 2 and list(r["bon"]) == ["1", "2", "4"]
+        assert r["protocol"] == "paper"
     assert th["tasks"]["pretrain"]["shift"] == pytest.approx(1.0)
     assert 0 <= ev["energy_auroc"] <= 1
 

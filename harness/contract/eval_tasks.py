@@ -19,12 +19,16 @@ Options (after commas; a PATH therefore cannot contain a comma):
     seed=INT     generated sets (dyck, arithmetic): the seed of the generator
     label=NAME   the key of the task in the results (default: the name; bigbench: bigbench_<task>)
     ngram=INT    contamination window in tokens (default 13)
-    steps=INT    thinking: the largest number of refinement steps (default 4 x trained steps)
-    sigma=FLOAT  thinking: Langevin noise std (default: the model's, else 3.0 as the paper's S2)
+    steps=INT    thinking: the largest number of refinement steps (default 4 x the validation steps)
+    sigma=FLOAT  thinking: Langevin noise std of the noisy curve (default: paper 1.0, the
+                 reference inference's; final_landscape the model's, else 3.0 as the paper's S2)
     bon=INT      thinking: the largest N of best-of-N, a power of two (N = 1, 2, 4, .., bon)
+    protocol=paper|final_landscape   thinking: how more steps are taken (THINKING_PROTOCOLS;
+                 default paper)
 
 Examples: ``pretrain``, ``dyck,n=64,seed=1``, ``gsm8k=/data/gsm8k/test.jsonl,score=answer``,
-``bigbench=/data/bigbench/benchmark_tasks/dyck_languages/task.json``, ``thinking,n=8,steps=8``.
+``bigbench=/data/bigbench/benchmark_tasks/dyck_languages/task.json``, ``thinking,n=8,steps=8``,
+``thinking,protocol=final_landscape``.
 """
 from __future__ import annotations
 
@@ -44,8 +48,15 @@ OPTIONS: dict[str, set[str]] = {
     "pretrain": {"n", "label"},
     **{name: _DOWNSTREAM_OPTIONS | {"seed"} for name in GENERATED},
     **{name: set(_DOWNSTREAM_OPTIONS) for name in FROM_FILE},
-    "thinking": {"n", "steps", "sigma", "bon"},
+    "thinking": {"n", "steps", "sigma", "bon", "protocol"},
 }
+# How thinking takes more refinement steps than trained (docs/ebt.md), and how reports name it.
+THINKING_PROTOCOLS = {
+    "paper": "n steps on each of the K energy landscapes in turn, K x n in all: the reference code's inference",
+    "final_landscape": "n steps in all, those beyond the trained ones on the last landscape: this project's earlier "
+                       "protocol",
+}
+DEFAULT_THINKING_PROTOCOL = "paper"
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -82,8 +93,8 @@ def _bigbench_name(path: str) -> str:
 
 
 def _fail(raw: str, problem: str) -> ConfigError:
-    return ConfigError(f"eval.tasks: {raw!r}: {problem}; valid names: {VALID_NAMES} "
-                       f"(options after commas: n, score, seed, label, ngram; thinking: n, steps, sigma, bon)")
+    return ConfigError(f"eval.tasks: {raw!r}: {problem}; valid names: {VALID_NAMES} (options after commas: "
+                       f"n, score, seed, label, ngram; thinking: n, steps, sigma, bon, protocol)")
 
 
 def _value(raw: str, key: str, value: str):
@@ -115,6 +126,10 @@ def _value(raw: str, key: str, value: str):
         if not number >= 0:
             raise _fail(raw, f"option sigma must be >= 0, got {value}")
         return number
+    if key == "protocol":
+        if value not in THINKING_PROTOCOLS:
+            raise _fail(raw, f"option protocol must be one of {', '.join(THINKING_PROTOCOLS)}, got {value!r}")
+        return value
     if key == "score":
         if value not in ("all", "answer"):
             raise _fail(raw, f"option score must be 'all' or 'answer', got {value!r}")

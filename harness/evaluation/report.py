@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ebt_scaling.harness.contract.eval_tasks import THINKING_PROTOCOLS
+
+# Thinking results recorded before the protocol was: they took the final-landscape protocol.
+LEGACY_THINKING_PROTOCOL = "final_landscape"
+
 # Table 3 of the paper (arXiv v1): perplexity, Transformer++ vs EBT.
 PAPER_TABLE3 = {
     "pretrain": ("Pretraining (held-out)", 31.36, 33.43),
@@ -64,6 +69,36 @@ def _thinking_gain(runs: list[dict], label: str) -> float | None:
     return sum(gains) / len(gains) if gains else None
 
 
+def _protocol(result: dict) -> str:
+    return result.get("protocol", LEGACY_THINKING_PROTOCOL)
+
+
+def thinking_protocols(runs) -> list[tuple[str, float | None]]:
+    """The distinct (protocol, Langevin curve sigma) of the thinking results of `runs`."""
+    seen = []
+    for e in _runs(runs):
+        thinking = e.get("thinking") or {}
+        if thinking.get("tasks") and (key := (_protocol(thinking), thinking.get("sigma"))) not in seen:
+            seen.append(key)
+    return seen
+
+
+def thinking_protocol_sentence(runs) -> str:
+    """One sentence stating the thinking protocol(s) the runs' results used."""
+    used = thinking_protocols(runs)
+    if not used:
+        return "No thinking results: no thinking protocol to state."
+    parts = [f"{p} ({THINKING_PROTOCOLS.get(p, 'unknown protocol')}; Langevin curve σ={sigma})" for p, sigma in used]
+    return ("Thinking protocol: " + "; ".join(parts) + ". The trained point and best-of-N take the validation "
+            "protocol (the trained steps plus the most extra steps, with the trained Langevin noise).")
+
+
+def _steps_label(result: dict) -> str:
+    if _protocol(result) == "paper":
+        return f"refinement steps (n per landscape x K={result.get('landscapes', '?')})"
+    return "refinement steps (extra ones on the last landscape)"
+
+
 def table3(transformer, ebt) -> list[dict]:
     """Rows = pretraining + each downstream task evaluated in either architecture's runs.
 
@@ -115,7 +150,8 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
     """PNG at `path`, and PDF and SVG beside it: per task, perplexity against refinement
     steps (EBT without / with Langevin noise, Transformer++ flat) and best-of-N bars; a
     last panel plots the thinking gain against distribution shift (task ppl / pretraining
-    ppl). Takes one run per architecture (the first of a list)."""
+    ppl). The suptitle and the step axes name the thinking protocol. Takes one run per
+    architecture (the first of a list)."""
     from .figures import new_figure, render
 
     tpp = _runs(transformer)[0] if _runs(transformer) else {}
@@ -139,6 +175,7 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
             ns = list(e["bon"])
             bottom.bar(range(len(ns)), [e["bon"][n] for n in ns], color="C1", label="EBT best-of-N")
             bottom.set_xticks(range(len(ns)), [f"N={n}" for n in ns])
+            bottom.set_xlabel(f"best-of-N starts ({e.get('trained_steps', '?')} validation steps)")
         if t:
             ppl = t["ppl_trained"]
             top.axhline(ppl, color="C0", ls="-", lw=1.2, label="Transformer++")
@@ -147,7 +184,7 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
             values = list(e["bon"].values()) + ([t["ppl_trained"]] if t else [])
             bottom.set_ylim(min(values) * 0.95, max(values) * 1.03)
         top.set_title(label)
-        top.set_xlabel("refinement steps")
+        top.set_xlabel(_steps_label(e or t or {}))
         top.set_ylabel("perplexity")
         bottom.set_ylabel("perplexity")
         if j == 0:
@@ -167,6 +204,9 @@ def plot_thinking(transformer, ebt, path: str | Path, tasks: list[str] | None = 
     auc = eb.get("energy_auroc")
     axes[1][-1].text(0.02, 0.5, f"energy AUROC\n(correct vs random token): {auc:.3f}" if auc is not None
                      else "energy AUROC: -", fontsize=9, va="center")
+    used = thinking_protocols(eb) or thinking_protocols(tpp)
+    fig.suptitle("thinking protocol: " + "; ".join(f"{p} ({THINKING_PROTOCOLS.get(p, '?')})" for p, _ in used),
+                 fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for fmt, data in render(fig).items():

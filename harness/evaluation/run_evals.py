@@ -10,15 +10,19 @@ Called by the trainer when a run ends (``result.json["evaluations"]``) and by
                                         from training by construction),
                        "score": "all" | "answer", "truncated": rows cut to the context}
                or {"error": "..."} when a task could not run (e.g. a missing file)},
-     "thinking": {"trained_steps", "max_steps", "sigma", "examples",   # only with "thinking"
-                  "tasks": {LABEL: {"steps": [1..M], "ppl": [...], "ppl_langevin": [...],
-                                    "bon": {"1": ppl, "2": ..}, "bon_energy": {..},
+     "thinking": {"protocol", "trained_steps", "max_steps", "sigma", "examples",   # only with "thinking"
+                  "tasks": {LABEL: {"protocol", "landscapes", "steps": [x of each point],
+                                    "ppl": [...], "ppl_langevin": [...], "sigma", "validation_sigma",
+                                    "bon": {"1": ppl, "2": ..}, "bon_energy": {..}, "trained_steps",
                                     "ppl_trained", "best_ppl", "gain", "shift",
                                     "energy_auroc": {"onehot", "refined", "refined_accuracy"}}}},
      "energy_auroc": pooled "onehot" AUROC over all thinking tasks (EBT; null for Transformer++),
      "seconds": total}
 
-"shift" is the distribution shift of a task: its perplexity after the trained steps over
+"protocol" is how thinking takes more steps (harness/evaluation/thinking.py: "paper" or
+"final_landscape"), "trained_steps" the validation schedule's steps (ppl_trained is the
+validation protocol's perplexity) and "sigma" the Langevin curve's noise.
+"shift" is the distribution shift of a task: its validation-protocol perplexity over
 the pretraining one (thinking always includes "pretrain" as the in-distribution
 reference). Everything is scored under fixed seeds, so repeated evaluations agree, and
 the caller's RNG state is left as it was.
@@ -29,17 +33,16 @@ import math
 import time
 from typing import Callable
 
-from ebt_scaling.harness.contract.eval_tasks import TaskSpec, parse_tasks
+from ebt_scaling.harness.contract.eval_tasks import DEFAULT_THINKING_PROTOCOL, THINKING_PROTOCOLS, TaskSpec, parse_tasks
 from ebt_scaling.models.precision import autocast
 
 from .contamination import DEFAULT_NGRAM, contamination, training_index
 from .perplexity import model_device, score_batches
 from .tasks import encode_examples, example_batches, load_task_examples
-from .thinking import flat_reference, pooled_auroc, think_task
+from .thinking import flat_reference, langevin_curve_sigma, pooled_auroc, think_task
 
 DEFAULT_EXAMPLES = 64  # per downstream task
 DEFAULT_THINK_EXAMPLES = 8  # per task, for thinking (each costs ~50 refinement steps)
-DEFAULT_SIGMA = 3.0  # the paper's System-2 Langevin noise, when the model was trained without
 
 
 def pretrain_batches(dataset, batch_size: int, n: int) -> list:
@@ -120,10 +123,13 @@ def _thinking(model, spec, dataset, task: TaskSpec, encoded: dict, examples: int
     n = _task_n(task, examples, DEFAULT_THINK_EXAMPLES)
     thinking = spec.model.architecture.thinking
     thinks = thinking is not None
-    trained = thinking.trained_steps(spec.model.options) if thinks else 1
-    max_steps = task.get("steps", 4 * trained)
+    protocol = task.get("protocol", DEFAULT_THINKING_PROTOCOL)
+    # The trained point is the validation schedule's (base plus the most extra steps).
+    trained = len(model.validation_schedule()) if thinks else 1
+    max_steps = max(task.get("steps", 4 * trained), trained)
     bon = task.get("bon", 8)
-    sigma = task.get("sigma", (thinking.langevin_sigma(spec.model.options) or DEFAULT_SIGMA) if thinks else 0.0)
+    sigma = langevin_curve_sigma(protocol, thinking.langevin_sigma(spec.model.options), task.get("sigma")) \
+        if thinks else 0.0
     sets = {"pretrain": pretrain_batches(dataset, spec.eval.batch_size, n)}
     for label, (t, items) in encoded.items():
         sets[label] = example_batches(items[:n], spec.model.context, dataset.pad_id, spec.eval.batch_size,
@@ -131,29 +137,33 @@ def _thinking(model, spec, dataset, task: TaskSpec, encoded: dict, examples: int
     results, raws = {}, []
     for label, batches in sets.items():
         if thinks:
-            result, raw = think_task(model, batches, max_steps, sigma, bon, spec.seed, dataset.vocab_size)
+            result, raw = think_task(model, batches, max_steps, sigma, bon, spec.seed, dataset.vocab_size, protocol)
             raws.append(raw)
         else:
-            result = flat_reference(model, batches, max_steps, trained, bon, spec.seed)
+            result = flat_reference(model, batches, max_steps, trained, bon, spec.seed, protocol)
         results[label] = result
     reference = results["pretrain"]["ppl_trained"]
     for result in results.values():
         result["shift"] = result["ppl_trained"] / reference if reference > 0 and math.isfinite(reference) else None
-    summary = {"trained_steps": trained, "max_steps": max(max_steps, trained), "sigma": sigma, "examples": n,
+    summary = {"protocol": protocol, "trained_steps": trained, "max_steps": max_steps, "sigma": sigma, "examples": n,
                "tasks": results, "seconds": time.perf_counter() - start}
     return summary, (pooled_auroc(raws) if thinks else None)
 
 
+# Thinking results of two evaluations are one set of curves only when all of these agree.
+SAME_THINKING_SETTINGS = ("protocol", "trained_steps", "max_steps", "sigma", "examples")
+
+
 def merge_evaluations(old: dict | None, new: dict) -> dict:
     """New results over old ones, per task label. Thinking results are merged per task when
-    both were computed with the same settings (steps, sigma, examples), else replaced;
+    both were computed with the same settings (SAME_THINKING_SETTINGS), else replaced;
     energy_auroc is the newest call's (pooled over the tasks that call thought on)."""
     merged = dict(old or {})
     merged["tasks"] = {**(merged.get("tasks") or {}), **new.get("tasks", {})}
     if "thinking" in new:
         old_thinking = merged.get("thinking") or {}
         thinking = dict(new["thinking"])
-        same = all(old_thinking.get(k) == thinking.get(k) for k in ("trained_steps", "max_steps", "sigma", "examples"))
+        same = all(old_thinking.get(k) == thinking.get(k) for k in SAME_THINKING_SETTINGS)
         if same and "tasks" in thinking and "tasks" in old_thinking:  # else the old curves are not comparable
             thinking["tasks"] = {**old_thinking["tasks"], **thinking["tasks"]}
         merged["thinking"] = thinking
@@ -188,12 +198,14 @@ def format_evaluations(evaluations: dict) -> str:
         lines.append(f"thinking: error: {thinking['error']}")
     elif thinking:
         k = thinking["trained_steps"]
+        protocol = thinking.get("protocol", "final_landscape")  # results from before protocols were recorded
         lines.append("")
-        lines.append(f"thinking (trained K={k}, up to {thinking['max_steps']} steps, Langevin sigma={thinking['sigma']}, "
-                     f"{thinking['examples']} examples per task)")
+        lines.append(f"thinking, protocol {protocol}: {THINKING_PROTOCOLS.get(protocol, '?')}")
+        lines.append(f"  (ppl@val: the validation protocol, {k} steps; up to {thinking['max_steps']} steps, "
+                     f"Langevin sigma={thinking['sigma']}, {thinking['examples']} examples per task)")
         any_task = next(iter(thinking["tasks"].values()))
         ns = list(any_task["bon"])
-        lines.append(f"{'task':<28} {'ppl@K':>9} {'ppl@max':>9} {'langevin':>9} "
+        lines.append(f"{'task':<28} {'ppl@val':>9} {'ppl@max':>9} {'langevin':>9} "
                      + " ".join(f"{'BoN' + n:>8}" for n in ns) + f" {'gain':>7} {'shift':>6} {'AUROC':>6}")
         for label, r in thinking["tasks"].items():
             auc = (r.get("energy_auroc") or {}).get("onehot")

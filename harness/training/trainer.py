@@ -56,11 +56,12 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
 
 def build_optimizer(model: LanguageModel, train: TrainSpec, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the model's parameter groups; each group keeps its `lr_scale` (EBT's
-    alpha: the LR multiplier), and the trainer sets lr = schedule x lr_scale every step."""
+    alpha: the LR multiplier) and `floor_scale` (its LR floor's), and the trainer sets
+    lr = lr_at(step, ..., lr_scale, floor_scale) every step."""
     groups = model.optimizer_groups(train.weight_decay, train.decay_norms_and_embeddings)
     return torch.optim.AdamW(
         [{"params": g["params"], "weight_decay": g["weight_decay"], "lr_scale": g["lr_scale"],
-          "lr": train.lr * g["lr_scale"]} for g in groups],
+          "floor_scale": g["floor_scale"], "lr": train.lr * g["lr_scale"]} for g in groups],
         lr=train.lr, betas=train.betas, eps=train.eps, fused=device.type == "cuda")
 
 
@@ -164,8 +165,8 @@ def train_run(spec: RunSpec, run_path: str | Path, quiet: bool = False,
     try:  # however the loop ends (an error too): the bar and the sinks close, the prefetch thread stops
         while step < total:
             batch = next(batches)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, spec.train) * group["lr_scale"]
+            for group in optimizer.param_groups:  # no floor_scale: a checkpoint from before groups had their own floors
+                group["lr"] = lr_at(step, total, spec.train, group["lr_scale"], group.get("floor_scale"))
             sums: dict[str, torch.Tensor] = {}
             for start in range(0, local_batch, micro):
                 cpu_targets = batch.targets[start:start + micro]
