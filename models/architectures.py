@@ -48,8 +48,7 @@ EBT = Architecture(
     # The refinement step is a first-order function (torch.func computes dE/dx inside it),
     # so AOTAutograd derives its backward and torch.compile compiles both (models/ebt.py).
     compiles=True,
-    thinking=Thinking(trained_steps=lambda options: options.refine_steps,
-                      langevin_sigma=lambda options: options.langevin_sigma),
+    thinking=Thinking(langevin_sigma=lambda options: options.langevin_sigma),
     # The reference EBT code reached 3.0% (xxs) to 4.8% (small) MFU on one H100 (bf16, batch
     # 32 x 256); this project's EBT has not been measured on a GPU yet. docs/performance.md.
     default_mfu=0.05)

@@ -51,7 +51,7 @@ class EBTOptions:
     alpha_lr_floor: Literal["scaled", "shared"] = since("scaled")  # see ALPHA_LR_FLOORS
 
     @classmethod
-    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+    def prepare_input(cls, data: dict, path: str) -> dict:
         """``steps`` was renamed ``refine_steps`` (optimizer steps are "steps" elsewhere)."""
         if "steps" not in data:
             return data

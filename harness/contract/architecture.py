@@ -27,11 +27,11 @@ StepFlops = Callable[["ModelConfig", int, int], float]  # (config, batch, seq) -
 
 @dataclass(frozen=True)
 class Thinking:
-    """How a model that refines its prediction thinks at inference: it implements
-    ``think(inputs, targets, steps, langevin_sigma, samples)`` (models/ebt.py), and its
-    options say how many refinement steps it trained with and its Langevin noise."""
+    """How a model that refines its prediction thinks at inference. The model implements
+    ``think(inputs, targets, schedule, samples, langevin_sigma)``, ``validation_schedule()``
+    (the landscape of each step it validates with) and ``thinking_schedule(protocol, n)``
+    (models/ebt.py); its options say its trained Langevin noise."""
 
-    trained_steps: Callable[[Any], int]  # options -> refinement steps per training step
     langevin_sigma: Callable[[Any], float]  # options -> trained noise std (0: none)
 
 

@@ -73,7 +73,7 @@ class ModelConfig:
         return options
 
     @classmethod
-    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+    def prepare_input(cls, data: dict, path: str) -> dict:
         """Specs written before options were per architecture held EBT options under
         ``ebt`` (every architecture carried them). Read them as ``options`` of an EBT and
         drop them elsewhere; the run id of such a spec changes once (README)."""

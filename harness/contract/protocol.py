@@ -72,7 +72,7 @@ def expand_protocol(data: dict, path: str = "") -> dict:
         return data
     model = data.get("model")
     if isinstance(model, dict):  # legacy model.ebt moves to model.options first, so the preset fills those
-        data["model"] = ModelConfig.upgrade_legacy(model, f"{path}.model" if path else "model")
+        data["model"] = ModelConfig.prepare_input(model, f"{path}.model" if path else "model")
         model = data["model"]
     arch = model.get("arch", ModelConfig.arch) if isinstance(model, dict) else ModelConfig.arch
     for item in items_for(arch):

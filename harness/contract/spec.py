@@ -149,7 +149,7 @@ class RunSpec:
     tags: dict[str, str] = field(default_factory=dict)  # labels only; not part of the run id
 
     @classmethod
-    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+    def prepare_input(cls, data: dict, path: str) -> dict:
         """typed_config's hook on the raw mapping before validation: here it expands the
         ``protocol`` preset (protocol.py) into the fields it stands for, so no RunSpec holds
         a protocol and ``protocol: reference`` is the same run as those fields written out."""

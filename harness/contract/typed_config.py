@@ -3,8 +3,9 @@
 Every error is one line naming the dotted key and the fix: unknown keys (with the valid
 ones listed), wrong types, and impossible values (raised by the dataclasses' own
 ``__post_init__`` as ConfigError("field: message"), which gets the key path prefixed).
-A dataclass that renamed a key defines ``upgrade_legacy(data, path) -> data`` to read the
-old spelling with a deprecation warning. Every float must be finite: YAML's ``.inf`` / ``.nan``
+A dataclass may define ``prepare_input(data, path) -> data`` to rewrite its raw mapping
+before validation: to read a renamed key's old spelling (with a deprecation warning) or to
+expand a preset (RunSpec's ``protocol``). Every float must be finite: YAML's ``.inf`` / ``.nan``
 (or "inf") is never a learning rate, a peak or a fraction.
 
 YAML is read by one function, :func:`parse_yaml`, which refuses documents whose aliases
@@ -126,9 +127,9 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     """Instantiate dataclass `cls` from `data`, recursively, with named one-line errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    upgrade = getattr(cls, "upgrade_legacy", None)  # a class may still read renamed keys, with a warning
-    if upgrade is not None:
-        data = upgrade(data, path)
+    prepare = getattr(cls, "prepare_input", None)  # renamed keys, presets (see the module docstring)
+    if prepare is not None:
+        data = prepare(data, path)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
