@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .architecture import ARCHITECTURES
 from .errors import require
 from .model_config import ModelConfig
 
@@ -29,15 +30,21 @@ OPTIONS_PREFIX = "model.options."  # items of one architecture's options live un
 class ProtocolItem:
     """One choice the reference code makes differently; the project's value is the field's default."""
 
-    key: str  # dotted key of a run spec
+    key: str  # dotted key of a run spec; under OPTIONS_PREFIX: for architectures whose options have it
     reference: Any  # the reference code's value
-    arch: str | None = None  # only for this architecture (its options: key under OPTIONS_PREFIX)
     given_by: str | None = None  # a key that sets the same thing another way: where given, the preset leaves this
 
     @property
-    def option(self) -> str:
-        """The option's name within model.options (items of one architecture only)."""
-        return self.key.removeprefix(OPTIONS_PREFIX)
+    def option(self) -> str | None:
+        """The option's name within model.options, or None for an item of every run."""
+        return self.key.removeprefix(OPTIONS_PREFIX) if self.key.startswith(OPTIONS_PREFIX) else None
+
+    def applies_to(self, arch: str) -> bool:
+        """Every run, or (an option) runs whose architecture's options have the field."""
+        if self.option is None:
+            return True
+        options = ARCHITECTURES.get(arch, "arch").options
+        return any(f.name == self.option for f in dataclasses.fields(options))
 
 
 REFERENCE_ITEMS = (
@@ -45,14 +52,14 @@ REFERENCE_ITEMS = (
     ProtocolItem("train.decay_norms_and_embeddings", True),  # AdamW decays everything but alpha
     # 10k linear warmup steps; an explicit warmup_fraction says how long the warmup is instead
     ProtocolItem("train.warmup_steps", 10_000, given_by="train.warmup_fraction"),
-    ProtocolItem(OPTIONS_PREFIX + "alpha_random_draw", "forward", arch="ebt"),  # one random alpha per forward
-    ProtocolItem(OPTIONS_PREFIX + "alpha_lr_floor", "shared", arch="ebt"),  # alpha anneals to lr x min_lr_ratio
+    ProtocolItem(OPTIONS_PREFIX + "alpha_random_draw", "forward"),  # EBT: one random alpha per forward
+    ProtocolItem(OPTIONS_PREFIX + "alpha_lr_floor", "shared"),  # EBT: alpha anneals to lr x min_lr_ratio
 )
 
 
 def items_for(arch: str) -> tuple[ProtocolItem, ...]:
     """The items that apply to a run of architecture `arch`."""
-    return tuple(item for item in REFERENCE_ITEMS if item.arch in (None, arch))
+    return tuple(item for item in REFERENCE_ITEMS if item.applies_to(arch))
 
 
 def protocol_name(value: Any, key: str) -> str:
@@ -86,7 +93,7 @@ def preset_options(protocol: Any, arch: str, options: dict, key: str) -> dict:
     architecture filled where `options` does not give them; `key` names the protocol in errors."""
     if protocol is None or protocol_name(protocol, key) == "project":
         return options
-    return {**{item.option: item.reference for item in items_for(arch) if item.arch == arch}, **options}
+    return {**{item.option: item.reference for item in items_for(arch) if item.option}, **options}
 
 
 def protocol_of(spec: Any) -> str:
@@ -113,8 +120,7 @@ def protocol_of(spec: Any) -> str:
 
 def reference_summary() -> str:
     """The reference protocol's items as one line (reports)."""
-    parts = [f"{item.key}={_text(item.reference)}" + (f" ({item.arch})" if item.arch else "")
-             for item in REFERENCE_ITEMS]
+    parts = [f"{item.key}={_text(item.reference)}" for item in REFERENCE_ITEMS]  # options: where the arch has them
     return ", ".join(parts)
 
 
