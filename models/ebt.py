@@ -232,6 +232,8 @@ class EBT(LanguageModel):
             inputs, targets = torch.cat((inputs, replayed[0])), torch.cat((targets, replayed[1]))
         batch, seq = inputs.shape
         token_emb = self.tok_emb(inputs)
+        if replay:  # the batch is B, then B + n: one compiled graph for both, not one per size
+            torch._dynamo.maybe_mark_dynamic(token_emb, 0)
         n_steps = e.refine_steps
         if self.training and e.random_extra_steps[1] > 0:
             lo, hi = e.random_extra_steps
@@ -246,6 +248,8 @@ class EBT(LanguageModel):
         if replayed is not None:
             y[fresh:] = replayed[2].to(y.dtype)
         y = self.vocab_pad.pad(y)
+        if replay:
+            torch._dynamo.maybe_mark_dynamic(y, 0)
         once = self._alpha_factor(y, alpha_scale) if e.alpha_random_draw == "forward" else None
         proj = self.vocab_pad.columns(self.candidate_proj.weight)  # once per batch, shared by every step
         kvs: KeysValues | None = None
@@ -269,7 +273,11 @@ class EBT(LanguageModel):
         n_tokens = mask.sum()
         gap = ((energies[0] - energies[-1]) * mask).sum() / n_tokens.clamp(min=1)
         loss = torch.stack(losses).mean()
-        return StepOutput(loss, {"ce": losses[-1].detach(), "ce_mean_steps": loss.detach(),
+        ce = losses[-1].detach()
+        if replayed is not None:  # the logged CE is the fresh rows' (replayed chains start converged)
+            with torch.no_grad():
+                ce = cross_entropy(y[:fresh], targets[:fresh], IGNORE_INDEX)
+        return StepOutput(loss, {"ce": ce, "ce_mean_steps": loss.detach(),
                                  "energy_gap": gap, "alpha": self.alpha.detach().clamp(min=e.alpha_min),
                                  "tokens": n_tokens})
 
@@ -301,15 +309,17 @@ class EBT(LanguageModel):
     def think(self, inputs: torch.Tensor, targets: torch.Tensor, schedule: list[int] | None = None,
               samples: int = 1, langevin_sigma: float = 0.0, final_energy: bool = True) -> ThinkResult:
         """Refine along `schedule` (the landscape of each step, any length; default the
-        validation schedule) from `samples` random starts; each position keeps the sample
+        validation schedule, which with the trained `langevin_sigma` is the validation
+        protocol, token_nll) from `samples` random starts; each position keeps the sample
         with the lowest final energy. The step size is the trained alpha, never randomised.
         Without `final_energy` (one sample only) the extra energy pass over the final
         candidate is skipped and `energy` holds the energies before each step."""
         if samples > 1 and not final_energy:
             raise ValueError("think: best-of-N (samples > 1) needs final_energy=True to choose")
         schedule = self.validation_schedule() if schedule is None else list(schedule)
-        if not schedule:
-            raise ValueError("think: the schedule needs at least one step")
+        if not schedule or not all(0 <= landscape < self.landscapes for landscape in schedule):
+            raise ValueError(f"think: the schedule needs at least one step, each a landscape in "
+                             f"0..{self.landscapes - 1}; got {schedule}")
         best: ThinkResult | None = None
         with torch.no_grad():
             token_emb = self.tok_emb(inputs)

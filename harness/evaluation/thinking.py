@@ -20,7 +20,7 @@ harness/contract/eval_tasks.py; every result records which, and its noise):
   (``EBT.think(samples=N)``); perplexity and mean final energy per N. Each batch runs
   under its own fixed seed, so N = 1 is ``ppl_trained``, the N = 8 candidates include the
   N = 1 candidate and the final energy can only go down with N;
-* thinking gain: (ppl_trained - best ppl over the curve points with >= trained_steps
+* thinking gain: (ppl_trained - best ppl over the curve points with > trained_steps
   steps, with or without noise, and BoN) / ppl_trained;
 * energy as a verifier (``auroc`` of -energy, low energy = plausible), over scored
   positions: "onehot": the one-hot correct next token vs a one-hot uniformly random wrong
@@ -192,11 +192,13 @@ def think_task(model, batches, max_steps: int, sigma: float | None = None, bon_m
 
 
 def thinking_gain(result: dict) -> dict:
-    """{"best_ppl": the best perplexity with trained_steps or more steps (with or without
-    noise) or any BoN, "gain": (ppl_trained - best_ppl) / ppl_trained}."""
+    """{"best_ppl": the best perplexity with more than trained_steps steps (with or without
+    noise) or any BoN, "gain": (ppl_trained - best_ppl) / ppl_trained}. Points at the trained
+    step count are left out: with a noisy validation protocol (System 2) the noise-free point
+    there differs from ppl_trained by the noise alone, which is not thinking."""
     k, at_k = result["trained_steps"], result["ppl_trained"]
-    more = [p for s, p in zip(result["steps"], result["ppl"]) if s >= k]
-    more += [p for s, p in zip(result["steps"], result["ppl_langevin"]) if s >= k]
+    more = [p for s, p in zip(result["steps"], result["ppl"]) if s > k]
+    more += [p for s, p in zip(result["steps"], result["ppl_langevin"]) if s > k]
     best = min(more + list(result["bon"].values()))
     return {"best_ppl": best, "gain": (at_k - best) / at_k if at_k > 0 else 0.0}
 
