@@ -193,6 +193,11 @@ class EBT(LanguageModel):
         alpha = self.alpha.clamp(min=self.config.options.alpha_min)
         if alpha_factor is not None:
             alpha = alpha * alpha_factor
+        if self.training and self.config.options.replay_buffer_size:
+            # the batch is B, then B + n replayed rows: one compiled graph for both sizes
+            torch._dynamo.maybe_mark_dynamic(y, 0)
+            if alpha.dim():
+                torch._dynamo.maybe_mark_dynamic(alpha, 0)
         with torch.set_grad_enabled(create_graph):
             return self._refine(y, kvs, proj, alpha)
 
@@ -248,8 +253,6 @@ class EBT(LanguageModel):
         if replayed is not None:
             y[fresh:] = replayed[2].to(y.dtype)
         y = self.vocab_pad.pad(y)
-        if replay:
-            torch._dynamo.maybe_mark_dynamic(y, 0)
         once = self._alpha_factor(y, alpha_scale) if e.alpha_random_draw == "forward" else None
         proj = self.vocab_pad.columns(self.candidate_proj.weight)  # once per batch, shared by every step
         kvs: KeysValues | None = None

@@ -322,7 +322,12 @@ class Planner:
                             "seed": str(seed), "pairing": sweep.pairing}
                     if point.budget is not None:
                         tags["budget"] = _fmt(point.budget)
-                    spec = RunSpec(**{**self._base_fields, "model": cfg, "train": train, "seed": seed, "tags": tags})
+                    try:
+                        spec = RunSpec(**{**self._base_fields, "model": cfg, "train": train, "seed": seed,
+                                          "tags": tags})
+                    except ConfigError as exc:  # a base key that does not fit this run (its steps, its batch)
+                        raise ConfigError(f"base.{exc} (run {entry.label} at size {shape.name}, axis value "
+                                          f"{point.axis_value}; the sweep's base gives it to every run)") from None
                     run_id = self.run_id(spec, self._model_json(i, shape), train_jsons[i])
                     if run_id in seen:
                         msg = (f"axis value {point.axis_value} size {shape.name} seed {seed} {entry.label}: the same "

@@ -115,7 +115,7 @@ class ArchEntry:
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+    def prepare_input(cls, data: dict, path: str) -> dict:
         """Entries once held EBT options under ``ebt``; read them as ``options``."""
         if "ebt" not in data:
             return data
@@ -295,6 +295,11 @@ class WarmupRule:
         require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
         require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
 
+    @property
+    def sets_warmup(self) -> bool:
+        """Whether the rule gives each run's warmup itself (not base.train.warmup_fraction)."""
+        return self.rule != "fraction" or self.fraction is not None
+
 
 @dataclass(frozen=True)
 class Beta2Rule:
@@ -448,7 +453,7 @@ class SweepSpec:
     source: str = field(default="", init=False, compare=False, repr=False)
 
     @classmethod
-    def upgrade_legacy(cls, data: dict, path: str) -> dict:
+    def prepare_input(cls, data: dict, path: str) -> dict:
         """``base.model.ebt`` once held options shared by every EBT entry: read them as
         defaults of each ``arch: ebt`` entry's options (the entry's own keys win)."""
         base, model = data.get("base"), (data.get("base") or {}).get("model")
@@ -646,8 +651,14 @@ _BASE_TOKENS = 2 ** 62
 
 def base_spec(sweep: SweepSpec) -> RunSpec:
     base = dict(sweep.base)
-    if isinstance(base.get("train", {}), dict):
-        base["train"] = {**base.get("train", {}), "tokens": _BASE_TOKENS}
+    train = {} if base.get("train") is None else base["train"]  # null: the defaults, as in a run spec
+    if isinstance(train, dict):
+        train = {**train, "tokens": _BASE_TOKENS}
+        if sweep.hparams.warmup.sets_warmup:
+            # each run's warmup_fraction comes from the rule, and warmup_steps would replace it: the
+            # base states "no warmup steps", which a `protocol` preset leaves as given (explicit keys win)
+            train.setdefault("warmup_steps", None)
+        base["train"] = train
     return from_dict(RunSpec, base, "base")
 
 
@@ -679,6 +690,10 @@ def validate(sweep: SweepSpec) -> None:
             node = node.get(k, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
         require(node is dataclasses.MISSING, "base." + ".".join(keys),
                  f"is set by the sweep ({instead}); remove it from base")
+    train = sweep.base.get("train")
+    warmup_steps = train.get("warmup_steps") if isinstance(train, dict) else None
+    require(warmup_steps is None or not sweep.hparams.warmup.sets_warmup, "base.train.warmup_steps",
+            f"gives the warmup, and so does hparams.warmup (rule {sweep.hparams.warmup.rule}); remove one of the two")
     base_spec(sweep)  # the base must be a valid partial run spec
     for i in range(len(sweep.architectures)):
         arch_options(sweep, i)

@@ -9,9 +9,10 @@ import math
 
 import pytest
 import torch
-from conftest import plan_of, small_sweep
+from conftest import plan_of, small_sweep, stop_after
 
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import TrainSpec, identity_dict, spec_from_dict
 from ebt_scaling.harness.training import trainer
 from ebt_scaling.harness.training.schedule import first_lr_difference, lr_at
@@ -202,3 +203,37 @@ def test_a_training_run_steps_alpha_with_its_own_floor(tiny_spec, tmp_path, monk
     assert seen == [pytest.approx(r, rel=1e-9) for r in ref]
     if floor == "scaled":  # the default: exactly the LRs of before
         assert seen == [[schedule_before_group_floors(s, 6, spec.train) * k for k in scales] for s in range(6)]
+
+
+def test_a_checkpoint_from_before_group_floors_resumes_with_the_scaled_floor(tiny_spec, tmp_path, monkeypatch):
+    """An optimizer checkpoint written before param groups had floor_scale (its groups lack the
+    key, and AdamW.load_state_dict keeps the saved groups) resumes with the LRs of then: every
+    group's schedule the shared one x lr_scale, whatever alpha_lr_floor the spec now says."""
+    spec = tiny_spec("ebt", model={"options": {"refine_steps": 1, "alpha_lr_floor": "shared"}},
+                     train={"tokens": 32 * 8 * 6, "warmup_fraction": 0.4}, eval={"points": 1, "batches": 1})
+    first = trainer.train_run(spec, tmp_path / "run", quiet=True, stop_requested=stop_after(3))
+    assert first == {"status": "preempted", "step": 3}
+    (path,) = RunDir(tmp_path / "run").checkpoints()
+    state = torch.load(path, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:
+        del group["floor_scale"]
+    torch.save(state, path)
+
+    seen, build = [], trainer.build_optimizer
+
+    def recording(model, train, device):
+        optimizer = build(model, train, device)
+
+        def hook(opt, args, kwargs):
+            assert all("floor_scale" not in g for g in opt.param_groups)  # the old checkpoint's groups
+            seen.append([g["lr"] for g in opt.param_groups])
+
+        optimizer.register_step_pre_hook(hook)
+        return optimizer
+
+    monkeypatch.setattr(trainer, "build_optimizer", recording)
+    assert trainer.train_run(spec, tmp_path / "run", quiet=True)["status"] == "done"
+    scales = [1.0, 1.0, MULTIPLIER]  # matrices (decayed), norms and embeddings, alpha
+    assert seen == [[schedule_before_group_floors(s, 6, spec.train) * k for k in scales] for s in range(3, 6)]
+    shared = torch_warmup_then_cosine(spec.train, 6, 2, scales, eta_min=spec.train.lr * 0.1)
+    assert seen[0][2] != pytest.approx(shared[3][2])  # the spec's own floor would have given other LRs

@@ -15,10 +15,11 @@ from conftest import plan_of, small_sweep
 from ebt_scaling.analysis.load import load_runs
 from ebt_scaling.analysis.report import _protocol_sentence
 from ebt_scaling.harness.contract.errors import ConfigError
-from ebt_scaling.harness.contract.protocol import protocol_of
+from ebt_scaling.harness.contract.protocol import items_for, protocol_of
 from ebt_scaling.harness.contract.run_dir import atomic_write_text
 from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
-from ebt_scaling.sweeps.sweep_spec import arch_options, dump_sweep, preset_path, sweep_from_dict
+from ebt_scaling.sweeps.generate import make_plan
+from ebt_scaling.sweeps.sweep_spec import arch_options, dump_sweep, load_sweep, preset_path, sweep_from_dict
 
 # The reference code's values, written out here from its training scripts and optimizer
 # (not read from the code under test): Xavier init, AdamW decaying everything but alpha,
@@ -163,6 +164,59 @@ def test_sweep_preset_gives_the_run_ids_of_the_fields_written_out():
     assert all(protocol_of(r.spec) == "reference" for r in preset.runs)
 
 
+def test_reference_with_the_isoflop_warmup_rule_takes_the_rules_warmup():
+    """The preset's 10k warmup steps would replace the OLMo rule's fraction: the rule wins, each
+    run warming up for N tokens (N: the reference architecture's total parameters) capped at max_fraction."""
+    plan = make_plan(load_sweep("isoflop", {"base.protocol": "reference"}))
+    cap = plan.sweep.hparams.warmup.max_fraction
+    assert {r.arch for r in plan.runs} == {"transformer", "ebt"}
+    for r in plan.runs:
+        assert r.spec.train.warmup_steps is None, r.run_id
+        assert r.spec.train.warmup_fraction == pytest.approx(min(cap, r.achieved_params / r.tokens), rel=1e-12)
+        assert (r.spec.model.init, r.spec.train.decay_norms_and_embeddings) == ("reference", True)  # the rest applies
+
+
+@pytest.mark.parametrize("rule,expected", [({"rule": "fraction", "fraction": 0.1}, lambda steps: 0.1),
+                                           ({"rule": "tokens", "tokens": 8 * 64 * 1_000, "max_fraction": 0.5},
+                                            lambda steps: 1_000 / steps)])
+def test_reference_with_a_sweep_warmup_rule(rule, expected):
+    data = _long_sweep(protocol="reference")
+    data["hparams"] = {"warmup": rule}
+    for r in plan_of(data).runs:
+        assert (r.spec.train.warmup_steps, r.spec.train.warmup_fraction) == (None, pytest.approx(expected(r.steps)))
+        if r.arch == "ebt":
+            assert r.spec.model.options.alpha_lr_floor == "shared"
+
+
+def test_warmup_steps_and_a_warmup_rule_together_are_one_line():
+    data = _long_sweep(train={**small_sweep()["base"]["train"], "warmup_steps": 100})
+    data["hparams"] = {"warmup": {"rule": "olmo"}}
+    with pytest.raises(ConfigError, match=r"^test: base\.train\.warmup_steps: gives the warmup, and so does "
+                                          r"hparams\.warmup \(rule olmo\); remove one of the two$"):
+        plan_of(data)
+
+
+def test_sweep_too_short_for_the_preset_warmup_names_the_run_and_the_base_key():
+    data = small_sweep(base={**small_sweep()["base"], "protocol": "reference"})  # 128 steps per run
+    with pytest.raises(ConfigError) as err:
+        plan_of(data)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("test: base.train.warmup_steps: 10000 is not below the run's 128 steps")
+    assert "run T++ at size L1-d32, axis value L1-d32" in msg
+
+
+def test_unknown_arch_under_the_preset_is_named_under_its_own_key():
+    assert {item.key for item in items_for("nope")} == set(REFERENCE)  # only the items of every run
+    for arch in ("nope", ["ebt"]):
+        with pytest.raises(ConfigError, match=r"^run\.yaml: model\.arch: "):
+            spec_from_dict({"protocol": "reference", "model": {"arch": arch}}, "run.yaml")
+    data = small_sweep(base={**small_sweep()["base"], "protocol": "reference"})
+    data["architectures"][1]["arch"] = "nope"
+    with pytest.raises(ConfigError, match=r"^test: architectures\[1\]\.arch: unknown architecture 'nope'"):
+        plan_of(data)
+
+
 # --------------------------------------------------------------------------- the derived label
 
 
@@ -174,11 +228,11 @@ def test_protocol_label():
     assert protocol_of(spec("ebt", "reference", train={"warmup_steps": 50})) == \
         "custom: reference except train.warmup_steps=50"
     assert protocol_of(spec("ebt", "reference", train={"warmup_fraction": 0.1})) == \
-        "custom: reference except train.warmup_fraction=0.1"
+        "custom: reference except train.warmup_steps by train.warmup_fraction"
     assert protocol_of(spec("ebt", model={"init": "reference"})) == "custom: project except model.init=reference"
     assert protocol_of(spec("ebt", model={"options": {"alpha_random_draw": "forward", "alpha_lr_floor": "shared"}},
                             train={"decay_norms_and_embeddings": True})) == \
-        "custom: reference except model.init=project, train.warmup_fraction=0.05"
+        "custom: reference except model.init=project, train.warmup_steps by train.warmup_fraction"
     # System 2 options are the experiment, not the protocol
     assert protocol_of(spec("ebt", model={"options": {"langevin_sigma": 3.0}})) == "project"
 

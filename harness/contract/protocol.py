@@ -40,10 +40,13 @@ class ProtocolItem:
         return self.key.removeprefix(OPTIONS_PREFIX) if self.key.startswith(OPTIONS_PREFIX) else None
 
     def applies_to(self, arch: str) -> bool:
-        """Every run, or (an option) runs whose architecture's options have the field."""
+        """Every run, or (an option) runs whose architecture's options have the field. An
+        unknown `arch` has no options here: validation names it afterwards, under its own key."""
         if self.option is None:
             return True
-        options = ARCHITECTURES.get(arch, "arch").options
+        if not isinstance(arch, str) or arch not in ARCHITECTURES:  # not hashable either: a YAML list
+            return False
+        options = ARCHITECTURES.get(arch).options
         return any(f.name == self.option for f in dataclasses.fields(options))
 
 
@@ -104,8 +107,10 @@ def protocol_of(spec: Any) -> str:
     for item in items_for(spec.model.arch):
         value, default = _value_and_default(spec, item.key)
         shown = f"{item.key}={_text(value)}"
-        if item.given_by is not None and value == default:  # set the other way: show that
-            shown = f"{item.given_by}={_text(_value_and_default(spec, item.given_by)[0])}"
+        if item.given_by is not None and value == default:
+            # set the other way: name that key, not its value, which a sweep's rule sets per
+            # run (one label per architecture, not one per size)
+            shown = f"{item.key} by {item.given_by}"
         if value != default:
             off["project"].append(shown)
         if value != item.reference:
