@@ -22,6 +22,7 @@ its unit's draw count in the fits, as the per-axis power law's bootstrap does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,10 +30,12 @@ import pandas as pd
 from ebt_scaling.sweeps.cooldown import is_branch
 
 from .bootstrap import percentile_interval
-from .caveats import Caveats
 from .fits import PowerLawFit, fit_power_law, weighted_loglog_fits
 from .laws.law import Skipped
 from .points import FitPoints
+
+if TYPE_CHECKING:
+    from .result import Caveats
 
 WHAT = "Approach 1 (frontier)"
 

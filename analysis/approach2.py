@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from .bootstrap import percentile_interval
-from .caveats import Caveats
 from .fits import PowerLawFit, fit_power_law
 from .laws.law import Skipped
 from .points import FitPoints
+
+if TYPE_CHECKING:
+    from .result import Caveats
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,14 @@ Two objectives:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
+
+from .fits import blas_threads
 
 __all__ = [
     "Approach3Fit",
@@ -45,7 +45,8 @@ __all__ = [
     "fit_approach3",
     "approach3_objective",
     "predict_loss",
-    "blas_threads",
+    "log_inputs",
+    "fit_log_inputs",
 ]
 
 Objective = Literal["huber", "huber_nll"]
@@ -65,21 +66,6 @@ _POLISH_OPTIONS = {"ftol": 1e-15, "gtol": 1e-11, "maxiter": 20000, "maxls": 60}
 # Runs whose final objective is within this relative distance of the best count as "at
 # the optimum" (a diagnostic: how many starts found it).
 _SAME_OPTIMUM_RTOL = 1e-7
-
-
-# ---------------------------------------------------------------------------- BLAS threads
-
-@contextlib.contextmanager
-def blas_threads(n: int = 1) -> Iterator[None]:
-    """Limit every BLAS library loaded in this process to n threads inside the block
-    (threadpoolctl finds them, e.g. the OpenBLAS that numpy and scipy each bundle; restored after).
-
-    scipy's L-BFGS-B calls BLAS on 5-element vectors; with OpenBLAS's thread pool on a busy
-    machine each call costs ~1 ms instead of ~5 us (measured: 28x slower fits on 2 shared
-    cores). Every fit and bootstrap here runs single-threaded BLAS.
-    """
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
 
 
 def default_grid() -> np.ndarray:
@@ -222,7 +208,9 @@ def constant_inputs(N, D, L) -> list[str]:
     return [name for name, v in (("N", N), ("D", D), ("L", L)) if np.ptp(np.asarray(v, dtype=float)) == 0]
 
 
-def _as_logs(N, D, L):
+def log_inputs(N, D, L):
+    """The natural logs of N, D and L, checked: equal lengths, >= 5 points, finite and > 0,
+    none constant (ValueError naming the problem otherwise)."""
     N, D, L = (np.asarray(v, dtype=float).ravel() for v in (N, D, L))
     if not (N.size == D.size == L.size):
         raise ValueError(f"N, D and L must have the same length (got {N.size}, {D.size}, {L.size})")
@@ -260,13 +248,13 @@ def fit_approach3(
     """
     if objective not in ("huber", "huber_nll"):
         raise ValueError(f"objective must be 'huber' or 'huber_nll', got {objective!r}")
-    lN, lD, lL = _as_logs(N, D, L)
+    lN, lD, lL = log_inputs(N, D, L)
     with blas_threads(1):
-        return _fit_logs(lN, lD, lL, delta=delta, objective=objective, starts=starts, top_k=top_k,
+        return fit_log_inputs(lN, lD, lL, delta=delta, objective=objective, starts=starts, top_k=top_k,
                          analytic_gradient=analytic_gradient, polish=polish)
 
 
-def _fit_logs(lN, lD, lL, *, delta, objective, starts, top_k, analytic_gradient, polish) -> Approach3Fit:
+def fit_log_inputs(lN, lD, lL, *, delta, objective, starts, top_k, analytic_gradient, polish) -> Approach3Fit:
     """fit_approach3 on validated log arrays (BLAS threads already limited by the caller)."""
     grid = default_grid() if starts is None else np.atleast_2d(np.asarray(starts, dtype=float))
     if grid.shape[1] != 5:

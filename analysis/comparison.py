@@ -24,7 +24,6 @@ import pandas as pd
 
 from .approach1 import Envelope
 from .bootstrap import percentile_interval
-from .caveats import Caveats
 from .fits import Crossover, find_crossover, flop_multiplier, scaling_rate_advantage
 from .laws.law import FitLaw, LawResult, Skipped
 from .laws.power import POWER_LAW, PowerLaws
@@ -32,6 +31,7 @@ from .points import FitPoints
 
 if TYPE_CHECKING:
     from .pipeline import JobPool
+    from .result import Caveats
 
 MULTIPLIER_GRID = 161
 

@@ -20,17 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ebt_scaling.sweeps.sweep_spec import SWEEP_AXES
+
 from .approach2 import Isoflop
 from .approach3 import Approach3Fit
-from .caveats import Caveats
 from .comparison import Efficiency, SlopeComparison, efficiency_of
 from .fits import Curve
 from .laws.chinchilla import APPROACH3, Approach3Result
 from .laws.law import FitLaw, LawResult
 from .points import FitPoints
+
+if TYPE_CHECKING:
+    from .result import Caveats
 
 A3_PARAMS = ("E", "A", "B", "alpha", "beta")
 ESTIMATORS = {"approach2": "Approach 2 (isoFLOP minima, a power law through L*(C))",
@@ -103,10 +108,11 @@ class Frontier:
 
 
 def is_frontier_sweep(points: FitPoints, axis: str | None) -> bool:
-    """An isoFLOP sweep: its axis says so; when the axis is unknown, some budget tag holds
-    >= 3 sizes (a compute-axis sweep has one size per budget)."""
+    """An isoFLOP sweep: its axis says so (several sizes per budget: SweepAxis.sizes_per_budget);
+    when the axis is unknown, some budget tag holds >= 3 sizes (a compute-axis sweep has one
+    size per budget)."""
     if axis is not None:
-        return axis == "isoflop"
+        return axis in SWEEP_AXES and SWEEP_AXES.get(axis).sizes_per_budget
     runs = points.runs
     if "budget" not in runs or not runs["budget"].notna().any():
         return False

@@ -7,14 +7,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ebt_scaling.harness.contract.formatting import pct
+from ebt_scaling.harness.contract.formatting import fmt_interval, fmt_num, pct
 
 from .approach2 import Isoflop
 from .comparison import Efficiency, SlopeComparison
 from .frontier import ESTIMATORS
 from .laws.power import POWER_LAW
-from .numbers import fmt_interval, fmt_num
-from .paper import PAPER_ADVANTAGE
+from .points import fitted_axis
 from .seeds import seed_sentence
 
 if TYPE_CHECKING:
@@ -176,13 +175,13 @@ def _slopes(an: Analysis, cand: str, rate: SlopeComparison) -> str:
     power = an.laws[POWER_LAW]
     pl_r, pl_c = power[ref].axes["flops"].to_json(), power[cand].axes["flops"].to_json()
     ax = rate.to_json()
-    paper = PAPER_ADVANTAGE["flops"]
+    paper_v1, paper_later = fitted_axis("flops").paper_advantage
     return (f"{cand}'s FLOP slope is {pl_c['slope']:.4g} {fmt_interval(pl_c.get('intervals', {}).get('slope'), 4)} "
             f"vs {ref}'s {pl_r['slope']:.4g} {fmt_interval(pl_r.get('intervals', {}).get('slope'), 4)}: "
             f"scaling-rate advantage {pct(ax['advantage'])} "
             f"{fmt_interval(ax.get('intervals', {}).get('advantage'), 3, pct=True)} "
-            f"({an.config.ci * 100:g}% paired-bootstrap intervals; the paper reports +{paper[1]}% (v1), "
-            f"+{paper[2]}% (later revision)).")
+            f"({an.config.ci * 100:g}% paired-bootstrap intervals; the paper reports +{paper_v1}% (v1), "
+            f"+{paper_later}% (later revision)).")
 
 
 def _efficiency(eff: Efficiency, ref: str, cand: str) -> list[str]:

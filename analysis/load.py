@@ -44,11 +44,12 @@ from pathlib import Path
 import pandas as pd
 
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.formatting import as_number
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.protocol import protocol_of
 from ebt_scaling.harness.contract.run_dir import RunDir, read_json, read_text
 from ebt_scaling.harness.contract.run_state import RunFiles, run_state
-from ebt_scaling.harness.contract.spec import spec_from_dict
+from ebt_scaling.harness.contract.spec import RunSpec, spec_from_dict
 from ebt_scaling.harness.contract.typed_config import load_yaml, parse_yaml
 from ebt_scaling.models.flops import CONVENTIONS, param_counts, training_step_flops
 
@@ -143,13 +144,13 @@ def _with_spec_flops(row: dict, per_step: dict[str, float]) -> tuple[dict, dict[
     """The metrics row with each convention's cumulative FLOPs at its step (step x FLOPs per
     step, as the trainer records them) where it has none; and per recorded convention, the
     relative difference of the recorded value from that."""
-    step = _float(row.get("step"))
+    step = as_number(row.get("step"))
     if step is None:
         return row, {}
     out, differences = dict(row), {}
     for c, flops in per_step.items():
         computed = step * flops
-        recorded = _float(row.get(f"flops_{c}"))
+        recorded = as_number(row.get(f"flops_{c}"))
         if recorded is None:
             out[f"flops_{c}"] = computed
         elif computed > 0:
@@ -164,14 +165,6 @@ def _mismatches(run_id: str, differences: list[dict[str, float]]) -> list[FlopMi
         if off:
             out.append(FlopMismatch(run_id, c, len(off), max(off)))
     return out
-
-
-def _float(value) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def unit_key(tags: dict, fallback: str) -> str:
@@ -201,11 +194,14 @@ def _status(run: RunDir, files: RunFiles) -> tuple[str, str]:
     return "pending", "not started (no metrics, no result.json)"
 
 
-def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismatch], str | None]:
+def _run_row(path: Path,
+             spec: RunSpec | None = None) -> tuple[dict, list[dict], dict | None, list[FlopMismatch], str | None]:
     """The run's table row, curve, result.json, FLOP mismatches, and why a done run's files
-    disagree (None when they agree). Raises ConfigError (RunFileError) naming a damaged file."""
+    disagree (None when they agree). Raises ConfigError (RunFileError) naming a damaged file.
+    `spec`: the run's spec as the caller read it already (else spec.yaml is read here)."""
     run = RunDir(path)
-    spec = spec_from_dict(parse_yaml(read_text(run.spec_path) or "", str(run.spec_path)), str(run.spec_path))
+    if spec is None:
+        spec = spec_from_dict(parse_yaml(read_text(run.spec_path) or "", str(run.spec_path)), str(run.spec_path))
     result = run.result()
     raw_metrics = run.metrics()
     per_step = _step_flops(spec.model, spec.train.batch_size)
@@ -219,10 +215,10 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
     m, tags = spec.model, spec.tags
     pair_id = tags.get("pair_id", spec.run_id)
     evals = [r for r in metrics if r.get("val_loss") is not None]
-    val_loss = _float((result or {}).get("val_loss"))
+    val_loss = as_number((result or {}).get("val_loss"))
     if val_loss is None and status == "done" and evals:
-        val_loss = _float(evals[-1]["val_loss"])
-    val_ppl = _float((result or {}).get("val_ppl"))
+        val_loss = as_number(evals[-1]["val_loss"])
+    val_ppl = as_number((result or {}).get("val_ppl"))
     if val_ppl is None and val_loss is not None:
         val_ppl = math.exp(min(val_loss, 700.0))
     row = {
@@ -230,7 +226,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
         "arch": m.arch, "arch_label": tags.get("arch_label", m.arch),
         "sweep": tags.get("sweep"), "pair_id": pair_id, "unit": unit_key(tags, pair_id), "seed": spec.seed,
         "axis": tags.get("axis"), "axis_value": tags.get("axis_value"), "size": tags.get("size"),
-        "budget": _float(tags.get("budget")), "pairing": tags.get("pairing"), **tune_columns(tags),
+        "budget": as_number(tags.get("budget")), "pairing": tags.get("pairing"), **tune_columns(tags),
         "n_layers": m.n_layers, "d_model": m.d_model, "n_heads": m.n_heads, "vocab_size": m.vocab_size,
         "model_init": m.init, "protocol": protocol_of(spec),  # protocol: harness/contract/protocol.py
         "context": m.context, **arch_columns(m),
@@ -242,7 +238,7 @@ def _run_row(path: Path) -> tuple[dict, list[dict], dict | None, list[FlopMismat
         "total_steps": spec.total_steps,
         **{f"flops_{c}": float(last.get(f"flops_{c}", 0.0) or 0.0) for c in CONVENTIONS},
         **{f"flops_planned_{c}": per_step[c] * spec.total_steps for c in CONVENTIONS},
-        "train_loss": _float(last.get("train_loss")),
+        "train_loss": as_number(last.get("train_loss")),
         "val_loss": val_loss, "val_ppl": val_ppl, "n_evals": len(evals),
     }
     evaluations = (result or {}).get("evaluations") or None
@@ -263,8 +259,8 @@ def tune_columns(tags: dict) -> dict:
     if "trial" not in tags:
         return {}
     out = {"trial": tags["trial"], "tune_stage": tags.get("tune_stage", "trial"),
-           "tune_tokens": _float(tags.get("tune_tokens")) or 1.0, "trial_source": tags.get("trial_source", "grid")}
-    out.update({k: _float(v) for k, v in tags.items()
+           "tune_tokens": as_number(tags.get("tune_tokens")) or 1.0, "trial_source": tags.get("trial_source", "grid")}
+    out.update({k: as_number(v) for k, v in tags.items()
                 if k.startswith("tune_") and k not in ("tune_stage", "tune_tokens")})
     return out
 
@@ -307,20 +303,22 @@ def _missing_from_plan(sweep_dir: Path, seen: set[str]) -> list[dict]:
                      "arch": r.get("arch"), "arch_label": r.get("arch_label"), "pair_id": r.get("pair_id"),
                      "unit": unit_key(tags, r.get("pair_id") or r["run_id"]), "seed": r.get("seed"),
                      "axis": tags.get("axis"), "axis_value": r.get("axis_value"), "size": r.get("size"),
-                     "budget": _float(tags.get("budget")), "cooldown_of": tags.get("cooldown_of"),
+                     "budget": as_number(tags.get("budget")), "cooldown_of": tags.get("cooldown_of"),
                      "schedule": None, "model_init": None, "protocol": None,  # not in plan.json (the spec's)
                      **tune_columns(tags), "params_total": r.get("params_total"), "params_non_embedding": r.get("params_non_embedding"),
                      "tokens_planned": r.get("tokens"), "tokens": 0, "step": 0, "total_steps": r.get("steps")})
     return rows
 
 
-def load_runs(sweep_dir: str | Path) -> SweepData:
-    """Every run of the sweep directory (and plan.json's runs without one), with its curves."""
+def load_runs(sweep_dir: str | Path, specs: dict[str, RunSpec] | None = None) -> SweepData:
+    """Every run of the sweep directory (and plan.json's runs without one), with its curves.
+    `specs`: the runs' specs by run id as a command read them already (the sweep snapshot of
+    harness/dispatch/snapshot.py), so that no spec.yaml is parsed twice in one command."""
     root = Path(sweep_dir)
     rows, curves, evaluations, results, mismatches, damaged = [], [], {}, {}, [], []
     for path in run_dirs(root):
         try:
-            row, curve, result, off, damage = _run_row(path)
+            row, curve, result, off, damage = _run_row(path, (specs or {}).get(path.name))
         except (ConfigError, OSError, KeyError, TypeError, ValueError) as exc:  # listed, not dropped
             row, curve, result, off = {"run_id": path.name, "path": str(path), "status": "failed",
                                        "note": f"unreadable run directory: {exc}"}, [], None, []

@@ -1,12 +1,13 @@
 """Run every fit of a sweep, per architecture label, with paired-bootstrap intervals.
 
-Input: the runs of a sweep directory (load.load_runs). In order:
+Input: the runs of a sweep directory (load.load_runs) and what the analysis is asked for
+(AnalysisConfig). In order:
 
 1. the fit points, their matched units and one bootstrap draw of units that every fit
    shares (points.py): a drawn unit brings all of its runs -- every architecture, every
    seed -- so the fits of all labels, their differences, the crossovers and the
    multipliers are all computed on the same resampled sweeps;
-2. every registered law for every label (laws/registry.py); their slow jobs start first;
+2. every registered law for every label (laws/law.py: LAWS); their slow jobs start first;
 3. Approaches 1 and 2 (approach1.py, approach2.py), here while the workers refit;
 4. each candidate label against the reference (comparison.py).
 
@@ -20,22 +21,75 @@ import multiprocessing
 import os
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ebt_scaling.harness.contract.errors import require
+from ebt_scaling.models.flops import CONVENTIONS
 
 from .approach1 import envelopes
 from .approach2 import isoflops
-from .approach3 import blas_threads
-from .caveats import Caveats
 from .comparison import compare, flops_per_token_ratios
-from .config import AnalysisConfig
+from .fits import blas_threads
 from .frontier import compare_frontiers, is_frontier_sweep
-from .laws.law import Fitting, Job, LawResult
-from .laws.registry import LAWS
+from .laws.chinchilla import APPROACH3
+from .laws.law import LAWS, Fitting, Job, LawResult
+from .laws.power import POWER_LAW
+from .laws.saturating import SATURATING
 from .load import SweepData
 from .points import select_points
-from .result import Analysis, TuningAnswer
+from .result import Analysis, Caveats, TuningAnswer
 from .seeds import seed_noise
 from .tuning import find_tuning
+
+
+PARAM_COUNTS = ("total", "non_embedding")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What an analysis is asked for: the FLOP convention, the parameter count N, the
+    bootstrap, the crossover range and the reference label. Built from a plain dict by the
+    contract's ``from_dict`` (typed; unknown keys and wrong types are one-line errors naming
+    the key); impossible values raise ConfigError("field: message") here. ``ebt-scaling
+    analyze`` shows each field as its flag."""
+
+    convention: str = field(default="full", metadata=_help(
+        "FLOP convention of every compute axis (default: full = every matmul executed; paper = 6N / 20KN with N "
+        "non-embedding)"))
+    params: Literal["total", "non_embedding"] | None = field(default=None, metadata=_help(
+        "parameter count used as N (default: sweep.yaml's param_count, else total)"))
+    bootstrap: int = field(default=1000, metadata=_help(
+        "paired-bootstrap resamples of matched units (default: 1000; 0: no intervals)"))
+    seed: int = field(default=0, metadata=_help("bootstrap seed (default: 0)"))
+    ci: float = field(default=0.95, metadata=_help("interval level (default: 0.95)"))
+    budget: float = field(default=1e27, metadata=_help(
+        "largest compute searched for a crossover and shown in the multiplier plot (default: 1e27)"))
+    reference: str | None = field(default=None, metadata=_help(
+        "reference architecture label (default: the first label of the baseline architecture, Transformer++)"))
+    workers: int | None = field(default=None, metadata=_help(
+        "processes for the slow refits (Approach 3, saturating-law bootstrap); default: one per CPU, at most 4; "
+        "1: serial. The results do not depend on it"))
+
+    def __post_init__(self) -> None:
+        require(self.convention in CONVENTIONS, "convention",
+                f"must be one of {', '.join(CONVENTIONS)} (got {self.convention!r})")
+        # from_dict checks the Literal; a direct construction does not
+        require(self.params is None or self.params in PARAM_COUNTS, "params",
+                f"must be one of {', '.join(PARAM_COUNTS)} (got {self.params!r})")
+        require(self.bootstrap >= 0, "bootstrap", f"must be >= 0 (got {self.bootstrap})")
+        require(0 < self.ci < 1, "ci", f"must be in (0, 1) (got {self.ci})")
+        require(self.budget > 0, "budget", f"must be > 0 (got {self.budget})")
+        require(self.workers is None or self.workers >= 1, "workers", f"must be >= 1 (got {self.workers})")
+
+
+# The built-in fit laws, in report order: the entry point ``ebt_scaling.fit_laws``
+# (pyproject.toml) registers them in LAWS.
+BUILTIN_LAWS = (POWER_LAW, SATURATING, APPROACH3)
 
 
 @dataclass(frozen=True)
@@ -105,7 +159,7 @@ def analyze(data: SweepData, config: AnalysisConfig | None = None) -> Analysis:
 def _analyze(data: SweepData, config: AnalysisConfig, pool: JobPool) -> Analysis:
     caveats = Caveats(warnings=[*data.damage_warnings, *data.flop_warnings])
     points = select_points(data, config, caveats)
-    pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.values()}
+    pending = {law: {lb: pool.start(law.fit(points.of(lb))) for lb in points.labels} for law in LAWS.entries()}
     approach1 = envelopes(points, caveats)
     approach2 = isoflops(points, caveats)
     laws: dict = {}

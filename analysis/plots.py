@@ -4,7 +4,7 @@ final points (Approach 1), isoFLOP curves (Approach 2), and the FLOP multiplier 
 compared law with the power laws' crossover.
 
 Every function returns a matplotlib Figure outside pyplot (or None when there is nothing
-to draw); ``all_plots`` renders each as PNG, PDF and SVG (harness/evaluation/figures.py:
+to draw); ``all_plots`` renders each as PNG, PDF and SVG (analysis/figures.py:
 no global backend, labels shown literally), and report.py writes them atomically and
 embeds the PNGs in report.html.
 """
@@ -17,19 +17,16 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ebt_scaling.harness.evaluation.figures import new_figure, render
+from .figures import new_figure, render
 
 from .approach1 import Envelope
 from .approach2 import Isoflop
-from .axes import AXIS_UNITS
 from .comparison import Efficiency
 from .laws.power import POWER_LAW
+from .points import fitted_axis
 from .result import Analysis
 
 FIGSIZE = (7.4, 5.0)
-AXIS_LABELS = {"flops": "training compute C (FLOPs, {conv} convention)",
-               "params": "parameters N ({params})", "tokens": "training tokens D",
-               "width": "d_model", "depth": "layers", "batch": "batch size (sequences per step)"}
 LOSS_LABEL = "final validation loss (nats/token)"
 SYMBOL = {"flops": "C", "params": "N", "tokens": "D"}
 
@@ -56,7 +53,7 @@ def _colors(labels: list[str]) -> dict[str, str]:
 
 
 def _axis_label(an: Analysis, axis: str) -> str:
-    return AXIS_LABELS.get(axis, axis).format(conv=an.config.convention, params=an.fit_points.params_kind)
+    return fitted_axis(axis).label.format(conv=an.config.convention, params=an.fit_points.params_kind)
 
 
 def _band(fit, grid: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -133,8 +130,7 @@ def plot_loss_vs(an: Analysis, axis: str) -> Figure | None:
     ax.set_xlabel(_axis_label(an, axis))
     ax.set_ylabel(LOSS_LABEL)
     _plain_log_y(ax)
-    what = {"flops": "training compute", "params": "parameters", "tokens": "training tokens"}.get(axis, axis)
-    ax.set_title(f"Final validation loss vs {what}" + (" (faint: training curves)" if axis == "flops" else ""))
+    ax.set_title(f"Final validation loss vs {fitted_axis(axis).noun}" + (" (faint: training curves)" if axis == "flops" else ""))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="best")
     return fig
@@ -355,7 +351,7 @@ def all_plots(an: Analysis) -> list[Plot]:
              ("loss_vs_tokens.png", "Final loss vs tokens", lambda: plot_loss_vs(an, "tokens"))]
     for axis in an.axes:
         if axis not in ("flops", "params", "tokens"):
-            specs.append((f"loss_vs_{axis}.png", f"Final loss vs {AXIS_UNITS.get(axis, axis)}",
+            specs.append((f"loss_vs_{axis}.png", f"Final loss vs {fitted_axis(axis).unit}",
                           lambda axis=axis: plot_loss_vs(an, axis)))
     specs += [("envelope.png", "Approach 1: running-minimum frontier of the final points", lambda: plot_envelope(an)),
               ("isoflop.png", "Approach 2: isoFLOP curves", lambda: plot_isoflop(an)),

@@ -19,20 +19,41 @@ unit the bootstrap draws holds a fitted run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.formatting import as_number
 from ebt_scaling.sweeps.cooldown import is_branch
+from ebt_scaling.sweeps.sweep_spec import SWEEP_AXES, FittedAxis
 
-from .axes import OWN_AXIS_COLUMNS
 from .bootstrap import draw_units, unit_counts
-from .caveats import Caveats
-from .config import AnalysisConfig
 from .laws.law import LabelPoints
 from .load import SweepData
+
+if TYPE_CHECKING:
+    from .pipeline import AnalysisConfig
+    from .result import Caveats
+
+# The axes every sweep is fitted against; a sweep along an axis whose registered entry has a
+# ``fitted`` part (width, depth, batch, ...) is also fitted against that axis' column. The
+# paper's advantages: docs/ebt.md (arXiv 2507.02092 v1 and a later revision).
+BASE_AXES = {
+    "flops": FittedAxis(None, "training compute", "FLOPs", "training compute C (FLOPs, {conv} convention)",
+                        "FLOPs", (2.92, 8.97)),
+    "params": FittedAxis(None, "parameters", "parameters", "parameters N ({params})", "parameters", (2.91, 8.97)),
+    "tokens": FittedAxis("tokens", "training tokens", "tokens", "training tokens D", "data", (35.98, None)),
+}
+
+
+def fitted_axis(name: str) -> FittedAxis:
+    """How the report and the plots show an axis of the fits: a base axis, a registered sweep
+    axis' own, or (a sweep axis no longer registered) its bare name."""
+    entry = BASE_AXES.get(name) or (SWEEP_AXES.get(name).fitted if name in SWEEP_AXES else None)
+    return entry or FittedAxis(None, name, name, name)
 
 
 @dataclass(frozen=True)
@@ -104,14 +125,16 @@ def select_points(data: SweepData, config: AnalysisConfig, caveats: Caveats) -> 
     axes = {"flops": flops_col, "params": n_col, "tokens": "tokens"}
     own_axis = meta.get("axis") or (runs["axis"].dropna().iloc[0]
                                     if "axis" in runs and runs["axis"].notna().any() else None)
-    if own_axis in OWN_AXIS_COLUMNS:
-        axes[own_axis] = OWN_AXIS_COLUMNS[own_axis]
+    own_fit = SWEEP_AXES.get(own_axis).fitted if own_axis in SWEEP_AXES else None
+    if own_fit is not None:
+        axes[own_axis] = own_fit.column
     for col in axes.values():
         if col in points:
             points[col] = pd.to_numeric(points[col], errors="coerce")
             branches[col] = pd.to_numeric(branches[col], errors="coerce")
 
-    # Reference rows first, so that two labels give paired_power_law_bootstrap's exact resamples.
+    # Reference rows first, and units coded in order of first appearance: which unit each column of
+    # the draw counts (and so every interval of a seed) follows this order.
     if len(points):
         points = pd.concat([points[points["arch_label"] == lb] for lb in labels]).reset_index(drop=True)
         codes, uniques = pd.factorize(points["unit"].astype(str))
@@ -138,8 +161,8 @@ def _fitted(runs: pd.DataFrame, flops_col: str, n_col: str) -> tuple[pd.DataFram
     excluded = []
     for _, r in runs[runs["status"] != "done"].iterrows():
         excluded.append({"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": r["status"],
-                         "note": r.get("note") or "", "step": _int(r.get("step")),
-                         "total_steps": _int(r.get("total_steps"))})
+                         "note": r.get("note") or "", "step": as_number(r.get("step"), int),
+                         "total_steps": as_number(r.get("total_steps"), int)})
     done = runs[runs["status"] == "done"].copy()
     for col in ("val_loss", flops_col, n_col, "tokens"):
         done[col] = pd.to_numeric(done[col], errors="coerce")
@@ -147,7 +170,7 @@ def _fitted(runs: pd.DataFrame, flops_col: str, n_col: str) -> tuple[pd.DataFram
     for _, r in done[~ok].iterrows():
         excluded.append({"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": "done",
                          "note": "done but no finite final val_loss or FLOPs recorded: not fitted",
-                         "step": _int(r.get("step")), "total_steps": _int(r.get("total_steps"))})
+                         "step": as_number(r.get("step"), int), "total_steps": as_number(r.get("total_steps"), int)})
     return done[ok].reset_index(drop=True), excluded
 
 
@@ -157,7 +180,8 @@ def _with_fitted_parent(branches: pd.DataFrame, points: pd.DataFrame) -> tuple[p
     fitted = branches["cooldown_of"].isin(set(points["run_id"]))
     excluded = [{"run_id": r["run_id"], "arch_label": r.get("arch_label"), "status": "done",
                  "note": f"cooldown branch of {r['cooldown_of']}: parent not finished (enters once its parent is "
-                         "fitted)", "step": _int(r.get("step")), "total_steps": _int(r.get("total_steps"))}
+                         "fitted)", "step": as_number(r.get("step"), int),
+                 "total_steps": as_number(r.get("total_steps"), int)}
                 for _, r in branches[~fitted].iterrows()]
     return branches[fitted].reset_index(drop=True), excluded
 
@@ -183,11 +207,4 @@ def _ordered_labels(points: pd.DataFrame, reference: str | None) -> list[str]:
         labels.remove(reference)
         labels.insert(0, reference)
     return labels
-
-
-def _int(v) -> int | None:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
 

@@ -23,19 +23,30 @@ import re
 import tempfile
 from pathlib import Path
 
-from ebt_scaling.harness.contract.formatting import jsonable, pct
+from ebt_scaling.harness.contract.formatting import as_number, fmt_interval, fmt_num, jsonable, pct
 from ebt_scaling.harness.contract.protocol import reference_summary
 from ebt_scaling.harness.contract.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ebt_scaling.harness.evaluation.report import plot_thinking, table3, thinking_protocol_sentence
 
-from .axes import AXIS_UNITS
+from .evaluations import plot_thinking, table3, thinking_protocol_sentence
 from .headline import answer, answer_text
 from .laws.law import FitLaw
 from .laws.power import POWER_LAW
-from .numbers import fmt_interval, fmt_num
-from .paper import PAPER_ADVANTAGE, PAPER_HEADLINES
 from .plots import all_plots
+from .points import fitted_axis
 from .result import Analysis
+
+# The paper's headline numbers (docs/ebt.md, arXiv 2507.02092 v1) shown beside ours.
+PAPER_HEADLINES = [
+    "Scaling-rate advantage of EBT over Transformer++ (log-log slope ratio - 1), v1: data 35.98%, batch size "
+    "28.46%, depth 5.29%, parameters 2.91%, FLOPs 2.92%, embedding dim 0.02%; a later revision: 8.97% for FLOPs "
+    "and parameters. Single seed, no error bars, 4-5 points per axis.",
+    "At every measured FLOP budget EBT's perplexity was worse (about 10x more FLOPs for equal perplexity); only its "
+    "slope was steeper. Whether there is a crossover budget was left open.",
+    "EBT / Transformer++ FLOPs per training step measured with FlopCounterMode on the reference code: 5.29 (xxs), "
+    "6.55 (small); the paper's approximation 6.66 at K = 2.",
+    "Table 3 perplexity, Transformer++ vs EBT: pretraining 31.36 vs 33.43; GSM8K 49.6 vs 43.3; SQuAD 52.3 vs 53.1; "
+    "BIG-bench Elementary Math QA 79.8 vs 72.6; BIG-bench Dyck languages 131.5 vs 125.3.",
+]
 
 # ---------------------------------------------------------------------------- blocks
 
@@ -235,7 +246,9 @@ def _paper_table(doc: Doc, an: Analysis) -> None:
     rows = []
     for cand, comp in r.get("comparisons", {}).items():
         for axis, e in comp["axes"].items():
-            name, v1, later = PAPER_ADVANTAGE.get(axis, (axis, None, None))
+            shown = fitted_axis(axis)
+            name = shown.paper_name or axis
+            v1, later = shown.paper_advantage or (None, None)
             ours = f"{pct(e.get('advantage'))} {_iv(e, 'advantage', 3, percent=True)}" if e.get("status") == "ok" else \
                 f"skipped: {e.get('reason')}"
             rows.append([cand, name, ours, f"+{v1}%" if v1 is not None else "-",
@@ -258,7 +271,7 @@ def _scaling_rates(doc: Doc, an: Analysis) -> None:
         for axis, e in comp["axes"].items():
             if e.get("status") != "ok":
                 continue
-            rows.append([f"{cand} vs {comp['reference']}", AXIS_UNITS.get(axis, axis),
+            rows.append([f"{cand} vs {comp['reference']}", fitted_axis(axis).unit,
                          f"{fmt_num(e['slope_diff'], 4)} {_iv(e, 'slope_diff', 4)}",
                          f"{fmt_num(e['slope_ratio'], 4)} {_iv(e, 'slope_ratio', 4)}",
                          f"{pct(e['advantage'])} {_iv(e, 'advantage', 3, percent=True)}", e.get("warning", "")])
@@ -424,18 +437,11 @@ def _runs_tables(doc: Doc, an: Analysis) -> None:
     for _, x in runs.iterrows():
         trial = [x.get("trial") if isinstance(x.get("trial"), str) else ""] if tuned else []
         rows.append([x["run_id"], x.get("arch_label"), x.get("size"), x.get("seed"), *trial, x["status"],
-                     fmt_num(_f(x.get(ncol)), 4), fmt_num(_f(x.get("tokens")), 4),
-                     fmt_num(_f(x.get(f"flops_{conv}")), 4), fmt_num(_f(x.get("val_loss")), 5), x.get("note") or ""])
+                     fmt_num(as_number(x.get(ncol)), 4), fmt_num(as_number(x.get("tokens")), 4),
+                     fmt_num(as_number(x.get(f"flops_{conv}")), 4), fmt_num(as_number(x.get("val_loss")), 5),
+                     x.get("note") or ""])
     doc.table(["run id", "label", "size", "seed", *(["trial"] if tuned else []), "status",
                f"N ({r['config']['params']})", "tokens", f"FLOPs ({conv})", "final val loss", "note"], rows)
-
-
-def _f(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v
 
 
 def build_report(an: Analysis, out_dir: str | Path, sweep_dir: str | Path) -> dict:

@@ -1,21 +1,20 @@
 """Everything an analysis of a sweep found, typed; fits.json is built from it, once.
 
 fits.json holds the configuration, the loss and FLOP convention, the runs (fitted and
-excluded), the bootstrap, each law's section (laws/registry.py), Approaches 1 and 2, the
+excluded), the bootstrap, each law's section (laws/law.py: LAWS), Approaches 1 and 2, the
 comparisons, the warnings and skipped fits, and the headline.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .approach1 import Envelope
 from .approach2 import Isoflop
-from .caveats import Caveats
 from .comparison import Comparison
-from .config import AnalysisConfig
 from .frontier import Frontier
 from .headline import headline_sentences
 from .laws.law import FitLaw, LawResult, Skipped
@@ -24,11 +23,30 @@ from .points import FitPoints
 from .seeds import SeedNoise
 from .tuning import Tuning
 
+if TYPE_CHECKING:
+    from .pipeline import AnalysisConfig
+
 LOSS_DEFINITION = ("final held-out validation loss: mean next-token negative log-likelihood in nats per token "
                    "over the validation batches, pad tokens excluded, at the run's last step (result.json val_loss)")
 BOOTSTRAP_UNIT = ("sweep point (axis value, size, budget): all architectures and seeds of it are resampled "
                   "together")
 
+
+
+@dataclass
+class Caveats:
+    """What an analysis doubts and what it could not do: warnings and skipped fits, in the
+    order they were found. fits.json and the report list both; the command prints the
+    warnings."""
+
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)   # {"what", "label", "reason"}
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def skip(self, what: str, label: str | None, reason: str) -> None:
+        self.skipped.append({"what": what, "label": label, "reason": reason})
 
 @dataclass(frozen=True)
 class TuningAnswer:

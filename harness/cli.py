@@ -5,7 +5,7 @@ The `ebt-scaling` console entry point. Each subcommand lives in its own module u
 their command runs, so `ebt-scaling --help` and `--version` answer without importing torch.
 
 What every command shares lives here: ``-v`` / ``-q`` (before or after the command; the
-package logger's level, see harness/logs.py), ``--track`` on the commands that train (see
+package logger's level, see harness/tracking/logs.py), ``--track`` on the commands that train (see
 harness/tracking/sinks.py), and the one-line errors: ConfigError and DispatchError, and as
 a safety net the file errors a command did not check itself (exit status 2). A closed
 pipe (`plan tiny --json | head -1`) ends the command quietly with status 141, as SIGPIPE
@@ -14,15 +14,14 @@ would.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ebt_scaling.harness.contract.errors import ConfigError, DispatchError, file_error
-from ebt_scaling.harness.logs import configure_logging, level_for
+from ebt_scaling.harness.contract.errors import FILE_ERRNOS, ConfigError, DispatchError, file_error
+from ebt_scaling.harness.tracking.logs import configure_logging, level_for
 
 # name -> (module under ebt_scaling.harness.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "time training steps of both models on this device (ms, tokens/s, memory, MFU)"),
     "bench-fit": ("bench_fit", "time the scaling-law fits (Approach 3 on 250 points; bootstrap of 500 runs)"),
     "bench-plan": ("bench_plan", "time planning a generated sweep of --runs runs (expand + tabulate, median of 3)"),
+    "bench-status": ("bench_status", "time `status` on synthetic sweeps of 1,000 and 10,000 runs; bytes read per run"),
     "selftest": ("selftest", "device acceptance in one table: train eager/compiled, exact resume, data parallel, bench"),
     "slurm-local": ("slurm_local", "start/stop/status a real two-node SLURM cluster on this machine (CI)"),
 }
@@ -48,10 +48,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 TRAINING_COMMANDS = ("run", "submit", "train")  # they take --track
 
-# The file errors the CLI turns into one line (a full disk, a read-only or foreign directory,
-# a file where a directory belongs or the reverse); any other OSError is a bug and keeps its traceback.
-FILE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT,
-               errno.EROFS}
 PIPE_CLOSED_STATUS = 128 + 13  # what a shell reports for a process that SIGPIPE ended
 INTERRUPTED_STATUS = 128 + 2  # ... and SIGINT
 
@@ -93,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def tracking_requested(track: str | None) -> Iterator[None]:
     """Check the sinks asked for (--track, else EBT_SCALING_TRACK) before anything is
     submitted, and set the variable for this command: the processes it starts inherit it."""
-    from ebt_scaling.harness.tracking import TRACK_ENV, check_installed, parse_track
+    from ebt_scaling.harness.tracking.sinks import TRACK_ENV, check_installed, parse_track
 
     key = "--track" if track is not None else TRACK_ENV
     names = parse_track(track if track is not None else os.environ.get(TRACK_ENV, ""), key)

@@ -1,7 +1,11 @@
 """The interface every architecture shares, so the trainer, FLOP accounting and
-benchmarks never branch on the model type."""
+benchmarks never branch on the model type, and the one place mixed precision is set:
+`bf16` is autocast with float32 master weights (``autocast``)."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
@@ -76,3 +80,15 @@ class LanguageModel(nn.Module):
         groups = [{"params": decay, "weight_decay": weight_decay, **scales, "name": "decay"},
                   {"params": no_decay, "weight_decay": 0.0, **scales, "name": "no_decay"}]
         return [g for g in groups if g["params"]]
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
+    """A factory of the context every forward pass of a run enters."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext
+    raise ValueError(f"precision: must be one of {PRECISIONS}, got {precision!r}")

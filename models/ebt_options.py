@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ebt_scaling.harness.contract.errors import require
-from ebt_scaling.harness.contract.since import since
+from ebt_scaling.harness.contract.typed_config import since
 
 EBT_VARIANTS = ("time_embed", "default")
 # When a random step size is drawn (alpha_random_scale > 1): "step" draws a new factor before
@@ -62,7 +62,6 @@ class EBTOptions:
         return data
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "random_extra_steps", tuple(self.random_extra_steps))
         require(self.variant in EBT_VARIANTS, "variant", f"must be one of {EBT_VARIANTS}, got {self.variant!r}")
         require(isinstance(self.refine_steps, int) and self.refine_steps >= 1, "refine_steps",
                 f"must be an integer >= 1, got {self.refine_steps!r}")
@@ -72,7 +71,8 @@ class EBTOptions:
         require(self.langevin_sigma >= 0, "langevin_sigma", f"must be >= 0 (0 turns noise off), got {self.langevin_sigma}")
         require(self.alpha_random_scale >= 1, "alpha_random_scale", f"must be >= 1 (1 turns it off), got {self.alpha_random_scale}")
         lo_hi = self.random_extra_steps
-        require(len(lo_hi) == 2 and all(isinstance(v, int) for v in lo_hi) and 0 <= lo_hi[0] <= lo_hi[1],
+        require(isinstance(lo_hi, tuple) and len(lo_hi) == 2 and all(isinstance(v, int) for v in lo_hi)
+                and 0 <= lo_hi[0] <= lo_hi[1],
                  "random_extra_steps", f"must be [lo, hi] integers with 0 <= lo <= hi, got {list(lo_hi)}")
         require(isinstance(self.replay_buffer_size, int) and self.replay_buffer_size >= 0,
                  "replay_buffer_size", f"must be an integer >= 0 (0 turns it off), got {self.replay_buffer_size!r}")

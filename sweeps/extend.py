@@ -31,11 +31,11 @@ import pandas as pd
 
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.run_dir import read_json
-from ebt_scaling.harness.contract.throughput import ThroughputFile
 
 from .cooldown import is_branch
 from .generate import Plan, PlannedRun, make_plan
-from .sweep_spec import SweepSpec, axis_values, dump_sweep, load_sweep, sweep_from_dict
+from .sweep_spec import SWEEP_AXES, SweepSpec, axis_values, dump_sweep, load_sweep, sweep_from_dict
+from .throughput import ThroughputFile
 
 SIZE_STEPS = 3   # offsets tried beyond an edge: the shape rule can map the next target onto a planned shape
 MIN_BUDGETS = 3  # budgets with an interior minimum that make an N*(C) fit more than a line through two points
@@ -152,7 +152,7 @@ def extend_sweep(sweep_dir: str | Path, findings: Findings, throughput: Throughp
     lost = [r.get("run_id") for r in listed.get("runs") or [] if r.get("run_id") not in planned]
     require(not lost, str(root / "sweep.yaml"), f"no longer plans run {lost[0] if lost else ''} of plan.json (planned "
             "by another version of the code?); extending would orphan it: extend with the version that planned it")
-    minima = budget_minima(sweep, findings) if sweep.axis.name == "isoflop" else {}
+    minima = budget_minima(sweep, findings) if SWEEP_AXES.get(sweep.axis.name).sizes_per_budget else {}
     extended = _extend_sizes(draft, minima)
     _extend_trials(draft, findings.cells)
     _extend_budgets(draft, minima, extended)
@@ -220,7 +220,7 @@ def _add_offset(data: dict, budget: float, offset: float) -> None:
 def _extend_budgets(draft: _Draft, minima: dict[tuple[str, str], BudgetMinimum], extended: set[str]) -> None:
     """One budget beyond the largest when some label cannot reach MIN_BUDGETS interior minima
     with the budgets it has (interior ones plus those still open, or given a size just now)."""
-    if draft.sweep.axis.name != "isoflop":
+    if not SWEEP_AXES.get(draft.sweep.axis.name).sizes_per_budget:
         return
     values = axis_values(draft.sweep)
     labels = {r.budget: r.axis_value for r in draft.plan.runs}

@@ -19,28 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.model_config import ModelConfig
-from ebt_scaling.harness.contract.spec import RunSpec, identity_dict, spec_hash
-from ebt_scaling.harness.contract.throughput import Rate, Rates, ThroughputFile, default_mfu
+from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, identity_dict, spec_hash
 from ebt_scaling.models.flops import CONVENTIONS, flops_per_token, param_counts
 
 from . import cooldown, rules, tuning
-from .shapes import Shape, ShapeSolver, SolvedShape, shape_name
-from .sweep_spec import (
-    FIXED_SIZE_AXES,
-    ExplicitSize,
-    SweepSpec,
-    arch_options,
-    axis_values,
-    base_spec,
-    parse_size,
-    require_run_count,
-)
+from .axes import AxisPoint, format_value
+from .shapes import Shape, ShapeSolver
+from .sweep_spec import SWEEP_AXES, SweepSpec, arch_options, axis_values, base_spec, require_run_count
+from .throughput import Rate, Rates, ThroughputFile, default_mfu
 
 
 @dataclass
@@ -104,18 +95,21 @@ class Plan:
         return {label: list(dict.fromkeys(rates.values())) for label, rates in out.items()}
 
 
+ModelFields = tuple[tuple[str, Any], ...]   # AxisPoint.model_fields
+
+
 @dataclass(frozen=True)
-class _Point:
-    axis_value: str
-    solved: SolvedShape
-    tokens: float | None = None  # data axis: explicit tokens
-    budget: float | None = None  # compute / isoflop axes
-    batch: int | None = None  # batch axis
+class _PointTraining:
+    """What every run at one point trains with: the rules' (or the axis') batch, LR and
+    steps, one TrainSpec per architecture, and the FLOP budget the pairs share, if any."""
 
-
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
-
+    batch: int
+    tokens_per_step: int
+    lr: float
+    budget: float | None           # the point's budget, or under flops pairing the reference's FLOPs
+    trains: list[TrainSpec]        # per architecture, in the sweep's order
+    train_jsons: list[str]         # their canonical JSON (for run ids)
+    shared_train_json: str         # what the runs of a pair share of it (for pair ids)
 
 class Planner:
     def __init__(self, sweep: SweepSpec, rates: Rates):
@@ -128,10 +122,9 @@ class Planner:
         labels = [a.label for a in sweep.architectures]
         self.ref = labels.index(sweep.reference_label)
         self.solver = ShapeSolver(self.templates[self.ref], sweep.param_count, sweep.shape)
-        self.context = self.base.model.context
         self._fpt: dict[ModelConfig, dict[str, float]] = {}
         self._params: dict[ModelConfig, dict[str, int]] = {}
-        self._configs: dict[tuple[int, Shape], ModelConfig] = {}
+        self._configs: dict[tuple[int, Shape, ModelFields], ModelConfig] = {}
         # Canonical JSON of the spec parts a sweep never changes, for fast run / pair ids.
         rest = identity_dict(replace(self.base, tags={}))
         for key in ("model", "train", "seed", "tags"):
@@ -142,20 +135,23 @@ class Planner:
         self._fast_ids: bool | None = None  # None: not yet checked against spec_hash
         self._base_fields = {f.name: getattr(self.base, f.name) for f in fields(RunSpec) if f.init}
         self.warnings: list[str] = []
+        self._warned: set[str] = set()
 
     # ----------------------------------------------------------------- cached analytics
-    def config(self, arch_index: int, shape: Shape) -> ModelConfig:
-        key = (arch_index, shape)
+    def config(self, arch_index: int, shape: Shape, model_fields: ModelFields = ()) -> ModelConfig:
+        """An architecture's model at a shape, with the fields an axis point sets."""
+        key = (arch_index, shape, model_fields)
         hit = self._configs.get(key)
         if hit is None:
             hit = self._configs[key] = replace(self.templates[arch_index], n_layers=shape.n_layers,
-                                               d_model=shape.d_model, n_heads=shape.n_heads)
+                                               d_model=shape.d_model, n_heads=shape.n_heads, **dict(model_fields))
         return hit
 
     def fpt(self, config: ModelConfig) -> dict[str, float]:
+        """Training FLOPs per token of a model at its context, per convention."""
         hit = self._fpt.get(config)
         if hit is None:
-            hit = self._fpt[config] = {c: flops_per_token(config, c, self.context) for c in CONVENTIONS}
+            hit = self._fpt[config] = {c: flops_per_token(config, c) for c in CONVENTIONS}
         return hit
 
     def params(self, config: ModelConfig) -> dict[str, int]:
@@ -164,197 +160,140 @@ class Planner:
             hit = self._params[config] = param_counts(config)
         return hit
 
-    def ref_fpt(self, shape: Shape) -> float:
+    def reference_flops_per_token(self, shape: Shape) -> float:
+        """The reference architecture's FLOPs per token at a shape, in the sweep's convention."""
         return self.fpt(self.config(self.ref, shape))[self.sweep.flops.convention]
-
-    # ----------------------------------------------------------------- sizes from budgets
-    def optimum(self, budget: float) -> float:
-        """The parameter target the token rule predicts as compute-optimal for a budget."""
-        tr = self.sweep.tokens
-        if tr.rule == "compute_optimal":
-            return rules.compute_optimal_params(budget, tr.coefficient, tr.exponent)
-        # tokens_per_param: solve C = fpt(N) * r * N, i.e. N = sqrt(C / (r * fpt(N) / N)). FLOPs
-        # per token per parameter (q) vary slowly with N, so iterate on q of the nearest real
-        # shape: a continuous optimum, unaffected by the jumps between discrete shapes. Every budget
-        # starts from the same guess (no state carried between budgets), so the sizes and run ids at
-        # a budget do not depend on which other budgets the sweep holds.
-        r = tr.tokens_per_param
-        n = math.sqrt(budget / (6.0 * r))
-        for _ in range(8):
-            solved = self.solver.solve(n)
-            q = self.ref_fpt(solved.shape) / solved.achieved
-            new = math.sqrt(budget / (r * q))
-            done = abs(math.log(new / n)) < 1e-3
-            n = new
-            if done:
-                break
-        return n
-
-    # ----------------------------------------------------------------- points
-    def fixed_size(self) -> SolvedShape:
-        return self.solver.resolve(parse_size(self.sweep.axis.size, "axis.size"))
-
-    def points(self) -> list[_Point]:
-        axis, hd = self.sweep.axis, self.sweep.shape.head_dim
-        values = axis_values(self.sweep)
-        out: list[_Point] = []
-        if axis.name == "parameters":
-            for i, v in enumerate(values):
-                label = v if isinstance(v, str) else (v.name or shape_name(v.n_layers, v.d_model)) \
-                    if isinstance(v, ExplicitSize) else _fmt(v)
-                out.append(_Point(label, self._checked(self.solver.resolve(v), f"axis.values[{i}]")))
-        elif axis.name in FIXED_SIZE_AXES:
-            base = self.fixed_size()
-            b = base.shape
-            for i, v in enumerate(values):
-                key = f"axis.values[{i}]"
-                if axis.name == "data":
-                    out.append(_Point(_fmt(v), base, tokens=v))
-                elif axis.name == "batch":
-                    out.append(_Point(str(v), base, batch=v))
-                elif axis.name == "width":
-                    if v % hd:
-                        raise ConfigError(f"{key}: d_model {v} is not a multiple of shape.head_dim ({hd}); use "
-                                          f"multiples of {hd} (n_heads = d_model / head_dim)")
-                    shape = Shape(b.n_layers, v, v // hd, shape_name(b.n_layers, v))
-                    out.append(_Point(str(v), self._explicit(shape)))
-                else:  # depth
-                    shape = Shape(v, b.d_model, b.n_heads, shape_name(v, b.d_model))
-                    out.append(_Point(str(v), self._explicit(shape)))
-        else:
-            for v in values:
-                n_opt = self.optimum(v)
-                if axis.name == "compute":
-                    targets = [n_opt]
-                else:  # the planned points, and any sizes `plan --extend` added beyond them
-                    targets = [n_opt * axis.spread ** o for o in axis.offsets(v)]
-                for t in targets:
-                    out.append(_Point(_fmt(v), self.solver.solve(t), budget=v))
-        return out
-
-    def _explicit(self, shape: Shape) -> SolvedShape:
-        return SolvedShape(shape, None, self.solver.count(shape.n_layers, shape.d_model, shape.n_heads))
-
-    def _checked(self, solved: SolvedShape, key: str) -> SolvedShape:
-        s = solved.shape
-        if s.d_model % s.n_heads or (s.d_model // s.n_heads) % 2:
-            raise ConfigError(f"{key}: d_model {s.d_model} must be n_heads ({s.n_heads}) x an even head_dim")
-        return solved
 
     # ----------------------------------------------------------------- runs
     def plan(self) -> Plan:
-        sweep, base, ref = self.sweep, self.base, self.ref
-        conv = sweep.flops.convention
-        hr = sweep.hparams
-        tr = sweep.tokens
-        ctx = self.context
-        rates = self.rates
-        explicit = sweep.throughput.mfu
-        if isinstance(explicit, float):
-            for entry in sweep.architectures:
-                if explicit > 2 * default_mfu(entry.arch):
-                    self.warnings.append(
-                        f"throughput.mfu {explicit:g} applies to {entry.label} too, whose documented default is "
-                        f"{default_mfu(entry.arch):g}: its GPU-hours are likely understated; remove throughput.mfu to "
-                        "use measured figures (`ebt-scaling bench --save`) or the defaults")
-                    break
-        runs: list[PlannedRun] = []
-        seen: dict[str, PlannedRun] = {}
-        warned: set[str] = set()
-        points = self.points()
+        self._warn_if_one_mfu_understates()
+        points = SWEEP_AXES.get(self.sweep.axis.name, "axis.name").points(self, axis_values(self.sweep))
         self._check_repeat({p.axis_value for p in points})
-        require_run_count(sum(len(self.seeds_at(p.axis_value)) for p in points) * len(sweep.architectures))
+        require_run_count(sum(len(self.seeds_at(p.axis_value)) for p in points) * len(self.sweep.architectures))
+        runs: list[PlannedRun] = []
+        planned: dict[str, PlannedRun] = {}  # run id -> its run: a point that repeats another plans nothing
         for point in points:
-            solved = point.solved
-            shape = solved.shape
-            if solved.warning and solved.warning not in warned:
-                warned.add(solved.warning)
-                self.warnings.append(solved.warning)
-            ref_cfg = self.config(ref, shape)
-            ref_params = self.params(ref_cfg)
-            n = ref_params[sweep.param_count]
-            batch = point.batch or rules.batch_size(hr.batch, n, ctx, base.train.batch_size, shape.name)
-            tokens_per_step = batch * ctx
-            step_flops_ref = self.fpt(ref_cfg)[conv] * tokens_per_step
-            if point.budget is not None:
-                budget = point.budget
-                ref_steps = rules.whole_steps(budget / self.fpt(ref_cfg)[conv], tokens_per_step)
-            else:
-                if point.tokens is not None:
-                    raw = point.tokens
-                elif tr.rule == "tokens_per_param":
-                    raw = rules.chinchilla_tokens(n, tr.tokens_per_param)
-                elif tr.rule == "compute_optimal":
-                    raw = rules.compute_for_params(n, tr.coefficient, tr.exponent) / self.fpt(ref_cfg)[conv]
-                elif tr.rule == "fixed":
-                    raw = tr.tokens
-                else:
-                    raw = tr.steps * tokens_per_step
-                ref_steps = rules.whole_steps(raw, tokens_per_step)
-                budget = ref_steps * step_flops_ref if sweep.pairing == "flops" else None
-            lr = rules.learning_rate(hr.lr, n, shape.name, ref_params["non_embedding"], base.train.lr)
-            b2 = rules.beta2(hr.beta2, tokens_per_step, base.train.betas[1])
-            betas = (base.train.betas[0], b2)
-            if sweep.pairing == "flops" and budget is not None:
-                steps_by_arch = [max(1, round(budget / (self.fpt(self.config(i, shape))[conv] * tokens_per_step)))
-                                 if i != ref else ref_steps for i in range(len(self.templates))]
-            else:
-                steps_by_arch = [ref_steps] * len(self.templates)
-            trains = []
-            for steps in steps_by_arch:
-                tokens = steps * tokens_per_step
-                warm = rules.warmup_fraction(hr.warmup, n, tokens, base.train.warmup_fraction)
-                try:
-                    trains.append(replace(base.train, tokens=tokens, batch_size=batch, lr=lr, betas=betas,
-                                          warmup_fraction=warm))
-                except ConfigError as exc:
-                    raise ConfigError(f"hparams: gives an invalid train.{exc} at size {shape.name}; adjust the rule")
-            shared_budget = budget if sweep.pairing == "flops" else None
-            train_jsons = [json.dumps(identity_dict(t), sort_keys=True) for t in trains]
-            shared_train = self._train_json(trains[ref], shared_budget is not None)
+            self._warn_once(point.solved.warning)
+            training = self._point_training(point)
             for seed in self.seeds_at(point.axis_value):
-                pair_id = self._pair_id(shape, shared_train, seed, shared_budget)
-                for i, entry in enumerate(sweep.architectures):
-                    cfg = self.config(i, shape)
-                    train = trains[i]
-                    tags = {**base.tags, "sweep": sweep.name, "pair_id": pair_id, "arch_label": entry.label,
-                            "axis": sweep.axis.name, "axis_value": point.axis_value, "size": shape.name,
-                            "seed": str(seed), "pairing": sweep.pairing}
-                    if point.budget is not None:
-                        tags["budget"] = _fmt(point.budget)
-                    try:
-                        spec = RunSpec(**{**self._base_fields, "model": cfg, "train": train, "seed": seed,
-                                          "tags": tags})
-                    except ConfigError as exc:  # a base key that does not fit this run (its steps, its batch)
-                        raise ConfigError(f"base.{exc} (run {entry.label} at size {shape.name}, axis value "
-                                          f"{point.axis_value}; the sweep's base gives it to every run)") from None
-                    run_id = self.run_id(spec, self._model_json(i, shape), train_jsons[i])
-                    if run_id in seen:
-                        msg = (f"axis value {point.axis_value} size {shape.name} seed {seed} {entry.label}: the same "
-                               f"run as {seen[run_id].axis_value}/{seen[run_id].size_name} ({run_id}); planned once")
-                        if msg not in warned:
-                            warned.add(msg)
-                            self.warnings.append(msg)
-                        continue
-                    fpt = self.fpt(cfg)
-                    tokens = train.tokens
-                    flops = {c: fpt[c] * tokens for c in CONVENTIONS}
-                    rate = rates.rate(entry.arch, shape.n_layers, shape.d_model, spec.precision)
-                    run = PlannedRun(spec=spec, run_id=run_id, pair_id=pair_id, arch_label=entry.label,
-                                     arch=entry.arch, size_name=shape.name, seed=seed, axis_value=point.axis_value,
-                                     tokens=tokens, steps=tokens // tokens_per_step, batch=batch, lr=lr,
-                                     params=self.params(cfg), flops=flops, flops_per_token=fpt,
-                                     gpu_hours=rate.hours(flops["full"]), rate=rate,
-                                     budget=budget if (point.budget is not None or sweep.pairing == "flops") else None,
-                                     target_params=solved.target, achieved_params=solved.achieved,
-                                     warnings=(solved.warning,) if solved.warning else ())
-                    seen[run_id] = run
-                    runs.append(run)
+                runs += self._pair(point, training, seed, planned)
         runs = tuning.expand_trials(self, runs)
         require_run_count(len(runs))
         runs = cooldown.add_branches(self, runs)
         require_run_count(len(runs))
-        return Plan(sweep, runs, self.warnings, self.rates.file)
+        return Plan(self.sweep, runs, self.warnings, self.rates.file)
+
+    def _warn_if_one_mfu_understates(self) -> None:
+        """A single throughput.mfu far above an architecture's documented default."""
+        mfu = self.sweep.throughput.mfu
+        if not isinstance(mfu, float):
+            return
+        for entry in self.sweep.architectures:
+            if mfu > 2 * default_mfu(entry.arch):
+                self.warnings.append(
+                    f"throughput.mfu {mfu:g} applies to {entry.label} too, whose documented default is "
+                    f"{default_mfu(entry.arch):g}: its GPU-hours are likely understated; remove throughput.mfu to "
+                    "use measured figures (`ebt-scaling bench --save`) or the defaults")
+                return
+
+    def _warn_once(self, message: str | None) -> None:
+        if message and message not in self._warned:
+            self._warned.add(message)
+            self.warnings.append(message)
+
+    def _point_training(self, point: AxisPoint) -> _PointTraining:
+        """The batch, LR, beta2, steps and TrainSpecs of a point: the axis' where it fixes
+        them, else the rules' at the reference architecture's size N."""
+        sweep, train = self.sweep, self.base.train
+        hparams = sweep.hparams
+        shape = point.solved.shape
+        reference = self.config(self.ref, shape, point.model_fields)
+        reference_params = self.params(reference)
+        n = reference_params[sweep.param_count]
+        reference_fpt = self.fpt(reference)[sweep.flops.convention]
+        batch = point.batch or rules.batch_size(hparams.batch, n, reference.context, train.batch_size,
+                                                shape.name)
+        tokens_per_step = batch * reference.context
+        if point.budget is not None:
+            budget = point.budget
+            reference_steps = rules.whole_steps(budget / reference_fpt, tokens_per_step)
+        else:
+            reference_tokens = point.tokens if point.tokens is not None else \
+                rules.training_tokens(sweep.tokens, n, reference_fpt, tokens_per_step)
+            reference_steps = rules.whole_steps(reference_tokens, tokens_per_step)
+            budget = reference_steps * (reference_fpt * tokens_per_step) if sweep.pairing == "flops" else None
+        lr = rules.learning_rate(hparams.lr, n, shape.name, reference_params["non_embedding"], train.lr)
+        betas = (train.betas[0], rules.beta2(hparams.beta2, tokens_per_step, train.betas[1]))
+        trains = []
+        for steps in self._steps_by_arch(point, budget, reference_steps, tokens_per_step):
+            tokens = steps * tokens_per_step
+            warmup = rules.warmup_fraction(hparams.warmup, n, tokens, train.warmup_fraction)
+            try:
+                trains.append(replace(train, tokens=tokens, batch_size=batch, lr=lr, betas=betas,
+                                      warmup_fraction=warmup))
+            except ConfigError as exc:
+                raise ConfigError(f"hparams: gives an invalid train.{exc} at size {shape.name}; adjust the rule")
+        shares_budget = sweep.pairing == "flops"
+        return _PointTraining(batch, tokens_per_step, lr, budget, trains,
+                              [json.dumps(identity_dict(t), sort_keys=True) for t in trains],
+                              self._train_json(trains[self.ref], shares_budget))
+
+    def _steps_by_arch(self, point: AxisPoint, budget: float | None, reference_steps: int,
+                       tokens_per_step: int) -> list[int]:
+        """Optimizer steps of each architecture: the reference's for all (tokens pairing), or
+        under flops pairing as many as the shared budget buys each."""
+        if self.sweep.pairing != "flops" or budget is None:
+            return [reference_steps] * len(self.templates)
+        convention = self.sweep.flops.convention
+        return [reference_steps if i == self.ref else
+                max(1, round(budget / (self.fpt(self.config(i, point.solved.shape, point.model_fields))[convention]
+                                       * tokens_per_step)))
+                for i in range(len(self.templates))]
+
+    def _pair(self, point: AxisPoint, training: _PointTraining, seed: int,
+              planned: dict[str, PlannedRun]) -> list[PlannedRun]:
+        """The runs of one pair (every architecture at a point and seed), less any run
+        already planned at another point (a warning)."""
+        sweep, shape = self.sweep, point.solved.shape
+        shared_budget = training.budget if sweep.pairing == "flops" else None
+        pair_id = self._pair_id(shape, point.model_fields, training.shared_train_json, seed, shared_budget)
+        runs = []
+        for i, entry in enumerate(sweep.architectures):
+            config, train = self.config(i, shape, point.model_fields), training.trains[i]
+            tags = {**self.base.tags, "sweep": sweep.name, "pair_id": pair_id, "arch_label": entry.label,
+                    "axis": sweep.axis.name, "axis_value": point.axis_value, "size": shape.name,
+                    "seed": str(seed), "pairing": sweep.pairing}
+            if point.budget is not None:
+                tags["budget"] = format_value(point.budget)
+            try:
+                spec = RunSpec(**{**self._base_fields, "model": config, "train": train, "seed": seed, "tags": tags})
+            except ConfigError as exc:  # a base key that does not fit this run (its steps, its batch)
+                raise ConfigError(f"base.{exc} (run {entry.label} at size {shape.name}, axis value "
+                                  f"{point.axis_value}; the sweep's base gives it to every run)") from None
+            run_id = self.run_id(spec, self._model_json(i, shape, point.model_fields), training.train_jsons[i])
+            if run_id in planned:
+                same = planned[run_id]
+                self._warn_once(f"axis value {point.axis_value} size {shape.name} seed {seed} {entry.label}: the "
+                                f"same run as {same.axis_value}/{same.size_name} ({run_id}); planned once")
+                continue
+            planned[run_id] = run = self._planned_run(spec, run_id, pair_id, entry, point, training)
+            runs.append(run)
+        return runs
+
+    def _planned_run(self, spec: RunSpec, run_id: str, pair_id: str, entry, point: AxisPoint,
+                     training: _PointTraining) -> PlannedRun:
+        shape, solved = spec.model, point.solved
+        fpt = self.fpt(spec.model)
+        tokens = spec.train.tokens
+        flops = {c: fpt[c] * tokens for c in CONVENTIONS}
+        rate = self.rates.rate(entry.arch, shape.n_layers, shape.d_model, spec.precision)
+        return PlannedRun(spec=spec, run_id=run_id, pair_id=pair_id, arch_label=entry.label, arch=entry.arch,
+                          size_name=solved.shape.name, seed=spec.seed, axis_value=point.axis_value, tokens=tokens,
+                          steps=tokens // training.tokens_per_step, batch=training.batch, lr=training.lr,
+                          params=self.params(spec.model), flops=flops, flops_per_token=fpt,
+                          gpu_hours=rate.hours(flops["full"]), rate=rate, budget=training.budget,
+                          target_params=solved.target, achieved_params=solved.achieved,
+                          warnings=(solved.warning,) if solved.warning else ())
 
     def _check_repeat(self, values: set[str]) -> None:
         repeat = self.sweep.repeat
@@ -376,18 +315,20 @@ class Planner:
         return self.sweep.seeds + repeat.seeds
 
     # ----------------------------------------------------------------- ids
-    def _model_json(self, arch_index: int, shape: Shape) -> str:
-        key = ("model", arch_index, shape)
+    def _model_json(self, arch_index: int, shape: Shape, model_fields: ModelFields) -> str:
+        key = ("model", arch_index, shape, model_fields)
         hit = self._json.get(key)
         if hit is None:
-            hit = self._json[key] = json.dumps(identity_dict(self.config(arch_index, shape)), sort_keys=True)
+            hit = self._json[key] = json.dumps(identity_dict(self.config(arch_index, shape, model_fields)),
+                                               sort_keys=True)
         return hit
 
-    def _shared_model_json(self, shape: Shape) -> str:
-        key = ("shared-model", shape)
+    def _shared_model_json(self, shape: Shape, model_fields: ModelFields) -> str:
+        key = ("shared-model", shape, model_fields)
         hit = self._json.get(key)
         if hit is None:
-            model = {k: v for k, v in identity_dict(self.config(self.ref, shape)).items() if k not in ("arch", "options")}
+            model = {k: v for k, v in identity_dict(self.config(self.ref, shape, model_fields)).items()
+                     if k not in ("arch", "options")}
             hit = self._json[key] = json.dumps(model, sort_keys=True)
         return hit
 
@@ -420,10 +361,11 @@ class Planner:
             return slow
         return run_id
 
-    def _pair_id(self, shape: Shape, shared_train_json: str, seed: int, budget: float | None) -> str:
+    def _pair_id(self, shape: Shape, model_fields: ModelFields, shared_train_json: str, seed: int,
+                 budget: float | None) -> str:
         """Hash of what the runs of a pair share: the spec without model.arch / model.options
         (and, under flops pairing, without train.tokens / warmup_fraction but with the budget)."""
-        parts = {**self._rest_json, "model": self._shared_model_json(shape), "seed": str(seed),
+        parts = {**self._rest_json, "model": self._shared_model_json(shape, model_fields), "seed": str(seed),
                  "pairing": json.dumps(self.sweep.pairing), "train": shared_train_json}
         if budget is not None:
             parts["budget"] = json.dumps({"flops": budget, "convention": self.sweep.flops.convention})
@@ -432,7 +374,7 @@ class Planner:
 
 def make_plan(sweep: SweepSpec, throughput: ThroughputFile | None = None, device: str | None = None) -> Plan:
     """Every run of the sweep plus the plan's warnings (shape misses, duplicate runs).
-    GPU-hours use `throughput` (a bench file; harness/contract/throughput.py) where the sweep
+    GPU-hours use `throughput` (a bench file; sweeps/throughput.py) where the sweep
     sets no throughput.mfu, on the device whose name contains `device` (default: the newest
     GPU's). ConfigError 'SOURCE: key: message' when a value turns out impossible."""
     # outside the try: a --throughput-device error is not the sweep file's

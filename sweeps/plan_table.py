@@ -9,11 +9,11 @@ from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.formatting import si
 from ebt_scaling.harness.contract.run_dir import atomic_write_text, json_text
 from ebt_scaling.harness.contract.spec import load_spec, spec_to_yaml
-from ebt_scaling.harness.contract.throughput import describe, display_path
 from ebt_scaling.models.flops import CONVENTIONS
 
 from .generate import Plan
 from .sweep_spec import dump_sweep, sweep_to_yaml
+from .throughput import describe, display_path
 
 
 def short(label: str, width: int = 10) -> str:

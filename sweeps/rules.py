@@ -1,4 +1,11 @@
-"""Token, learning-rate, batch, warmup and beta2 rules (docs/scaling.md, docs/ebt.md).
+"""The built-in token, learning-rate, batch, warmup and beta2 rules (docs/scaling.md, docs/ebt.md).
+
+Each rule is one ``HparamRule`` entry of sweep_spec.SWEEP_RULES (its slot, its name, its
+options dataclass and the function computing its value), registered through the entry
+point ``ebt_scaling.sweep_rules`` like every other registry; a sweep file picks one per
+slot by name (``tokens: {rule: chinchilla...}``, ``hparams: {lr: {rule: olmo}}``). The
+functions below them (``batch_size``, ``learning_rate``, ...) are what the planner calls:
+they ask the registry for the rule the options name, never branch on it.
 
 N is the sweep's ``param_count`` (total by default) of the reference architecture at the
 run's shape. Every function is pure and cheap; sweeps/generate.py caches per shape.
@@ -10,18 +17,25 @@ run's shape. Every function is pure and cheap; sweeps/generate.py caches per sha
 * OLMo-core ladder: LR = 0.0047 (N / 108M)^(-1/3); batch = 2048 * 160 * (N / 108M)^(2/3)
   tokens, i.e. that / context sequences, rounded; beta2 = 0.99 below 524,288-token
   batches, else 0.95; warmup = N tokens.
-* The EBT paper: LRs of its named sizes (models/sizes.py); batch proportional to
+* The EBT paper: LRs of its named sizes (models/architectures.py); batch proportional to
   sqrt(params): 32 sequences at xxs (6.18M non-embedding) -> 46 / 90 / 170 / 256 for xs /
   small / medium / large.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Literal
 
+from ebt_scaling.harness.contract.errors import require
+from ebt_scaling.harness.contract.typed_config import typed_value
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.flops import param_counts
-from ebt_scaling.models.sizes import PAPER_SIZES
+from ebt_scaling.models.architectures import PAPER_SIZES
+
+from .sweep_spec import SWEEP_RULES, HparamRule
 
 OLMO_REFERENCE_PARAMS = 108e6
 OLMO_LR = 0.0047
@@ -30,7 +44,88 @@ OLMO_BETA2_THRESHOLD_TOKENS = 524_288
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 
+def _whole_counts(data: dict, path: str, names: tuple[str, ...]) -> dict:
+    """A rule's count keys (YAML writes 1e9 as a float) as ints, as read from a sweep file:
+    a fraction is "must be a whole number" rather than an int field's "expected an integer"."""
+    data = dict(data)
+    for name in names:
+        if data.get(name) is not None:
+            key = f"{path}.{name}" if path else name
+            value = typed_value(data[name], float, key)
+            require(value.is_integer(), key, f"must be a whole number, got {value!r}")
+            data[name] = int(value)
+    return data
+
+
+# ------------------------------------------------------------------------- the planner's calls
+def _rule(slot: str, options: Any) -> HparamRule:
+    return SWEEP_RULES.get(f"{slot}.{options.rule}", f"{slot}.rule")
+
+
+def training_tokens(options: Any, n_params: float, flops_per_token: float, tokens_per_step: int) -> float:
+    """Training tokens of a size (before rounding to whole steps)."""
+    return _rule("tokens", options).value(options, n_params, flops_per_token, tokens_per_step)
+
+
+def compute_optimal_size(options: Any, budget: float, reference_at: Callable[[float], tuple[float, float]]) -> float:
+    """The parameter target a token rule predicts as compute-optimal for a FLOP budget;
+    ``reference_at(target)`` gives the reference architecture's (parameters, FLOPs per token)
+    at the shape the shape rule picks for a target."""
+    return _rule("tokens", options).optimum(options, budget, reference_at)
+
+
+def batch_size(options: Any, n_params: float, context: int, default: int, size_name: str | None = None) -> int:
+    """Global batch in sequences."""
+    return _rule("batch", options).value(options, n_params, context, default, size_name)
+
+
+def learning_rate(options: Any, n_params: float, size_name: str | None, non_embedding_params: float,
+                  default: float) -> float:
+    return _rule("lr", options).value(options, n_params, size_name, non_embedding_params, default)
+
+
+def warmup_fraction(options: Any, n_params: float, tokens: int, default: float) -> float:
+    """TrainSpec.warmup_fraction of a run of `tokens` tokens."""
+    return _rule("warmup", options).value(options, n_params, tokens, default)
+
+
+def beta2(options: Any, batch_tokens: int, default: float) -> float:
+    return _rule("beta2", options).value(options, batch_tokens, default)
+
+
+def whole_steps(tokens: float, tokens_per_step: int) -> int:
+    """Optimizer steps closest to `tokens` (at least one)."""
+    return max(1, round(tokens / tokens_per_step))
+
+
 # ------------------------------------------------------------------------- tokens
+@dataclass(frozen=True)
+class TokenRule:
+    """Options of the built-in token rules: ``tokens_per_param`` (D = r N; Chinchilla r =
+    20), ``compute_optimal`` (N_opt = coefficient * C^exponent, so C = (N / coefficient)^(1 /
+    exponent) and D = C / FLOPs-per-token; the defaults equal 20 tokens/param under C = 6ND),
+    ``fixed`` (``tokens`` for every size) or ``steps`` (``steps`` optimizer steps: D = steps x
+    batch x context, the paper's protocol)."""
+
+    rule: str = "tokens_per_param"
+    tokens_per_param: float = 20.0
+    coefficient: float = 1 / math.sqrt(120.0)
+    exponent: float = 0.5
+    tokens: int | None = None
+    steps: int | None = None
+
+    @classmethod
+    def prepare_input(cls, data: dict, path: str) -> dict:
+        return _whole_counts(data, path, ("tokens", "steps"))
+
+    def __post_init__(self) -> None:
+        require(self.tokens_per_param > 0, "tokens_per_param", f"must be > 0, got {self.tokens_per_param}")
+        require(self.coefficient > 0, "coefficient", f"must be > 0, got {self.coefficient}")
+        require(0 < self.exponent < 1, "exponent", f"must be in (0, 1), got {self.exponent}")
+        require(self.tokens is None or self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
+        require(self.steps is None or self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+
+
 def chinchilla_tokens(n_params: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> float:
     return tokens_per_param * n_params
 
@@ -45,12 +140,68 @@ def compute_for_params(n_params: float, coefficient: float, exponent: float) -> 
     return (n_params / coefficient) ** (1.0 / exponent)
 
 
-def whole_steps(tokens: float, tokens_per_step: int) -> int:
-    """Optimizer steps closest to `tokens` (at least one)."""
-    return max(1, round(tokens / tokens_per_step))
+def _tokens_per_param_optimum(options: TokenRule, budget: float, reference_at) -> float:
+    """Solve C = fpt(N) * r * N, i.e. N = sqrt(C / (r * fpt(N) / N)). FLOPs per token per
+    parameter (q) vary slowly with N, so iterate on q of the nearest real shape: a continuous
+    optimum, unaffected by the jumps between discrete shapes. Every budget starts from the same
+    guess (no state carried between budgets), so the sizes and run ids at a budget do not depend
+    on which other budgets the sweep holds."""
+    r = options.tokens_per_param
+    n = math.sqrt(budget / (6.0 * r))
+    for _ in range(8):
+        achieved, flops_per_token = reference_at(n)
+        q = flops_per_token / achieved
+        new = math.sqrt(budget / (r * q))
+        done = abs(math.log(new / n)) < 1e-3
+        n = new
+        if done:
+            break
+    return n
 
 
-# ------------------------------------------------------------------------- OLMo-core
+TOKEN_RULES = (
+    HparamRule("tokens", "tokens_per_param", TokenRule,
+               lambda o, n, fpt, step_tokens: chinchilla_tokens(n, o.tokens_per_param),
+               optimum=_tokens_per_param_optimum),
+    HparamRule("tokens", "compute_optimal", TokenRule,
+               lambda o, n, fpt, step_tokens: compute_for_params(n, o.coefficient, o.exponent) / fpt,
+               optimum=lambda o, budget, reference_at: compute_optimal_params(budget, o.coefficient, o.exponent)),
+    HparamRule("tokens", "fixed", TokenRule, lambda o, n, fpt, step_tokens: o.tokens,
+               required={"tokens": "the training tokens"}),
+    HparamRule("tokens", "steps", TokenRule, lambda o, n, fpt, step_tokens: o.steps * step_tokens,
+               required={"steps": "the optimizer steps"}),
+)
+
+
+# ------------------------------------------------------------------------- batch
+@dataclass(frozen=True)
+class BatchRule:
+    """Options of the built-in batch rules, a global batch in sequences: ``constant``
+    (``size``, default base.train.batch_size), ``olmo`` (2048 * 160 * (N / 108M)^(2/3) tokens /
+    context) or ``sqrt_params`` (the paper: reference_batch * sqrt(N / reference_params)),
+    rounded by ``round`` and clamped to [min, max]; ``table`` gives exact batches of named
+    sizes (the paper's 32 / 46 / 90 / 170 / 256 for xxs .. large), which override the rule."""
+
+    rule: str = "constant"
+    size: int | None = None
+    reference_params: float = 6.18e6  # the paper: xxs (6.18M non-embedding) -> 32 sequences
+    reference_batch: int = 32
+    round: Literal["nearest", "pow2", "multiple_of_8"] = "nearest"
+    min: int = 1
+    max: int | None = None
+    table: dict[str, int] = field(default_factory=dict)  # size name -> sequences; overrides the rule
+
+    def __post_init__(self) -> None:
+        for name, value in self.table.items():
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"table.{name}",
+                     f"must be a batch size in sequences (an integer >= 1), got {value!r}")
+        require(self.size is None or self.size >= 1, "size", f"must be >= 1, got {self.size}")
+        require(self.reference_params > 0, "reference_params", f"must be > 0, got {self.reference_params}")
+        require(self.reference_batch >= 1, "reference_batch", f"must be >= 1, got {self.reference_batch}")
+        require(self.min >= 1, "min", f"must be >= 1, got {self.min}")
+        require(self.max is None or self.max >= self.min, "max", f"must be >= min ({self.min}), got {self.max}")
+
+
 def olmo_lr(n_params: float) -> float:
     return OLMO_LR * (n_params / OLMO_REFERENCE_PARAMS) ** (-1.0 / 3.0)
 
@@ -63,7 +214,6 @@ def olmo_beta2(batch_tokens: float) -> float:
     return 0.99 if batch_tokens < OLMO_BETA2_THRESHOLD_TOKENS else 0.95
 
 
-# ------------------------------------------------------------------------- batch
 def round_batch(sequences: float, mode: str) -> int:
     """Round a batch in sequences: nearest integer, nearest power of 2 (in log), or nearest
     multiple of 8; never below the smallest value of that kind."""
@@ -80,22 +230,44 @@ def sqrt_params_batch(n_params: float, reference_params: float, reference_batch:
     return reference_batch * math.sqrt(n_params / reference_params)
 
 
-def batch_size(rule, n_params: float, context: int, default: int, size_name: str | None = None) -> int:
-    """Global batch in sequences from a BatchRule (its table first, for named sizes)."""
-    if size_name is not None and size_name in rule.table:
-        return rule.table[size_name]
-    if rule.rule == "constant":
-        raw: float = rule.size if rule.size is not None else default
-    elif rule.rule == "olmo":
-        raw = olmo_batch_tokens(n_params) / context
-    else:
-        raw = sqrt_params_batch(n_params, rule.reference_params, rule.reference_batch)
-    seqs = round_batch(raw, rule.round) if rule.rule != "constant" else int(raw)
-    seqs = max(rule.min, seqs)
-    return min(rule.max, seqs) if rule.max is not None else seqs
+def _batch_rule(sequences: Callable[[BatchRule, float, int, int], float], rounded: bool):
+    """A batch rule's function: the table's batch for a named size, else `sequences` (rounded
+    by ``round`` when `rounded`), clamped to [min, max]."""
+    def batch(options: BatchRule, n_params: float, context: int, default: int, size_name: str | None) -> int:
+        if size_name is not None and size_name in options.table:
+            return options.table[size_name]
+        raw = sequences(options, n_params, context, default)
+        seqs = max(options.min, round_batch(raw, options.round) if rounded else int(raw))
+        return min(options.max, seqs) if options.max is not None else seqs
+    return batch
+
+
+BATCH_RULES = (
+    HparamRule("batch", "constant", BatchRule,
+               _batch_rule(lambda o, n, context, default: o.size if o.size is not None else default, rounded=False),
+               base_option="size"),
+    HparamRule("batch", "olmo", BatchRule,
+               _batch_rule(lambda o, n, context, default: olmo_batch_tokens(n) / context, rounded=True)),
+    HparamRule("batch", "sqrt_params", BatchRule,
+               _batch_rule(lambda o, n, context, default: sqrt_params_batch(n, o.reference_params, o.reference_batch),
+                           rounded=True)),
+)
 
 
 # ------------------------------------------------------------------------- learning rate
+@dataclass(frozen=True)
+class LrRule:
+    """Options of the built-in LR rules: ``constant`` (``value``, default base.train.lr),
+    ``paper`` (models/architectures.py's LR of a ladder size; other sizes interpolated log-log in
+    non-embedding parameters), ``olmo`` (0.0047 * (N / 108M)^(-1/3))."""
+
+    rule: str = "constant"
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.value is None or self.value > 0, "value", f"must be > 0, got {self.value}")
+
+
 @lru_cache(maxsize=1)
 def _paper_lr_table() -> tuple[tuple[float, float, float], ...]:
     """(log non-embedding params, log LR, LR) of the paper's ladder, ascending in params."""
@@ -123,25 +295,65 @@ def paper_lr(size_name: str | None, non_embedding_params: float) -> float:
     raise AssertionError("unreachable")
 
 
-def learning_rate(rule, n_params: float, size_name: str | None, non_embedding_params: float, default: float) -> float:
-    if rule.rule == "constant":
-        return rule.value if rule.value is not None else default
-    if rule.rule == "olmo":
-        return olmo_lr(n_params)
-    return paper_lr(size_name, non_embedding_params)
+LR_RULES = (
+    HparamRule("lr", "constant", LrRule,
+               lambda o, n, size_name, non_embedding, default: o.value if o.value is not None else default,
+               base_option="value"),
+    HparamRule("lr", "paper", LrRule,
+               lambda o, n, size_name, non_embedding, default: paper_lr(size_name, non_embedding)),
+    HparamRule("lr", "olmo", LrRule, lambda o, n, size_name, non_embedding, default: olmo_lr(n)),
+)
 
 
 # ------------------------------------------------------------------------- warmup, beta2
-def warmup_fraction(rule, n_params: float, tokens: int, default: float) -> float:
-    """TrainSpec.warmup_fraction from a WarmupRule (olmo: N tokens; tokens: a fixed count),
-    capped at max_fraction."""
-    if rule.rule == "fraction":
-        return rule.fraction if rule.fraction is not None else default
-    warm_tokens = n_params if rule.rule == "olmo" else rule.tokens
-    return min(rule.max_fraction, warm_tokens / tokens)
+@dataclass(frozen=True)
+class WarmupRule:
+    """Options of the built-in warmup rules: ``fraction`` (of all steps; default
+    base.train.warmup_fraction), ``olmo`` (warmup = N tokens) or ``tokens`` (a fixed count);
+    the last two are capped at ``max_fraction``."""
+
+    rule: str = "fraction"
+    fraction: float | None = None
+    tokens: int | None = None
+    max_fraction: float = 0.5
+
+    @classmethod
+    def prepare_input(cls, data: dict, path: str) -> dict:
+        return _whole_counts(data, path, ("tokens",))
+
+    def __post_init__(self) -> None:
+        require(self.fraction is None or 0 <= self.fraction < 1, "fraction", f"must be in [0, 1), got {self.fraction}")
+        require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
+        require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
 
 
-def beta2(rule, batch_tokens: int, default: float) -> float:
-    if rule.rule == "olmo":
-        return olmo_beta2(batch_tokens)
-    return rule.value if rule.value is not None else default
+@dataclass(frozen=True)
+class Beta2Rule:
+    """Options of the built-in beta2 rules: ``constant`` (``value``, default
+    base.train.betas[1]) or ``olmo`` (0.99 below 524,288-token batches, else 0.95)."""
+
+    rule: str = "constant"
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.value is None or 0 <= self.value < 1, "value", f"must be in [0, 1), got {self.value}")
+
+
+WARMUP_RULES = (
+    HparamRule("warmup", "fraction", WarmupRule,
+               lambda o, n, tokens, default: o.fraction if o.fraction is not None else default,
+               base_option="fraction"),
+    HparamRule("warmup", "olmo", WarmupRule, lambda o, n, tokens, default: min(o.max_fraction, n / tokens)),
+    HparamRule("warmup", "tokens", WarmupRule, lambda o, n, tokens, default: min(o.max_fraction, o.tokens / tokens),
+               required={"tokens": "the warmup tokens"}),
+)
+
+BETA2_RULES = (
+    HparamRule("beta2", "constant", Beta2Rule,
+               lambda o, batch_tokens, default: o.value if o.value is not None else default, base_option="value"),
+    HparamRule("beta2", "olmo", Beta2Rule, lambda o, batch_tokens, default: olmo_beta2(batch_tokens)),
+)
+
+# The entry point ``ebt_scaling.sweep_rules`` (pyproject.toml) registers these; each slot's
+# first rule is its default.
+BUILTIN = (*TOKEN_RULES, *BATCH_RULES, *LR_RULES, *WARMUP_RULES, *BETA2_RULES)

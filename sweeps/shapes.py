@@ -17,7 +17,7 @@
   layer of width head_dim plus the embeddings) the closest count wins and a warning says
   by how much it misses.
 
-``ladder`` rule: the paper's named size (models/sizes.py) nearest in log parameter count,
+``ladder`` rule: the paper's named size (models/architectures.py) nearest in log parameter count,
 with the same warning beyond the tolerance.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.architectures import PAPER_SIZES
 from ebt_scaling.models.flops import param_counts
-from ebt_scaling.models.sizes import PAPER_SIZES
 
 from .sweep_spec import ExplicitSize, ShapeRule
 

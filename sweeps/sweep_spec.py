@@ -4,7 +4,9 @@ A sweep YAML names a base run spec (a partial RunSpec dict merged over RunSpec's
 defaults), the architectures to pair (Transformer++, EBT System 1 / System 2 variants),
 the seeds, the axis being swept and the rules that turn an axis value into a run: the
 shape rule (sweeps/shapes.py), the token rule and the per-size hyperparameter rules
-(sweeps/rules.py). Every error is one line ``FILE: key: message and fix`` (ConfigError),
+(sweeps/rules.py). Axes and rules are registries (SWEEP_AXES, SWEEP_RULES, below): a
+package adds its own through the entry points ``ebt_scaling.sweep_axes`` /
+``ebt_scaling.sweep_rules``, and the sweep file names them as it names the built-ins. Every error is one line ``FILE: key: message and fix`` (ConfigError),
 built by harness/contract/typed_config.py like the run spec's.
 
 Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
@@ -24,7 +26,8 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
                                      # flops: same size and training FLOPs (EBT gets fewer tokens)
     param_count: total               # which count "N" means everywhere: total | non_embedding
     axis:
-      name: parameters               # parameters | data | width | depth | batch | compute | isoflop
+      name: parameters               # a registered axis (SWEEP_AXES; built-ins in sweeps/axes.py):
+                                     # parameters | data | width | depth | batch | compute | isoflop
       values: [xxs, xs, small]       # a list, or a log-spaced range {start, stop, num}; <= 10,000 values
       size: null                     # the fixed size of data / width / depth / batch sweeps
       points: 5                      # isoflop: sizes per budget
@@ -32,6 +35,7 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
       extra_sizes: []                # isoflop: [{budget, offsets}] sizes beyond those (plan --extend)
     shape: {rule: aspect, aspect: 64, head_dim: 64, tolerance: 0.05, max_layers: 128}
     tokens: {rule: tokens_per_param, tokens_per_param: 20}   # | compute_optimal | fixed | steps
+                                     # (every rule: a registered HparamRule, SWEEP_RULES; sweeps/rules.py)
     flops: {convention: full, reference: null}               # the convention budgets are stated in
     hparams: {lr: {rule: constant}, batch: {rule: constant}, warmup: {rule: fraction},
               beta2: {rule: constant}}
@@ -47,9 +51,9 @@ Schema (every key but ``name``, ``architectures`` and ``axis`` has a default)::
       equal_trials: true             # the same number of trials per cell for every architecture
     cooldown: {fractions: [0.25, 0.5]}   # optional, WSD only: cooldown branches (sweeps/cooldown.py)
 
-What the axis values mean:
+What the built-in axis values mean (sweeps/axes.py):
 
-* ``parameters``: sizes. A size is a ladder name of the paper (models/sizes.py: 4xs .. xl),
+* ``parameters``: sizes. A size is a ladder name of the paper (models/architectures.py: 4xs .. xl),
   a parameter target (a number: solved by the shape rule), or an explicit shape
   ``{n_layers, d_model, n_heads, name?}``.
 * ``data``: training tokens of the fixed ``axis.size`` (the token rule is not used).
@@ -70,39 +74,147 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Any, Literal, Protocol
 
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, baseline_name
 from ebt_scaling.harness.contract.cli_flags import nested
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.paths import require_path_name
 from ebt_scaling.harness.contract.protocol import preset_options
+from ebt_scaling.harness.contract.registry import Registry
 from ebt_scaling.harness.contract.spec import RunSpec, require_seed
-from ebt_scaling.harness.contract.typed_config import from_dict, load_yaml, to_dict
-from ebt_scaling.models.sizes import PAPER_SIZES
+from ebt_scaling.harness.contract.typed_config import dump_yaml, from_dict, load_yaml, not_in_file, to_dict, typed_value
+from ebt_scaling.models.architectures import PAPER_SIZES
 
-AXES = ("parameters", "data", "width", "depth", "batch", "compute", "isoflop")
 # Bounds checked before anything is expanded, so a typo (num: 1000000) fails in a line instead
 # of planning for minutes: values of one axis, and runs of one plan (every seed, architecture,
 # tuning trial and cooldown branch). A larger study is several sweeps.
 MAX_AXIS_VALUES = 10_000
 MAX_RUNS = 100_000
-FIXED_SIZE_AXES = ("data", "width", "depth", "batch")
-BUDGET_AXES = ("compute", "isoflop")
 
 
-def _whole(obj: Any, name: str) -> None:
-    """Turn a float count field (YAML writes 1e9 as a float or a string) into an int."""
-    value = getattr(obj, name)
-    if value is not None:
-        require(math.isfinite(value) and float(value).is_integer(), name,
-                 f"must be a whole number, got {value!r}")
-        object.__setattr__(obj, name, int(value))
+# --------------------------------------------------------------------------- registries: rules and axes
+
+
+@dataclass(frozen=True)
+class HparamRule:
+    """One rule of a slot (``tokens``, ``lr``, ``batch``, ``warmup``, ``beta2``), registered in
+    SWEEP_RULES as ``SLOT.RULE``. A sweep file picks it by name (``lr: {rule: olmo, ...}``):
+    the mapping is read as ``options``, a frozen dataclass with a ``rule`` field (its own
+    checks in ``__post_init__``), and ``value`` computes the slot's value from it:
+
+    * tokens: ``value(options, n_params, flops_per_token, tokens_per_step)`` -> training tokens;
+      ``optimum(options, budget, reference_at)`` -> the compute-optimal parameter target of a
+      FLOP budget (``reference_at(target)`` -> (parameters, FLOPs per token) of the reference
+      at the shape the shape rule picks), needed on budget axes; None: the rule cannot place
+      sizes on budgets.
+    * batch: ``value(options, n_params, context, default, size_name)`` -> sequences per step
+    * lr: ``value(options, n_params, size_name, non_embedding_params, default)``
+    * warmup: ``value(options, n_params, tokens, default)`` -> warmup fraction
+    * beta2: ``value(options, batch_tokens, default)``
+
+    N is the sweep's param_count of the reference architecture; ``default`` is the base
+    spec's value. ``required`` names options the rule cannot do without (option -> what to
+    give); ``base_option`` is the option whose None means "the base spec's value" (the
+    rule then leaves the base's setting as it is)."""
+
+    slot: str
+    rule: str
+    options: type
+    value: Callable[..., Any]
+    required: Mapping[str, str] = field(default_factory=dict)
+    base_option: str | None = None
+    optimum: Callable[..., float] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.slot}.{self.rule}"
+
+    def follows_base(self, options: Any) -> bool:
+        """Whether these options leave the base spec's value as it is."""
+        return self.base_option is not None and getattr(options, self.base_option) is None
+
+
+SWEEP_RULES: Registry[HparamRule] = Registry("sweep rule", "ebt_scaling.sweep_rules")
+RULE_SLOTS = ("tokens", "lr", "batch", "warmup", "beta2")
+
+
+def rules_of(slot: str) -> dict[str, HparamRule]:
+    """A slot's rules by name, in registration order (the first is the slot's default)."""
+    return {e.rule: e for e in SWEEP_RULES.entries() if e.slot == slot}
+
+
+def rule_entry(slot: str, options: Any) -> HparamRule:
+    return SWEEP_RULES.get(f"{slot}.{options.rule}", f"{slot}.rule")
+
+
+def default_rule(slot: str) -> Any:
+    """The options of a slot's default rule, all at their defaults."""
+    return next(iter(rules_of(slot).values())).options()
+
+
+def rule_options(slot: str, data: Any, path: str) -> Any:
+    """The typed options of the rule a sweep file's mapping ``{rule: NAME, ...}`` names
+    (default: the slot's first rule); one-line ConfigErrors naming the key."""
+    if not isinstance(data, dict):
+        if dataclasses.is_dataclass(data):  # already typed (a SweepSpec built in code)
+            return data
+        raise ConfigError(f"{path}: expected a mapping {{rule: NAME, ...}}, got {type(data).__name__} {data!r}")
+    known = rules_of(slot)
+    name = data.get("rule", next(iter(known)))
+    if name not in known:
+        raise ConfigError(f"{path}.rule: must be one of {', '.join(repr(n) for n in known)}; got {name!r}")
+    entry = known[name]
+    options = from_dict(entry.options, {**data, "rule": name}, path)
+    for option, what in entry.required.items():
+        require(getattr(options, option) is not None, f"{path}.{option}",
+                f"is required when rule is {name!r}; give {what}")
+    return options
+
+
+@dataclass(frozen=True)
+class FittedAxis:
+    """How the analysis shows an axis it fits the final loss against (analysis/points.py,
+    laws/power.py, report.py, plots.py), with the EBT paper's scaling-rate advantage on it
+    (docs/ebt.md, arXiv 2507.02092)."""
+
+    column: str | None   # the run table's column (None: the analysis picks it, e.g. by FLOP convention)
+    noun: str            # "final validation loss vs <noun>"
+    unit: str            # what one value counts, in tables: "d_model", "sequences per step"
+    label: str           # a plot's x-axis label ({conv} / {params}: the analysis' convention / count)
+    paper_name: str | None = None                        # the paper's name of the axis
+    paper_advantage: tuple[float, float | None] | None = None   # % in v1, in a later revision (or None)
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    """What a sweep's ``axis.name`` means, registered in SWEEP_AXES (built-ins: sweeps/axes.py).
+
+    ``parse_value(value, key)`` types one of ``axis.values`` (a one-line ConfigError naming
+    `key` otherwise); ``points(planner, values)`` turns the typed values into the plan's points
+    (sweeps/axes.py: AxisPoint: a shape, and what the point fixes: tokens, a budget, a batch,
+    model fields). ``fixed_size``: ``axis.size`` gives the size every point starts from.
+    ``budgets``: the values are FLOP budgets, so the token rule must place sizes on them.
+    ``sizes_per_budget``: several sizes per budget (``axis.points``, ``spread``,
+    ``extra_sizes``; an isoFLOP frontier for the analysis and ``plan --extend``).
+    ``mapping_values``: a value may itself be a mapping (an explicit shape). ``fitted``: the
+    analysis also fits the final loss against the axis' own column."""
+
+    name: str
+    parse_value: Callable[[Any, str], Any]
+    points: Callable[[Any, list], list]
+    fixed_size: bool = False
+    budgets: bool = False
+    sizes_per_budget: bool = False
+    mapping_values: bool = False
+    fitted: FittedAxis | None = None
+
+
+SWEEP_AXES: Registry[SweepAxis] = Registry("sweep axis", "ebt_scaling.sweep_axes")
 
 
 @dataclass(frozen=True)
@@ -150,7 +262,7 @@ class ExtraSizes:
 
 @dataclass(frozen=True)
 class AxisSpec:
-    name: Literal["parameters", "data", "width", "depth", "batch", "compute", "isoflop"]
+    name: str  # a registered sweep axis (SWEEP_AXES)
     values: Any  # a list, or {start, stop, num} (log-spaced); meaning depends on the axis
     size: Any = None  # the fixed size of data / width / depth / batch sweeps
     points: int = 5  # isoflop: sizes per budget
@@ -158,6 +270,8 @@ class AxisSpec:
     extra_sizes: tuple[ExtraSizes, ...] = ()  # isoflop: sizes beyond the planned ones at some budgets
 
     def __post_init__(self) -> None:
+        require(self.name in SWEEP_AXES, "name",
+                f"must be one of {', '.join(repr(n) for n in SWEEP_AXES.names())}; got {self.name!r}")
         require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
         require(self.spread > 1, "spread", f"must be > 1 (the factor between neighbouring sizes), got {self.spread}")
 
@@ -197,128 +311,29 @@ class ShapeRule:
 
 
 @dataclass(frozen=True)
-class TokenRule:
-    """Training tokens of a size: ``tokens_per_param`` (D = r N; Chinchilla r = 20),
-    ``compute_optimal`` (N_opt = coefficient * C^exponent, so C = (N / coefficient)^(1 /
-    exponent) and D = C / FLOPs-per-token; the defaults equal 20 tokens/param under C = 6ND),
-    ``fixed`` (``tokens`` for every size) or ``steps`` (``steps`` optimizer steps: D = steps x
-    batch x context, the paper's protocol)."""
-
-    rule: Literal["tokens_per_param", "compute_optimal", "fixed", "steps"] = "tokens_per_param"
-    tokens_per_param: float = 20.0
-    coefficient: float = 1 / math.sqrt(120.0)
-    exponent: float = 0.5
-    tokens: float | None = None  # a count; float so that YAML's 1.0e9 (read as a string) works too
-    steps: float | None = None
-
-    def __post_init__(self) -> None:
-        _whole(self, "tokens")
-        _whole(self, "steps")
-        require(self.tokens_per_param > 0, "tokens_per_param", f"must be > 0, got {self.tokens_per_param}")
-        require(self.coefficient > 0, "coefficient", f"must be > 0, got {self.coefficient}")
-        require(0 < self.exponent < 1, "exponent", f"must be in (0, 1), got {self.exponent}")
-        if self.rule == "fixed":
-            require(self.tokens is not None, "tokens", "is required when rule is 'fixed'; give the training tokens")
-        if self.tokens is not None:
-            require(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
-        if self.rule == "steps":
-            require(self.steps is not None, "steps", "is required when rule is 'steps'; give the optimizer steps")
-        if self.steps is not None:
-            require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
-
-
-@dataclass(frozen=True)
 class FlopsSpec:
     convention: Literal["paper", "full"] = "full"  # the convention FLOP budgets are stated in
     reference: str | None = None  # architecture label whose FLOPs/params define budgets and targets
 
 
-@dataclass(frozen=True)
-class LrRule:
-    """``constant`` (``value``, default base.train.lr), ``paper`` (models/sizes.py's LR of a
-    ladder size; other sizes interpolated log-log in non-embedding parameters), ``olmo``
-    (0.0047 * (N / 108M)^(-1/3))."""
+class RuleOptions(Protocol):
+    """The options of a registered rule (typed by ``rule_options``, not by from_dict)."""
 
-    rule: Literal["constant", "paper", "olmo"] = "constant"
-    value: float | None = None
-
-    def __post_init__(self) -> None:
-        require(self.value is None or self.value > 0, "value", f"must be > 0, got {self.value}")
-
-
-@dataclass(frozen=True)
-class BatchRule:
-    """Global batch in sequences: ``constant`` (``size``, default base.train.batch_size),
-    ``olmo`` (2048 * 160 * (N / 108M)^(2/3) tokens / context) or ``sqrt_params`` (the
-    paper: reference_batch * sqrt(N / reference_params)), rounded by ``round`` and clamped
-    to [min, max]; ``table`` gives exact batches of named sizes (the paper's 32 / 46 / 90 /
-    170 / 256 for xxs .. large), which override the rule."""
-
-    rule: Literal["constant", "olmo", "sqrt_params"] = "constant"
-    size: int | None = None
-    reference_params: float = 6.18e6  # the paper: xxs (6.18M non-embedding) -> 32 sequences
-    reference_batch: int = 32
-    round: Literal["nearest", "pow2", "multiple_of_8"] = "nearest"
-    min: int = 1
-    max: int | None = None
-    table: dict[str, int] = field(default_factory=dict)  # size name -> sequences; overrides the rule
-
-    def __post_init__(self) -> None:
-        for name, value in self.table.items():
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"table.{name}",
-                     f"must be a batch size in sequences (an integer >= 1), got {value!r}")
-        self._check()
-
-    def _check(self) -> None:
-        require(self.size is None or self.size >= 1, "size", f"must be >= 1, got {self.size}")
-        require(self.reference_params > 0, "reference_params", f"must be > 0, got {self.reference_params}")
-        require(self.reference_batch >= 1, "reference_batch", f"must be >= 1, got {self.reference_batch}")
-        require(self.min >= 1, "min", f"must be >= 1, got {self.min}")
-        require(self.max is None or self.max >= self.min, "max", f"must be >= min ({self.min}), got {self.max}")
-
-
-@dataclass(frozen=True)
-class WarmupRule:
-    """``fraction`` (of all steps; default base.train.warmup_fraction), ``olmo`` (warmup =
-    N tokens) or ``tokens`` (a fixed count); the last two are capped at ``max_fraction``."""
-
-    rule: Literal["fraction", "olmo", "tokens"] = "fraction"
-    fraction: float | None = None
-    tokens: float | None = None
-    max_fraction: float = 0.5
-
-    def __post_init__(self) -> None:
-        _whole(self, "tokens")
-        require(self.fraction is None or 0 <= self.fraction < 1, "fraction", f"must be in [0, 1), got {self.fraction}")
-        if self.rule == "tokens":
-            require(self.tokens is not None, "tokens", "is required when rule is 'tokens'; give the warmup tokens")
-        require(self.tokens is None or self.tokens >= 0, "tokens", f"must be >= 0, got {self.tokens}")
-        require(0 < self.max_fraction < 1, "max_fraction", f"must be in (0, 1), got {self.max_fraction}")
-
-    @property
-    def sets_warmup(self) -> bool:
-        """Whether the rule gives each run's warmup itself (not base.train.warmup_fraction)."""
-        return self.rule != "fraction" or self.fraction is not None
-
-
-@dataclass(frozen=True)
-class Beta2Rule:
-    """``constant`` (``value``, default base.train.betas[1]) or ``olmo`` (0.99 below
-    524,288-token batches, else 0.95)."""
-
-    rule: Literal["constant", "olmo"] = "constant"
-    value: float | None = None
-
-    def __post_init__(self) -> None:
-        require(self.value is None or 0 <= self.value < 1, "value", f"must be in [0, 1), got {self.value}")
+    rule: str
 
 
 @dataclass(frozen=True)
 class HparamRules:
-    lr: LrRule = field(default_factory=LrRule)
-    batch: BatchRule = field(default_factory=BatchRule)
-    warmup: WarmupRule = field(default_factory=WarmupRule)
-    beta2: Beta2Rule = field(default_factory=Beta2Rule)
+    lr: RuleOptions = field(default_factory=lambda: default_rule("lr"))
+    batch: RuleOptions = field(default_factory=lambda: default_rule("batch"))
+    warmup: RuleOptions = field(default_factory=lambda: default_rule("warmup"))
+    beta2: RuleOptions = field(default_factory=lambda: default_rule("beta2"))
+
+    @classmethod
+    def prepare_input(cls, data: dict, path: str) -> dict:
+        """Each slot's mapping as the typed options of the rule it names."""
+        return {k: rule_options(k, v, f"{path}.{k}" if path else k) if k in RULE_SLOTS else v
+                for k, v in data.items()}
 
 
 @dataclass(frozen=True)
@@ -326,7 +341,7 @@ class Throughput:
     """What a GPU-hour buys: GPU-hours = training FLOPs (``full`` convention: the FLOPs the
     step really executes) / achieved FLOP/s. ``mfu`` unset (the default): each architecture's
     measured rate from the throughput file `ebt-scaling bench --save` writes, else its
-    documented default MFU x ``peak_tflops`` (harness/contract/throughput.py). ``mfu`` set:
+    documented default MFU x ``peak_tflops`` (sweeps/throughput.py). ``mfu`` set:
     ``peak_tflops`` x mfu for every architecture (a number), or for the ones a mapping names
     (``{ebt: 0.05, transformer: 0.2}``; the others as if unset)."""
 
@@ -334,16 +349,21 @@ class Throughput:
     mfu: float | dict[str, float] | None = None
     device: str = "H100 SXM (dense bf16 peak)"
 
+    @classmethod
+    def prepare_input(cls, data: dict, path: str) -> dict:
+        """A per-architecture ``mfu`` mapping's values as numbers (a mapping field keeps its values as given)."""
+        mfu = data.get("mfu")
+        if not isinstance(mfu, dict):
+            return data
+        key = f"{path}.mfu" if path else "mfu"
+        return {**data, "mfu": {arch: typed_value(value, float, f"{key}.{arch}") for arch, value in mfu.items()}}
+
     def __post_init__(self) -> None:
         require(self.peak_tflops > 0, "peak_tflops", f"must be > 0, got {self.peak_tflops}")
         if isinstance(self.mfu, dict):
-            typed = {}
             for arch, value in self.mfu.items():
                 ARCHITECTURES.get(arch, f"mfu.{arch}")
-                value = _number(value, f"mfu.{arch}")
                 require(0 < value <= 1, f"mfu.{arch}", f"must be in (0, 1], got {value:g}")
-                typed[arch] = value
-            object.__setattr__(self, "mfu", typed)
         elif self.mfu is not None:
             require(0 < self.mfu <= 1, "mfu", f"must be in (0, 1], got {self.mfu}")
 
@@ -389,15 +409,25 @@ class TuneSpec:
     def grid(self, knob: str) -> tuple[float, ...]:
         return getattr(self, knob)
 
+    @classmethod
+    def prepare_input(cls, data: dict, path: str) -> dict:
+        """Each knob's factors as read: numbers > 0, each once (errors name the factor as the
+        file lists it), kept in ascending order."""
+        grids = {}
+        for knob in TUNE_KNOBS:
+            if knob not in data:
+                continue
+            key = f"{path}.{knob}" if path else knob
+            values = typed_value(data[knob], tuple[float, ...], key)
+            for i, v in enumerate(values):
+                require(v > 0, f"{key}[{i}]", f"must be a factor > 0, got {v!r}")
+                require(v not in values[:i], f"{key}[{i}]", f"duplicate factor {v:g}; list each factor once")
+            grids[knob] = tuple(sorted(values))
+        return {**data, **grids}
+
     def __post_init__(self) -> None:
         require(any(self.grid(k) for k in TUNE_KNOBS), "tune",
                 f"names no knob; give factor lists for some of {', '.join(TUNE_KNOBS)}, e.g. lr: [0.5, 1, 2]")
-        for knob in TUNE_KNOBS:
-            values = self.grid(knob)
-            for i, v in enumerate(values):
-                require(math.isfinite(v) and v > 0, f"{knob}[{i}]", f"must be a factor > 0, got {v!r}")
-                require(v not in values[:i], f"{knob}[{i}]", f"duplicate factor {v:g}; list each factor once")
-            object.__setattr__(self, knob, tuple(sorted(values)))
         require(0 < self.token_fraction <= 1, "token_fraction", f"must be in (0, 1], got {self.token_fraction}")
 
 
@@ -442,20 +472,22 @@ class SweepSpec:
     pairing: Literal["tokens", "flops"] = "tokens"
     param_count: Literal["total", "non_embedding"] = "total"
     shape: ShapeRule = field(default_factory=ShapeRule)
-    tokens: TokenRule = field(default_factory=TokenRule)
+    tokens: RuleOptions = field(default_factory=lambda: default_rule("tokens"))
     flops: FlopsSpec = field(default_factory=FlopsSpec)
     hparams: HparamRules = field(default_factory=HparamRules)
     throughput: Throughput = field(default_factory=Throughput)
     tune: TuneSpec | None = None
     cooldown: CooldownSpec | None = None
     repeat: RepeatSeeds | None = None
-    # Where the sweep came from (file or preset path); not a key of the file.
-    source: str = field(default="", init=False, compare=False, repr=False)
+    source: str = not_in_file("")   # where the sweep came from (file or preset path)
 
     @classmethod
     def prepare_input(cls, data: dict, path: str) -> dict:
-        """``base.model.ebt`` once held options shared by every EBT entry: read them as
-        defaults of each ``arch: ebt`` entry's options (the entry's own keys win)."""
+        """``tokens`` as the typed options of the rule it names. ``base.model.ebt`` once held
+        options shared by every EBT entry: read them as defaults of each ``arch: ebt`` entry's
+        options (the entry's own keys win)."""
+        if "tokens" in data:
+            data = {**data, "tokens": rule_options("tokens", data["tokens"], f"{path}.tokens" if path else "tokens")}
         base, model = data.get("base"), (data.get("base") or {}).get("model")
         if not isinstance(model, dict) or "ebt" not in model:
             return data
@@ -516,7 +548,8 @@ def log_range(value: dict, key: str) -> list[float]:
              "unknown key; a range has exactly start, stop and num")
     for name in ("start", "stop", "num"):
         require(name in value, f"{key}.{name}", "missing required key (a range is {start, stop, num}, log-spaced)")
-    start, stop, num = _number(value["start"], f"{key}.start"), _number(value["stop"], f"{key}.stop"), value["num"]
+    start, stop = typed_value(value["start"], float, f"{key}.start"), typed_value(value["stop"], float, f"{key}.stop")
+    num = value["num"]
     require(isinstance(num, int) and not isinstance(num, bool) and num >= 1, f"{key}.num",
              f"must be an integer >= 1, got {num!r}")
     require(num <= MAX_AXIS_VALUES, f"{key}.num", f"must be at most {MAX_AXIS_VALUES} (values of one axis), got {num}; "
@@ -528,17 +561,6 @@ def log_range(value: dict, key: str) -> list[float]:
         return [float(start)]
     ratio = math.log(stop / start) / (num - 1)
     return [float(start * math.exp(ratio * i)) for i in range(num - 1)] + [float(stop)]
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, str):
-        try:
-            return float(value)  # PyYAML reads 1e18 (no dot) as a string
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return float(value)
 
 
 def parse_size(value: Any, key: str) -> str | float | ExplicitSize:
@@ -558,7 +580,7 @@ def parse_size(value: Any, key: str) -> str | float | ExplicitSize:
         require(size.d_model % size.n_heads == 0 and (size.d_model // size.n_heads) % 2 == 0, f"{key}.d_model",
                  f"must be n_heads ({size.n_heads}) x an even head_dim, got {size.d_model}")
         return size
-    target = _number(value, key)
+    target = typed_value(value, float, key)
     require(target > 0, key, f"must be > 0 (a parameter count), got {value!r}")
     return target
 
@@ -566,32 +588,36 @@ def parse_size(value: Any, key: str) -> str | float | ExplicitSize:
 def axis_values(sweep: SweepSpec) -> list:
     """The axis values as a list of typed values (validated; keys named)."""
     axis, key = sweep.axis, "axis.values"
+    entry = SWEEP_AXES.get(axis.name, "axis.name")
     raw = axis.values
     if isinstance(raw, dict):
-        require(axis.name != "parameters" or {"start", "stop", "num"} >= set(raw), key,
-                 "a parameters axis takes a list of sizes or a range {start, stop, num} of parameter counts")
+        require(not entry.mapping_values or {"start", "stop", "num"} >= set(raw), key,
+                 f"a {axis.name} axis takes a list of values or a range {{start, stop, num}} of numbers")
         raw = log_range(raw, key)
     elif not isinstance(raw, (list, tuple)):
         raise ConfigError(f"{key}: expected a list or a range {{start, stop, num}}, got {type(raw).__name__} {raw!r}")
     require(len(raw) >= 1, key, f"must not be empty; give at least one {axis.name} value")
     require(len(raw) <= MAX_AXIS_VALUES, key, f"must list at most {MAX_AXIS_VALUES} values, got {len(raw)}; split the "
             "axis into several sweeps")
-    values: list = []
-    for i, v in enumerate(raw):
-        k = f"{key}[{i}]"
-        if axis.name == "parameters":
-            values.append(parse_size(v, k))
-            continue
-        number = _number(v, k)
-        require(number > 0, k, f"must be > 0, got {v!r}")
-        if axis.name in ("width", "depth", "batch"):
-            require(float(number).is_integer(), k, f"must be an integer, got {v!r}")
-            number = int(number)
-        values.append(number)
+    values = [entry.parse_value(v, f"{key}[{i}]") for i, v in enumerate(raw)]
     first: dict = {}
     for i, v in enumerate(values):
         require(first.setdefault(v, i) == i, f"{key}[{i}]", f"duplicate value {v!r}; list each value once")
     return values
+
+
+def positive_number(value: Any, key: str) -> float:
+    """An axis value that is a number > 0 (budgets, tokens)."""
+    number = typed_value(value, float, key)
+    require(number > 0, key, f"must be > 0, got {value!r}")
+    return number
+
+
+def positive_integer(value: Any, key: str) -> int:
+    """An axis value that is an integer > 0 (d_model, layers, sequences)."""
+    number = positive_number(value, key)
+    require(float(number).is_integer(), key, f"must be an integer, got {value!r}")
+    return int(number)
 
 
 def require_run_count(runs: int) -> None:
@@ -622,8 +648,7 @@ def sweep_from_dict(data: Any, source: str = "sweep") -> SweepSpec:
         validate(sweep)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    object.__setattr__(sweep, "source", source)
-    return sweep
+    return dataclasses.replace(sweep, source=source)
 
 
 def load_sweep(path_or_preset: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -654,7 +679,7 @@ def base_spec(sweep: SweepSpec) -> RunSpec:
     train = {} if base.get("train") is None else base["train"]  # null: the defaults, as in a run spec
     if isinstance(train, dict):
         train = {**train, "tokens": _BASE_TOKENS}
-        if sweep.hparams.warmup.sets_warmup:
+        if not rule_entry("warmup", sweep.hparams.warmup).follows_base(sweep.hparams.warmup):
             # each run's warmup_fraction comes from the rule, and warmup_steps would replace it: the
             # base states "no warmup steps", which a `protocol` preset leaves as given (explicit keys win)
             train.setdefault("warmup_steps", None)
@@ -692,34 +717,38 @@ def validate(sweep: SweepSpec) -> None:
                  f"is set by the sweep ({instead}); remove it from base")
     train = sweep.base.get("train")
     warmup_steps = train.get("warmup_steps") if isinstance(train, dict) else None
-    require(warmup_steps is None or not sweep.hparams.warmup.sets_warmup, "base.train.warmup_steps",
+    warmup = sweep.hparams.warmup
+    require(warmup_steps is None or rule_entry("warmup", warmup).follows_base(warmup), "base.train.warmup_steps",
             f"gives the warmup, and so does hparams.warmup (rule {sweep.hparams.warmup.rule}); remove one of the two")
     base_spec(sweep)  # the base must be a valid partial run spec
     for i in range(len(sweep.architectures)):
         arch_options(sweep, i)
     values = axis_values(sweep)
     axis = sweep.axis
-    if axis.name in FIXED_SIZE_AXES:
+    entry = SWEEP_AXES.get(axis.name, "axis.name")
+    if entry.fixed_size:
         require(axis.size is not None, "axis.size", f"is required for a {axis.name} sweep; give the fixed size "
                  f"(a ladder name such as xxs, a parameter count or {{n_layers, d_model, n_heads}})")
         parse_size(axis.size, "axis.size")
     else:
-        require(axis.size is None, "axis.size", f"is only used by {', '.join(FIXED_SIZE_AXES)} sweeps; remove it "
+        fixed = [a.name for a in SWEEP_AXES.entries() if a.fixed_size]
+        require(axis.size is None, "axis.size", f"is only used by {', '.join(fixed)} sweeps; remove it "
                  f"(a {axis.name} sweep derives its sizes from axis.values)")
     for i, extra in enumerate(axis.extra_sizes):
-        require(axis.name == "isoflop", "axis.extra_sizes", f"only applies to isoflop sweeps (this axis is "
+        require(entry.sizes_per_budget, "axis.extra_sizes", f"only applies to sweeps with several sizes per budget "
+                f"({', '.join(a.name for a in SWEEP_AXES.entries() if a.sizes_per_budget)}; this axis is "
                  f"{axis.name}); remove it")
         require(any(math.isclose(extra.budget, v, rel_tol=1e-6) for v in values), f"axis.extra_sizes[{i}].budget",
                  f"{extra.budget:g} is not one of axis.values; give one of the budgets")
-    if sweep.tokens.rule in ("fixed", "steps") and axis.name in BUDGET_AXES:
+    if entry.budgets and rule_entry("tokens", sweep.tokens).optimum is None:
+        placing = [r for r, e in rules_of("tokens").items() if e.optimum is not None]
         raise ConfigError(f"tokens.rule: {sweep.tokens.rule!r} cannot place a size on a {axis.name} axis (the budget "
-                          "fixes the tokens); use tokens_per_param or compute_optimal")
+                          f"fixes the tokens); use {' or '.join(placing)}")
 
 
 def dump_sweep(sweep: SweepSpec, resolve: bool = True) -> dict:
     """Plain data for sweep.yaml; with ``resolve`` the axis values are written out as a list."""
     data = to_dict(sweep)
-    data.pop("source", None)
     if resolve:
         values = []
         for v in axis_values(sweep):
@@ -730,4 +759,4 @@ def dump_sweep(sweep: SweepSpec, resolve: bool = True) -> dict:
 
 
 def sweep_to_yaml(sweep: SweepSpec) -> str:
-    return yaml.safe_dump(dump_sweep(sweep), sort_keys=False)
+    return dump_yaml(dump_sweep(sweep))

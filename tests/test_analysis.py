@@ -14,13 +14,12 @@ import pytest
 from conftest import SIZES, chinchilla_law, chinchilla_n_opt, interior_budgets, power_law, write_synthetic_sweep
 
 # ---------------------------------------------------------------------------- helpers of the tests
-from ebt_scaling.analysis.config import AnalysisConfig  # noqa: E402
+from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze  # noqa: E402
 from ebt_scaling.analysis.load import load_runs  # noqa: E402
-from ebt_scaling.analysis.pipeline import analyze  # noqa: E402
 from ebt_scaling.harness.cli import main  # noqa: E402
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import load_spec
-from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.architectures import build_model
 
 T_A, T_B = 30.0, 0.05                      # Transformer++: L = 30 C^-0.05
 E1_B, CROSS = 0.06, 1e20                   # EBT-S1: steeper, meets T++ at 1e20 FLOPs
@@ -168,9 +167,14 @@ def test_analyze_recovers_slopes_advantage_and_crossover(main_sweep):
     assert mult[27.0]["power_law"] < 1 < mult[15.0]["power_law"]
 
 
-def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
-    """One joint draw of units for every label equals bootstrap.paired_power_law_bootstrap for two labels."""
-    from ebt_scaling.analysis.bootstrap import paired_power_law_bootstrap
+def test_two_labels_intervals_match_refits_of_each_resample(tmp_path):
+    """One joint draw of units for every label: the intervals equal those of power laws
+    refitted (np.polyfit in log-log) on each resample's runs of both labels, with units drawn
+    as bootstrap.draw_units documents and coded in order of first appearance, T++ first."""
+    import numpy as np
+    import pandas as pd
+
+    from ebt_scaling.analysis.bootstrap import percentile_interval
 
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:5], noise=0.003)
     data = load_runs(tmp_path)
@@ -178,13 +182,26 @@ def test_two_labels_match_the_librarys_paired_power_law_bootstrap(tmp_path):
     pts = an.points
     r, c = pts[pts["arch_label"] == "T++"], pts[pts["arch_label"] == "EBT-S1"]
     c_min = float(pts["flops_full"].min())
-    lib = paired_power_law_bootstrap(r["flops_full"], r["val_loss"], r["unit"], c["flops_full"], c["val_loss"],
-                                     c["unit"], labels=("T++", "EBT-S1"), n_resamples=300, seed=5, c_min=c_min)
+    codes, units = pd.factorize(pd.concat([r["unit"], c["unit"]]).astype(str))
+    code_r, code_c = codes[:len(r)], codes[len(r):]
+    lx_r, ly_r = np.log(r["flops_full"].to_numpy(float)), np.log(r["val_loss"].to_numpy(float))
+    lx_c, ly_c = np.log(c["flops_full"].to_numpy(float)), np.log(c["val_loss"].to_numpy(float))
+    refits = {"slope_T++": [], "advantage": [], "crossover": []}
+    for drawn in np.random.default_rng(5).integers(0, len(units), size=(300, len(units))):
+        rows_r = np.concatenate([np.flatnonzero(code_r == u) for u in drawn])
+        rows_c = np.concatenate([np.flatnonzero(code_c == u) for u in drawn])
+        b_r, a_r = np.polyfit(lx_r[rows_r], ly_r[rows_r], 1)
+        b_c, a_c = np.polyfit(lx_c[rows_c], ly_c[rows_c], 1)
+        log_meet = (a_r - a_c) / (b_c - b_r)   # where the two lines meet; inf when not in (c_min, budget]
+        refits["slope_T++"].append(b_r)
+        refits["advantage"].append(b_c / b_r - 1)
+        refits["crossover"].append(math.exp(log_meet) if math.log(c_min) < log_meet <= math.log(1e27) else math.inf)
+    expected = {k: percentile_interval(v) for k, v in refits.items()}
     ours = an.result["comparisons"]["EBT-S1"]
-    assert ours["axes"]["flops"]["intervals"]["advantage"] == pytest.approx(list(lib.interval("advantage")))
+    assert ours["axes"]["flops"]["intervals"]["advantage"] == pytest.approx(list(expected["advantage"]))
     assert an.result["power_laws"]["T++"]["flops"]["intervals"]["slope"] == pytest.approx(
-        list(lib.interval("slope_T++")))
-    lo, hi = lib.interval("crossover")
+        list(expected["slope_T++"]))
+    lo, hi = expected["crossover"]
     ours_iv = ours["crossover"]["power_law"]["interval"]
     assert ours_iv[0] == pytest.approx(lo) and (ours_iv[1] == hi or ours_iv[1] == pytest.approx(hi))
 
@@ -249,7 +266,7 @@ def test_isoflop_approach2_finds_the_known_optimum(tmp_path):
     assert "intervals" in a3
     # and the plot of the isoFLOP curves is drawn
     from ebt_scaling.analysis.plots import plot_isoflop
-    from ebt_scaling.harness.evaluation.figures import render
+    from ebt_scaling.analysis.figures import render
 
     assert render(plot_isoflop(an), ("png",))["png"][:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -344,7 +361,7 @@ def test_paper_convention_without_bootstrap(main_sweep, tmp_path, capsys):
 def test_evaluations_appear_in_the_report(tmp_path):
     write_synthetic_sweep(tmp_path, archs=dict(list(THREE_ARCHS.items())[:2]), sizes=SIZES[:3])
     """result.json evaluations (the format of harness/evaluation/run_evals.py) become a Table-3-style
-    table and the thinking plot of harness/evaluation/report.py, embedded in the report."""
+    table and the thinking plot of analysis/evaluations.py, embedded in the report."""
     for run in (tmp_path / "runs").iterdir():
         result = json.loads((run / "result.json").read_text())
         ppl = 30.0 if result["arch"] == "transformer" else 33.0

@@ -92,7 +92,7 @@ def test_unknown_arch_and_bad_options_are_one_line_errors(toy):
 
 def test_its_flop_functions_equal_flop_counter_mode(toy):
     from ebt_scaling.harness.commands.flops import measure_flops_per_token
-    from ebt_scaling.models.factory import build_model
+    from ebt_scaling.models.architectures import build_model
     from ebt_scaling.models.flops import flops_per_token, param_counts
 
     config = spec_from_dict({"model": {"arch": "gated_bigram", "n_layers": 1, "d_model": 16, "n_heads": 2,

@@ -11,12 +11,10 @@ from conftest import make_sweep
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_state import JobView
-from ebt_scaling.harness.dispatch.backend import BACKENDS
-from ebt_scaling.harness.dispatch.cancel import cancel_runs
+from ebt_scaling.harness.dispatch.backend import BACKENDS, Submission
 from ebt_scaling.harness.dispatch.profiles import load_profile
-from ebt_scaling.harness.dispatch.submission import Submission
-from ebt_scaling.harness.dispatch.submit import submit_sweep
-from ebt_scaling.harness.dispatch.sweep_status import sweep_status
+from ebt_scaling.harness.dispatch.status import sweep_status
+from ebt_scaling.harness.dispatch.sweep_ops import cancel_runs, submit_sweep
 
 LIVE = {"PENDING", "RUNNING"}
 

@@ -11,9 +11,9 @@ import torch
 from conftest import stop_after
 
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
 
 
 def _batch(vocab: int, b: int = 2, s: int = 6):

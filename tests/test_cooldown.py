@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import SIZES, comparable, plan_of, small_sweep, stop_after, write_curve_sweep
 
-from ebt_scaling.analysis.caveats import Caveats
-from ebt_scaling.analysis.config import AnalysisConfig
 from ebt_scaling.analysis.load import load_runs
+from ebt_scaling.analysis.pipeline import AnalysisConfig
 from ebt_scaling.analysis.points import select_points
+from ebt_scaling.analysis.result import Caveats
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml

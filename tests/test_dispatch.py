@@ -14,20 +14,19 @@ import pytest
 from conftest import make_sweep
 
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract import locks
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
 from ebt_scaling.harness.contract.run_state import LEASE, run_state
-from ebt_scaling.harness.dispatch import lease as leases
-from ebt_scaling.harness.dispatch.backends import slurm as slurm_backend
-from ebt_scaling.harness.dispatch.backends.local import LocalBackend
-from ebt_scaling.harness.dispatch.backends.slurm import executor_parameters
+from ebt_scaling.harness.dispatch import run_files as leases
+from ebt_scaling.harness.dispatch import slurm as slurm_backend
 from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.liveness import is_dead, probe
-from ebt_scaling.harness.dispatch.markers import failure
-from ebt_scaling.harness.dispatch.processes import hostname, pid_alive, proc_start
+from ebt_scaling.harness.dispatch.liveness import hostname, is_dead, pid_alive, probe, proc_start
+from ebt_scaling.harness.dispatch.local import LocalBackend
 from ebt_scaling.harness.dispatch.profiles import builtin_profiles, load_profile, profile_from_dict
-from ebt_scaling.harness.dispatch.sweep_status import sweep_status, totals
-from ebt_scaling.harness.dispatch.temporaries import remove_stale_temporaries
+from ebt_scaling.harness.dispatch.run_files import failure, remove_stale_temporaries
+from ebt_scaling.harness.dispatch.slurm import executor_parameters
+from ebt_scaling.harness.dispatch.status import sweep_status, totals
 
 LOCAL_TEST_PROFILE = """
 name: test-local
@@ -144,7 +143,7 @@ def test_leases_work_unlocked_with_one_warning_where_flock_is_refused(tmp_path, 
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
     monkeypatch.setattr(fcntl, "flock", refused)
-    leases._warn_unlocked.cache_clear()  # once per process: start from a process that has not warned
+    locks._warn_once.cache_clear()  # once per process: start from a process that has not warned
     (tmp_path / "b").mkdir()
     with pytest.warns(RuntimeWarning, match="flock") as caught:
         mine = leases.new_lease("debug", job_id="debug-1", job_pid=os.getpid(),
@@ -378,7 +377,7 @@ def test_slurm_local_command_ships_its_script(capsys):
 def test_racing_submitters_never_start_two_jobs_for_one_run(tiny_spec, tmp_path, monkeypatch):
     import threading
 
-    from ebt_scaling.harness.dispatch import submit as submit_module
+    from ebt_scaling.harness.dispatch import sweep_ops as submit_module
 
     runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(6)])
     started: list[str] = []
@@ -438,7 +437,7 @@ class FakeExecutor:
 def test_local_jobs_get_one_gpu_each_round_robin_and_an_explicit_timeout(tiny_spec, tmp_path, monkeypatch):
     import submitit
 
-    from ebt_scaling.harness.dispatch import submit as submit_module
+    from ebt_scaling.harness.dispatch import sweep_ops as submit_module
 
     make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(5)])
     FakeExecutor.made = []
@@ -456,7 +455,7 @@ def test_local_jobs_get_one_gpu_each_round_robin_and_an_explicit_timeout(tiny_sp
 def test_slurm_submits_one_array_per_resource_class(tiny_spec, tmp_path, monkeypatch):
     import submitit
 
-    from ebt_scaling.harness.dispatch import submit as submit_module
+    from ebt_scaling.harness.dispatch import sweep_ops as submit_module
 
     specs = [tiny_spec("transformer", seed=i, tags={"size": size}) for i, size in enumerate(["s", "xl", "s", "l"])]
     make_sweep(tmp_path / "sweep", specs)
@@ -479,7 +478,7 @@ def test_slurm_submits_one_array_per_resource_class(tiny_spec, tmp_path, monkeyp
 def test_submitted_runs_keep_their_leases_when_recording_a_job_fails(tiny_spec, tmp_path, monkeypatch):
     import submitit
 
-    from ebt_scaling.harness.dispatch import submit as submit_module
+    from ebt_scaling.harness.dispatch import sweep_ops as submit_module
 
     runs = make_sweep(tmp_path / "sweep", [tiny_spec("transformer", seed=i) for i in range(3)])
     FakeExecutor.made = []
@@ -569,8 +568,8 @@ def test_sacct_answers_array_tasks_ranges_and_requeued_jobs(monkeypatch):
 
 
 def test_preempted_timeout_and_node_fail_with_checkpoints_are_resumable(tiny_spec, tmp_path, monkeypatch):
-    from ebt_scaling.harness.dispatch.discovery import discover
-    from ebt_scaling.harness.dispatch.submit import plan_submission
+    from ebt_scaling.harness.dispatch.snapshot import SweepSnapshot
+    from ebt_scaling.harness.dispatch.sweep_ops import plan_submission
 
     for state in ("PREEMPTED", "TIMEOUT", "NODE_FAIL"):
         job = slurm_job(monkeypatch, state, lease_state="running")
@@ -586,7 +585,7 @@ def test_preempted_timeout_and_node_fail_with_checkpoints_are_resumable(tiny_spe
                           is_dead)
     rows = sweep_status(tmp_path / "sweep")
     assert all(r.state == "preempted" and not r.job_alive for r in rows)  # not "requeued" forever
-    todo, skipped, _ = plan_submission(discover(tmp_path / "sweep"), retry_failed=False)
+    todo, skipped, _ = plan_submission(SweepSnapshot.read(tmp_path / "sweep").runs, retry_failed=False)
     assert sorted(r.run_id for r in todo) == sorted(runs) and not skipped
 
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
 
 VARIANTS = ("time_embed", "default")
 

@@ -21,11 +21,10 @@ from conftest import (
 )
 
 from ebt_scaling.analysis.approach1 import Envelope, envelopes
-from ebt_scaling.analysis.caveats import Caveats
-from ebt_scaling.analysis.config import AnalysisConfig
 from ebt_scaling.analysis.load import load_runs
-from ebt_scaling.analysis.pipeline import analyze
+from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze
 from ebt_scaling.analysis.points import select_points
+from ebt_scaling.analysis.result import Caveats
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.models.flops import param_counts, training_step_flops
 

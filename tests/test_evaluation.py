@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ebt_scaling.analysis.evaluations import PAPER_TABLE3, format_table3, plot_thinking, table3
 from ebt_scaling.harness.cli import main as cli_main
 from ebt_scaling.harness.contract.errors import ConfigError
-from ebt_scaling.harness.contract.eval_tasks import parse_task, parse_tasks
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import EvalSpec, spec_from_dict
@@ -23,12 +23,12 @@ from ebt_scaling.harness.data.tokenizer import train_bpe
 from ebt_scaling.harness.evaluation import tasks as T
 from ebt_scaling.harness.evaluation.contamination import contamination, index_from_spans, training_index
 from ebt_scaling.harness.evaluation.perplexity import score_batches
-from ebt_scaling.harness.evaluation.report import PAPER_TABLE3, format_table3, plot_thinking, table3
+from ebt_scaling.harness.evaluation.task_grammar import parse_task, parse_tasks
 from ebt_scaling.harness.evaluation.thinking import auroc, flat_reference, think_task
 from ebt_scaling.harness.training.trainer import train_run
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
 
 TEXT = ("Question: What is the answer? Answer: the answer is forty two. " * 20 +
         "Complete the rest of the sequence ( [ { < > } ] ) and numbers 0 1 2 3 4 5 6 7 8 9 + - * = ? " * 20)

@@ -24,11 +24,10 @@ from conftest import comparable
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
-from ebt_scaling.harness.dispatch import lease as leases
+from ebt_scaling.harness.dispatch import run_files as leases
 from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.liveness import is_dead
-from ebt_scaling.harness.dispatch.processes import hostname, proc_start
-from ebt_scaling.harness.dispatch.sweep_status import sweep_status
+from ebt_scaling.harness.dispatch.liveness import hostname, is_dead, proc_start
+from ebt_scaling.harness.dispatch.status import sweep_status
 
 LOCAL_TEST_PROFILE = "name: test-local\ngpus_per_node: 0\ncpus_per_task: 1\ntimeout_min: 10\n" \
                      "signal_delay_s: 30\npreempt_grace_s: 10\n"

@@ -14,10 +14,9 @@ from conftest import SIZES, power_law, write_synthetic_sweep
 
 from ebt_scaling.analysis.approach3 import Approach3Fit
 from ebt_scaling.analysis.laws.chinchilla import Approach3Result
-from ebt_scaling.analysis.laws.law import FitLaw, Fitting, LabelPoints, Skipped, joined, refit_jobs
-from ebt_scaling.analysis.laws.registry import LAWS
-from ebt_scaling.analysis.numbers import fmt_estimate
+from ebt_scaling.analysis.laws.law import LAWS, FitLaw, Fitting, LabelPoints, Skipped, joined, refit_jobs
 from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.contract.formatting import fmt_estimate
 
 # ---------------------------------------------------------------------------- a law of this module
 
@@ -102,8 +101,14 @@ TWO_ARCHS = {"T++": {"arch": "transformer", "law": power_law(30.0, 0.05)},
              "EBT": {"arch": "ebt", "law": power_law(30.0 * 1e20 ** 0.01, 0.06)}}
 
 
-def test_a_law_registered_here_appears_in_fits_json_the_headline_and_the_report(tmp_path, monkeypatch):
-    monkeypatch.setitem(LAWS, LOG_POWER.name, LOG_POWER)
+@pytest.fixture
+def log_power():
+    LAWS.register(LOG_POWER.name, LOG_POWER)
+    yield LOG_POWER
+    LAWS.unregister(LOG_POWER.name)
+
+
+def test_a_law_registered_here_appears_in_fits_json_the_headline_and_the_report(tmp_path, log_power):
     write_synthetic_sweep(tmp_path, archs=TWO_ARCHS, sizes=SIZES[:5], noise=0.002)
     out = tmp_path / "analysis"
     assert main(["analyze", str(tmp_path), "--out", str(out), "--bootstrap", "40"]) == 0   # a process pool

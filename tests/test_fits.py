@@ -11,12 +11,8 @@ import pandas as pd
 import pytest
 
 from ebt_scaling.analysis.approach3 import default_grid, fit_approach3, predict_loss
-from ebt_scaling.analysis.bootstrap import (
-    bootstrap_approach3,
-    paired_bootstrap,
-    paired_power_law_bootstrap,
-    percentile_interval,
-)
+from ebt_scaling.analysis.bootstrap import bootstrap_approach3, draw_units, percentile_interval, unit_counts
+from ebt_scaling.analysis.comparison import SlopeComparison, scaling_rates
 from ebt_scaling.analysis.fits import (
     PowerLawFit,
     SaturatingFit,
@@ -28,6 +24,9 @@ from ebt_scaling.analysis.fits import (
     scaling_rate_advantage,
     weighted_loglog_fits,
 )
+from ebt_scaling.analysis.laws.law import LabelPoints
+from ebt_scaling.analysis.laws.power import POWER_LAW, PowerLaws
+from ebt_scaling.analysis.pipeline import AnalysisConfig
 from ebt_scaling.harness.cli import main
 
 CHINCHILLA_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted.csv"
@@ -186,6 +185,20 @@ def paired_frame(rng, n_units=20, seeds=2, slopes=(-0.05, -0.056), noise=0.01):
     return pd.concat(frames, ignore_index=True)
 
 
+def analysis_power_laws(frame, n_resamples, seed) -> tuple[dict[str, PowerLaws], SlopeComparison]:
+    """The analysis' paired bootstrap of the two architectures' power laws vs compute: one
+    draw of the units (as analysis/points.py draws), each label's power law refitted on it
+    (laws/power.py), and their scaling rates compared (comparison.py)."""
+    codes, uniques = pd.factorize(frame["unit"])
+    runs = frame.rename(columns={"loss": "val_loss"}).assign(unit_code=codes)
+    counts = unit_counts(draw_units(np.random.default_rng(seed), len(uniques), n_resamples), len(uniques))
+    config = AnalysisConfig(bootstrap=n_resamples, seed=seed)
+    power = {arch: POWER_LAW.fit(LabelPoints(arch, runs[runs.arch == arch], {"flops": "compute"}, counts,
+                                             config)).finish([])
+             for arch in ("tpp", "ebt")}
+    return power, scaling_rates("tpp", "ebt", power, config.ci)["flops"]
+
+
 def test_power_law_bootstrap_coverage():
     """~95% of percentile intervals over 200 noisy data sets contain the true slopes."""
     rng = np.random.default_rng(2024)
@@ -194,36 +207,47 @@ def test_power_law_bootstrap_coverage():
     n_sets = 200
     for i in range(n_sets):
         f = paired_frame(rng)
-        t, e = f[f.arch == "tpp"], f[f.arch == "ebt"]
-        boot = paired_power_law_bootstrap(t.compute, t.loss, t.unit, e.compute, e.loss, e.unit,
-                                          n_resamples=1000, seed=i)
+        power, rates = analysis_power_laws(f, n_resamples=1000, seed=i)
+        intervals = {"slope_tpp": power["tpp"].fitted("flops").intervals()["slope"],
+                     "slope_ebt": power["ebt"].fitted("flops").intervals()["slope"],
+                     "slope_diff": rates.to_json()["intervals"]["slope_diff"]}
         for key, value in true.items():
-            lo, hi = boot.interval(key)
+            lo, hi = intervals[key]
             hits[key] += lo <= value <= hi
     for key, count in hits.items():
         assert 0.88 <= count / n_sets <= 0.99, (key, count / n_sets)
 
 
-def test_generic_paired_bootstrap_resamples_pairs_jointly_and_matches_vectorised():
+def test_power_law_bootstrap_resamples_pairs_jointly_and_matches_refits():
+    """The analysis' closed-form bootstrap equals refitting every resample's rows (an
+    independent np.polyfit in log-log), on units drawn as bootstrap.draw_units documents."""
     f = paired_frame(np.random.default_rng(1), n_units=12, seeds=3)
+    power, rates = analysis_power_laws(f, n_resamples=200, seed=9)
+    t_fit, e_fit = power["tpp"].fitted("flops"), power["ebt"].fitted("flops")
+    ours = {"slope_tpp": t_fit.slopes, "slope_ebt": e_fit.slopes, "slope_diff": e_fit.slopes - t_fit.slopes,
+            "slope_ratio": e_fit.slopes / t_fit.slopes}
+    ours_intervals = {"slope_tpp": t_fit.intervals()["slope"], "slope_ebt": e_fit.intervals()["slope"],
+                      **{k: rates.to_json()["intervals"][k] for k in ("slope_diff", "slope_ratio")}}
 
-    def slopes(df):
+    refits = {k: np.full(200, np.nan) for k in ours}
+    n_failed = 0
+    drawn = np.random.default_rng(9).integers(0, 12, size=(200, 12))
+    for r, units in enumerate(drawn):
+        df = f.iloc[np.concatenate([np.flatnonzero(f.unit.to_numpy() == u) for u in units])]
         t, e = df[df.arch == "tpp"], df[df.arch == "ebt"]
         # pairing: every drawn unit brings all its seeds of both architectures
         assert (t.groupby("unit").size() == e.groupby("unit").size()).all()
         assert (t.groupby("unit").size() % 3 == 0).all()
-        return {"slope_tpp": fit_power_law(t.compute, t.loss).slope, "slope_ebt": fit_power_law(e.compute, e.loss).slope}
-
-    derived = lambda v: {"slope_diff": v["slope_ebt"] - v["slope_tpp"],  # noqa: E731
-                         "slope_ratio": v["slope_ebt"] / v["slope_tpp"]}
-    generic = paired_bootstrap(f, "unit", slopes, n_resamples=200, seed=9, derived=derived)
-    t, e = f[f.arch == "tpp"], f[f.arch == "ebt"]
-    vec = paired_power_law_bootstrap(t.compute, t.loss, t.unit, e.compute, e.loss, e.unit, n_resamples=200, seed=9)
-    assert generic.n_failed == 0
+        b_t = np.polyfit(np.log(t.compute), np.log(t.loss), 1)[0]
+        b_e = np.polyfit(np.log(e.compute), np.log(e.loss), 1)[0]
+        n_failed += not (np.isfinite(b_t) and np.isfinite(b_e))
+        refits["slope_tpp"][r], refits["slope_ebt"][r] = b_t, b_e
+        refits["slope_diff"][r], refits["slope_ratio"][r] = b_e - b_t, b_e / b_t
+    assert n_failed == 0 and t_fit.to_json()["n_failed"] == e_fit.to_json()["n_failed"] == 0
     for key in ("slope_tpp", "slope_ebt", "slope_diff", "slope_ratio"):
-        np.testing.assert_allclose(generic.samples[key], vec.samples[key], rtol=1e-9)
-        assert generic.intervals[key] == pytest.approx(vec.intervals[key], rel=1e-9)
-    assert set(generic.to_dict()["intervals"]) == {"slope_tpp", "slope_ebt", "slope_diff", "slope_ratio"}
+        np.testing.assert_allclose(refits[key], ours[key], rtol=1e-9)
+        assert list(percentile_interval(refits[key])) == pytest.approx(ours_intervals[key], rel=1e-9)
+    assert set(rates.to_json()["intervals"]) == {"slope_diff", "slope_ratio", "advantage"}
 
 
 def test_percentile_interval_with_infinite_samples():

@@ -17,7 +17,7 @@ import torch
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.flops import (
     CONVENTIONS,
     count_training_step_flops,

@@ -8,9 +8,8 @@ import pytest
 from conftest import SIZES, chinchilla_law, write_synthetic_sweep
 from scipy.optimize import brentq
 
-from ebt_scaling.analysis.config import AnalysisConfig
+from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze
 from ebt_scaling.analysis.load import load_runs
-from ebt_scaling.analysis.pipeline import analyze
 
 TRUE = {"T++": dict(E=1.5, A=400.0, B=1500.0, alpha=0.34, beta=0.28),
         "EBT": dict(E=1.5, A=300.0, B=1200.0, alpha=0.38, beta=0.30)}

@@ -24,8 +24,8 @@ from ebt_scaling.harness import cli
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.data.prefetch import PrefetchedBatches
-from ebt_scaling.harness.dispatch.lease import last_job, read_lease, training_lease
-from ebt_scaling.harness.logs import PACKAGE_LOGGER
+from ebt_scaling.harness.dispatch.run_files import last_job, read_lease, training_lease
+from ebt_scaling.harness.tracking.logs import PACKAGE_LOGGER
 from ebt_scaling.harness.training import trainer
 from ebt_scaling.harness.training.progress import TrainingProgress
 

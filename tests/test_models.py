@@ -14,9 +14,9 @@ import torch
 
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
 
 V, S, B = 64, 16, 8  # overfitting problem: vocab, context, batch
 

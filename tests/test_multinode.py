@@ -22,8 +22,8 @@ from test_slurm import make_sweep, skip_unless_usable, slurm_problem
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.dispatch import lease as leases
-from ebt_scaling.harness.dispatch.wait import wait_for
+from ebt_scaling.harness.dispatch import run_files as leases
+from ebt_scaling.harness.dispatch.sweep_ops import wait_for
 from ebt_scaling.harness.training.trainer import train_run
 
 pytestmark = pytest.mark.slurm

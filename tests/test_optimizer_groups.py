@@ -16,7 +16,7 @@ from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import TrainSpec, identity_dict, spec_from_dict
 from ebt_scaling.harness.training import trainer
 from ebt_scaling.harness.training.schedule import first_lr_difference, lr_at
-from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.sweeps.cooldown import branch_schedule
 
 MULTIPLIER = 1500.0  # EBTOptions.alpha_lr_multiplier's default

@@ -14,9 +14,9 @@ from conftest import make_sweep, small_sweep
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES
 from ebt_scaling.harness.contract.run_dir import RunDir
-from ebt_scaling.harness.contract.throughput import ENV_VAR, Rates, default_throughput_path, load_throughput_file
-from ebt_scaling.harness.dispatch.sweep_status import sweep_status, totals
+from ebt_scaling.harness.dispatch.status import sweep_status, totals
 from ebt_scaling.models.flops import training_step_flops
+from ebt_scaling.sweeps.throughput import ENV_VAR, Rates, default_throughput_path, load_throughput_file
 
 TINY_BENCH = ["--layers", "1", "--d-model", "16", "--heads", "2", "--vocab", "32", "--batch", "2", "--ctx", "8",
               "--warmup", "0", "--iters", "1", "--device", "cpu"]

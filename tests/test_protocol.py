@@ -288,3 +288,17 @@ def test_uncommented_s2_example_is_the_reference_s2(preset):
     assert (options.alpha_init, options.learn_alpha, options.alpha_random_scale, options.langevin_sigma,
             options.replay_buffer_size, options.truncate_unroll) == (5.0, False, 2.0, 3.0, 192, True)
     assert re.search(r"#\s+truncate_unroll: true}}", Path(preset_path(preset)).read_text())  # still commented
+
+
+def test_an_architecture_lists_its_own_reference_options():
+    """The preset's EBT items are the EBT entry's ``reference_options``; an entry naming a
+    field its options lack is refused when it is made."""
+    import dataclasses
+
+    from ebt_scaling.harness.contract.architecture import ARCHITECTURES
+
+    assert {item.key for item in items_for("ebt")} == set(REFERENCE_EBT)
+    assert dict(ARCHITECTURES.get("ebt").reference_options) == {"alpha_random_draw": "forward",
+                                                                "alpha_lr_floor": "shared"}
+    with pytest.raises(ValueError, match="reference_options names \\['nope'\\]"):
+        dataclasses.replace(ARCHITECTURES.get("ebt"), reference_options={"nope": 1})

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import RunSpec, identity_dict, spec_from_dict, spec_hash
-from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.architectures import build_model
 
 # Small enough to build in milliseconds, large enough for tight statistics: every matrix
 # has thousands of entries except the EBT's d -> 1 energy head.

@@ -23,9 +23,9 @@ from ebt_scaling.harness.contract import run_dir as run_dir_module
 from ebt_scaling.harness.contract import run_state as run_state_module
 from ebt_scaling.harness.contract.run_dir import RunDir, RunFileError
 from ebt_scaling.harness.contract.run_state import run_state
-from ebt_scaling.harness.dispatch.discovery import discover
 from ebt_scaling.harness.dispatch.job import TrainingJob
-from ebt_scaling.harness.dispatch.submit import DAMAGED, plan_submission
+from ebt_scaling.harness.dispatch.snapshot import SweepSnapshot
+from ebt_scaling.harness.dispatch.sweep_ops import DAMAGED, plan_submission
 
 ARCHS = {"T++": {"arch": "transformer", "law": power_law(30.0, 0.05)},
          "EBT": {"arch": "ebt", "law": power_law(40.0, 0.055)}}
@@ -102,7 +102,7 @@ def test_submit_and_the_job_skip_damaged_runs_and_name_the_fix(tmp_path, capsys)
     state, detail = run_state(cut)
     assert state == "failed" and "metrics.jsonl" in detail and f"delete {cut}" in detail
     for retry in (False, True):
-        todo, skipped, _ = plan_submission(discover(tmp_path), retry_failed=retry)
+        todo, skipped, _ = plan_submission(SweepSnapshot.read(tmp_path).runs, retry_failed=retry)
         assert todo == [] and sorted(skipped[DAMAGED]) == sorted([cut.name, unreadable.name])
         assert len(skipped["done"]) == 6
     assert main(["submit", str(tmp_path), "--cluster", "debug", "--retry-failed"]) == 0
@@ -175,7 +175,7 @@ def test_submit_judges_a_done_run_by_its_last_metrics_row_without_reading_it_who
     (early_junk / "metrics.jsonl").write_text("".join(["not a row\n", *lines[1:]]))
     cut = runs[("EBT", "s48")]
     (cut / "metrics.jsonl").write_text("".join((cut / "metrics.jsonl").read_text().splitlines(True)[:3]))
-    sweep = discover(tmp_path)
+    sweep = SweepSnapshot.read(tmp_path).runs
 
     def whole_file_read(*args, **kwargs):
         raise AssertionError("read whole")
@@ -213,7 +213,7 @@ def test_an_unfinished_run_with_damaged_metrics_is_damaged_everywhere(tmp_path, 
     status = _status(tmp_path, capsys)[bad.name]
     assert (status["state"], status["detail"]) == (state, detail)
     for retry in (False, True):
-        todo, skipped, _ = plan_submission(discover(tmp_path), retry_failed=retry)
+        todo, skipped, _ = plan_submission(SweepSnapshot.read(tmp_path).runs, retry_failed=retry)
         assert [r.run_id for r in todo] == [resumable.name] and skipped[DAMAGED] == [bad.name]
 
     (bad / "failed.json").unlink(missing_ok=True)
@@ -359,7 +359,7 @@ def test_importing_and_plotting_leave_the_matplotlib_backend_alone(tmp_path):
         "import matplotlib\n"
         "matplotlib.use('svg')\n"
         "import ebt_scaling.analysis.plots, ebt_scaling.analysis.report\n"
-        "from ebt_scaling.harness.evaluation.report import plot_thinking\n"
+        "from ebt_scaling.analysis.evaluations import plot_thinking\n"
         "e = {'steps': [1, 2], 'ppl': [3.0, 2.5], 'ppl_langevin': [3.1, 2.6], 'sigma': 0.1, 'trained_steps': 1,\n"
         "     'bon': {'1': 3.0, '4': 2.4}, 'shift': 1.0, 'gain': 0.1}\n"
         "t = {'ppl_trained': 2.8}\n"
@@ -414,7 +414,7 @@ def test_fit_on_constant_parameters_or_tokens_is_a_one_line_error(tmp_path, caps
 def test_blas_threads_limits_every_blas_pool_and_restores_it():
     from threadpoolctl import threadpool_info
 
-    from ebt_scaling.analysis.approach3 import blas_threads
+    from ebt_scaling.analysis.fits import blas_threads
 
     before = {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
     assert before, "numpy/scipy load a BLAS"

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from conftest import SIZES, power_law, write_synthetic_sweep
 
-from ebt_scaling.analysis.config import AnalysisConfig
+from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze
 from ebt_scaling.analysis.load import load_runs
-from ebt_scaling.analysis.pipeline import analyze
 
 
 def test_pooled_seed_spread_recovers_the_known_noise(tmp_path):

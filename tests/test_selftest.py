@@ -8,7 +8,7 @@ import pytest
 
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES
-from ebt_scaling.harness.training import selftest
+from ebt_scaling.harness.benchmarks import selftest
 
 
 def table_rows(out: str) -> dict[str, tuple[str, str, float]]:

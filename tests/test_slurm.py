@@ -23,11 +23,11 @@ from conftest import make_sweep as write_sweep
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
-from ebt_scaling.harness.dispatch import lease as leases
-from ebt_scaling.harness.dispatch.backends.slurm import slurm_states
+from ebt_scaling.harness.dispatch import run_files as leases
+from ebt_scaling.harness.dispatch.slurm import slurm_states
 from ebt_scaling.harness.dispatch.job import TrainingJob, preempt_signal
-from ebt_scaling.harness.dispatch.sweep_status import sweep_status
-from ebt_scaling.harness.dispatch.wait import wait_for
+from ebt_scaling.harness.dispatch.status import sweep_status
+from ebt_scaling.harness.dispatch.sweep_ops import wait_for
 
 pytestmark = pytest.mark.slurm
 PROFILE = "slurm-local"  # the shipped profile of the cluster slurm_local.sh starts

@@ -1,6 +1,9 @@
 """RunSpec: YAML round trip, stable run ids, one-line errors naming the key and the fix."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -61,3 +64,28 @@ def test_invalid_yaml_names_file_and_line(tmp_path):
     path.write_text("model:\n  d_model: [1, 2\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: line \d+ invalid YAML"):
         load_spec(path)
+
+
+def test_yaml_floats_read_as_yaml_1_2_and_written_so_they_read_back():
+    """One float resolver (typed_config): 1e-3 / 1E+5 are floats, as YAML 1.2 reads them, and
+    a string spelled like one is quoted when written, so it reads back as that string."""
+    from ebt_scaling.harness.contract.typed_config import dump_yaml, parse_yaml
+
+    assert parse_yaml("[1e-3, 1E+5, 1.0e5, -2e3, .5e1, 1e, e5, 10]", "t") == \
+        [0.001, 1e5, 1e5, -2000.0, 5.0, "1e", "e5", 10]
+    data = {"tags": {"budget": "1e18"}, "lr": 1e-3, "n": 10}
+    assert parse_yaml(dump_yaml(data), "t") == data
+    spec = spec_from_dict(parse_yaml("train: {lr: 3e-4, tokens: 2e6}\ntags: {budget: '1e18'}", "t"))
+    assert (spec.train.lr, spec.train.tokens, spec.tags["budget"]) == (3e-4, 2_000_000, "1e18")
+    assert spec_from_dict(parse_yaml(spec_to_yaml(spec), "t")) == spec
+
+
+def test_eval_tasks_are_validated_through_the_registered_grammar_without_torch():
+    """The grammar lives in the evaluation layer; the contract asks for it by entry point."""
+    code = ("import sys; from ebt_scaling.harness.contract.spec import spec_from_dict\n"
+            "spec_from_dict({'eval': {'tasks': ['dyck,n=4', 'thinking']}})\n"
+            "try:\n    spec_from_dict({'eval': {'tasks': ['dyk']}})\n"
+            "except Exception as exc:\n    print(str(exc).split(':')[0])\n"
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["spec", "False"]

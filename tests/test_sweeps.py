@@ -14,8 +14,8 @@ from conftest import plan_of, small_sweep
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import load_spec, spec_hash
+from ebt_scaling.models.architectures import PAPER_SIZES
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
-from ebt_scaling.models.sizes import PAPER_SIZES
 from ebt_scaling.sweeps import expand, load_sweep, make_plan, preset_names, rules
 from ebt_scaling.sweeps.shapes import ShapeSolver
 from ebt_scaling.sweeps.sweep_spec import ShapeRule
@@ -96,7 +96,7 @@ def test_olmo_formulas_at_108m():
     assert rules.olmo_batch_tokens(108e6) == pytest.approx(2048 * 160)
     assert rules.olmo_lr(8 * 108e6) == pytest.approx(0.0047 / 2)
     assert rules.olmo_batch_tokens(8 * 108e6) == pytest.approx(2048 * 160 * 4)
-    from ebt_scaling.sweeps.sweep_spec import BatchRule, WarmupRule
+    from ebt_scaling.sweeps.rules import BatchRule, WarmupRule
     assert rules.batch_size(BatchRule(rule="olmo", round="multiple_of_8"), 108e6, 2048, 1) == 160
     assert rules.batch_size(BatchRule(rule="olmo", round="pow2"), 108e6, 2048, 1) == 128
     assert rules.olmo_beta2(524_287) == 0.99 and rules.olmo_beta2(524_288) == 0.95

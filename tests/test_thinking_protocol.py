@@ -11,19 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ebt_scaling.analysis import figures
+from ebt_scaling.analysis.evaluations import plot_thinking, thinking_protocol_sentence
 from ebt_scaling.harness.contract.errors import ConfigError
-from ebt_scaling.harness.contract.eval_tasks import parse_task
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.harness.data.batches import Batch
-from ebt_scaling.harness.evaluation import figures
 from ebt_scaling.harness.evaluation.perplexity import score_batches
-from ebt_scaling.harness.evaluation.report import plot_thinking, thinking_protocol_sentence
 from ebt_scaling.harness.evaluation.run_evals import format_evaluations, merge_evaluations
+from ebt_scaling.harness.evaluation.task_grammar import parse_task
 from ebt_scaling.harness.evaluation.thinking import flat_reference, think_task
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
 from ebt_scaling.models.ebt_options import EBTOptions
-from ebt_scaling.models.factory import build_model
 
 VOCAB = 64  # a multiple of the vocabulary padding: candidates and their noise are V wide
 # float64 models: the from-scratch chains agree to ~1e-12, far below the gap between protocols

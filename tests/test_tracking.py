@@ -20,7 +20,7 @@ from wandb.proto import wandb_internal_pb2
 from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
-from ebt_scaling.harness.tracking import TRACK_ENV, TrackedRun, open_sinks
+from ebt_scaling.harness.tracking.sinks import TRACK_ENV, TrackedRun, open_sinks
 from ebt_scaling.harness.training.trainer import train_run
 
 FIELDS = ("train_loss", "lr", "grad_norm", "tokens", "tokens_per_s")  # compared row by row

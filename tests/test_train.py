@@ -111,7 +111,7 @@ def test_divergence_is_recorded_not_dropped(tiny_spec, tmp_path):
 def test_validation_loss_is_the_token_mean_nll(tiny_spec, tmp_path):
     """Independent recomputation: load the final weights and sum NLLs over the val set."""
     from ebt_scaling.harness.data.pipeline import open_dataset
-    from ebt_scaling.models.factory import build_model
+    from ebt_scaling.models.architectures import build_model
 
     spec = tiny_spec("transformer", train={"tokens": 32 * 8 * 6})
     result = train_run(spec, tmp_path / "run", quiet=True)

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebt_scaling.analysis.config import AnalysisConfig
+from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze
 from ebt_scaling.analysis.load import load_runs
-from ebt_scaling.analysis.pipeline import analyze
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import spec_hash

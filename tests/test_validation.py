@@ -21,7 +21,7 @@ from ebt_scaling.harness.cli import main
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
 from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
-from ebt_scaling.harness.dispatch import lease as leases
+from ebt_scaling.harness.dispatch import run_files as leases
 
 BILLION_LAUGHS = """\
 a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ebt_scaling.harness.contract.model_config import VOCAB_MULTIPLE, ModelConfig
+from ebt_scaling.models.architectures import build_model
 from ebt_scaling.models.base import IGNORE_INDEX
-from ebt_scaling.models.factory import build_model
 from ebt_scaling.models.layers import MASKED_LOGIT, VocabPadding
 
 

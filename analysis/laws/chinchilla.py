@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..approach3 import Approach3Fit, blas_threads, constant_inputs, fit_approach3
+from ebt_scaling.harness.contract.formatting import fmt_estimate
+
+from ..approach3 import Approach3Fit, constant_inputs, fit_approach3
 from ..bootstrap import BootstrapResult, bootstrap_approach3
-from ..numbers import fmt_estimate
+from ..fits import blas_threads
 from .law import FitLaw, Fitting, Job, LabelPoints, Skipped
 
 MIN_POINTS = 8

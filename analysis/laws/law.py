@@ -5,8 +5,9 @@ A law fits one label's points (final loss against the run axes). Its result goes
 fits.json (the law's section, one entry per label) and to a table of the report; when the
 law is ``compared`` -- its curve is loss against the sweep's FLOPs -- the comparisons
 (crossover, FLOP multiplier), the headline and the plots use its curve and the curve
-refitted on each bootstrap resample. A law is one module holding one FitLaw object listed
-in laws/registry.py; nothing else names it.
+refitted on each bootstrap resample. A law is one module holding one FitLaw object,
+registered in LAWS (below) through the entry point ``ebt_scaling.fit_laws`` (the built-ins:
+pipeline.py's BUILTIN_LAWS, in report order); nothing else names it.
 
 Slow work runs in the job pool (analysis/pipeline.py): ``fit`` does the quick part at
 once and returns the slow calls as jobs, with the function that finishes the result from
@@ -18,15 +19,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..approach3 import blas_threads
-from ..config import AnalysisConfig
-from ..fits import Curve, find_crossover
-from ..numbers import fmt_interval
+from ebt_scaling.harness.contract.formatting import fmt_interval
+
+from ebt_scaling.harness.contract.registry import Registry
+
+from ..fits import Curve, blas_threads, find_crossover
+
+if TYPE_CHECKING:
+    from ..pipeline import AnalysisConfig
 
 REFIT_CHUNK = 250   # bootstrap refits per job: few enough jobs to start, enough to share the work
 
@@ -181,6 +186,11 @@ class FitLaw:
             return (f"Crossover ({self.plural}): {overtakes} at {entry['compute']:.3g} FLOPs "
                     f"{fmt_interval(entry.get('interval'))} (loss {entry['loss']:.4g}{frac_s}).")
         return f"Crossover ({self.plural}): none below {budget:.3g} FLOPs: {entry['message']}{frac_s}."
+
+
+# Every fit law of the analysis, in report order; fits.json, the comparisons, the headline,
+# the report and the plots find them here.
+LAWS: Registry[FitLaw] = Registry("fit law", "ebt_scaling.fit_laws")
 
 
 def refit_jobs(fit: Callable[[np.ndarray, np.ndarray], Curve], x: np.ndarray, loss: np.ndarray,

@@ -5,8 +5,7 @@ analysis/comparison.py); its curve against FLOPs is compared like any law's.
 
 The bootstrap needs no refitting: a resample's fit is the least squares of the points
 weighted by their units' counts, in closed form for all resamples at once
-(fits.weighted_loglog_fits; for two labels the numbers equal
-bootstrap.paired_power_law_bootstrap's).
+(fits.weighted_loglog_fits; the same numbers as refitting the resample's repeated rows).
 """
 from __future__ import annotations
 
@@ -16,10 +15,11 @@ from functools import cached_property
 
 import numpy as np
 
-from ..axes import AXIS_UNITS
+from ebt_scaling.harness.contract.formatting import fmt_estimate
+
 from ..bootstrap import percentile_interval
 from ..fits import PowerLawFit, fit_power_law, power_law_crossover_compute, weighted_loglog_fits
-from ..numbers import fmt_estimate
+from ..points import fitted_axis
 from .law import FitLaw, Fitting, LabelPoints
 
 # Skips of these axes are listed; tokens and the sweep's own axis are constant by design
@@ -130,7 +130,7 @@ class PowerLaw(FitLaw):
             x, y, codes = points.on_axis(axis)
             distinct = int(np.unique(x).size)
             if distinct < 2:
-                axes[axis] = AxisSkipped(f"{distinct} distinct {AXIS_UNITS[axis]} value(s) among {len(x)} finished "
+                axes[axis] = AxisSkipped(f"{distinct} distinct {fitted_axis(axis).unit} value(s) among {len(x)} finished "
                                          "run(s): a power law needs >= 2", int(len(x)), distinct)
                 continue
             slopes = intercepts = None
@@ -143,7 +143,7 @@ class PowerLaw(FitLaw):
     def rows(self, label: str, result: PowerLaws) -> list[list]:
         rows = []
         for axis, e in result.axes.items():
-            unit = AXIS_UNITS.get(axis, axis)
+            unit = fitted_axis(axis).unit
             if isinstance(e, AxisSkipped):
                 rows.append([label, unit, e.n, "-", "-", "-", f"skipped: {e.reason}"])
                 continue

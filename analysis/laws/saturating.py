@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ebt_scaling.harness.contract.formatting import fmt_estimate, fmt_interval
+
 from ..bootstrap import percentile_interval
 from ..fits import SaturatingFit, fit_saturating
-from ..numbers import fmt_estimate, fmt_interval
 from .law import FitLaw, Fitting, LabelPoints, Skipped, joined, refit_jobs
 
 MIN_DISTINCT = 4   # distinct compute values for 3 parameters

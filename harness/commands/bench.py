@@ -5,10 +5,10 @@ counted by FlopCounterMode, the achieved FLOP rate and MFU: the columns of
 docs/performance.md. The defaults are the anchors' settings (xxs, batch 32 x 256,
 V = 50,277, K = 2, time_embed, 3 warm-up + 15 timed steps). ``--save [FILE]`` merges the
 results into the throughput file `plan` and `status` read for GPU-hours (default: $EBT_SCALING_THROUGHPUT,
-else ~/.cache/ebt-scaling/throughput.json; harness/contract/throughput.py). ``--feed SPEC``
+else ~/.cache/ebt-scaling/throughput.json; sweeps/throughput.py). ``--feed SPEC``
 instead times a run spec's model fed from its data, with and without the prefetch thread
 (docs/performance.md, "Feeding the GPU: prefetch"). The timing logic lives in
-harness/training/bench.py.
+harness/benchmarks/steps.py.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ FEED_REFUSES = ("batch", "precision", "matmul_precision", "compile", "peak_tflop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ebt_scaling.harness.contract.throughput import ENV_VAR, default_throughput_path, display_path
+    from ebt_scaling.sweeps.throughput import ENV_VAR, default_throughput_path, display_path
 
     add_model_arguments(parser, "a named size of the paper (explicit shape flags override it); default xxs when "
                                 "no shape flag is given")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ebt_scaling.harness.contract.architecture import ARCHITECTURES
-    from ebt_scaling.harness.training import bench
+    from ebt_scaling.harness.benchmarks import steps
 
     for flag, value, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
         if value < low:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     configs = build_configs(args)  # validates the shape; errors name the flag
     save_path = None
     if args.save is not None:
-        from ebt_scaling.harness.contract.throughput import default_throughput_path, load_throughput_file
+        from ebt_scaling.sweeps.throughput import default_throughput_path, load_throughput_file
 
         save_path = Path(args.save) if args.save else default_throughput_path()
         if save_path.is_dir():
@@ -108,22 +108,22 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for config in configs.values():
         try:
-            results.append(bench.bench_model(
+            results.append(steps.bench_model(
                 config, batch=args.batch, ctx=config.context, device=device, precision=args.precision,
                 warmup=args.warmup, iters=args.iters, compile=compile, peak_tflops=args.peak_tflops,
                 size_label=size_label, seed=args.seed))
-        except bench.BenchError as exc:
+        except steps.BenchError as exc:
             raise ConfigError(str(exc)) from None
         except torch.cuda.OutOfMemoryError:
             raise ConfigError(f"{config.architecture.label}: out of memory on {device} at batch {args.batch} x "
                               f"ctx {config.context}; lower --batch") from None
     if save_path is not None:
-        bench.save_results(results, save_path)
+        steps.save_results(results, save_path)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         print(json.dumps({"settings": settings, "results": [r.as_dict() for r in results]}))
     else:
-        print(bench.format_report(results))
+        print(steps.format_report(results))
     if save_path is not None:
         print(f"saved {len(results)} entries to {save_path} (`ebt-scaling plan` and `status` use them for GPU-hours)",
               file=sys.stderr)
@@ -150,7 +150,7 @@ def _run_feed(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ebt_scaling.harness.contract.spec import load_spec
-    from ebt_scaling.harness.training import bench
+    from ebt_scaling.harness.benchmarks import steps
 
     ignored = _flags_feed_ignores(args)
     if ignored:
@@ -158,8 +158,8 @@ def _run_feed(args: argparse.Namespace) -> int:
                           f"drop {', '.join(ignored)}")
     path = Path(args.feed)
     spec = load_spec(path / "spec.yaml" if path.is_dir() else path)
-    result = bench.bench_feed(spec, _device_and_threads(args), warmup=args.warmup, iters=args.iters)
-    print(json.dumps(asdict(result)) if args.json else bench.format_feed_report(result))
+    result = steps.bench_feed(spec, _device_and_threads(args), warmup=args.warmup, iters=args.iters)
+    print(json.dumps(asdict(result)) if args.json else steps.format_feed_report(result))
     return 0
 
 

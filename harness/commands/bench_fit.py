@@ -5,9 +5,11 @@
    --full also runs L-BFGS-B from every start (analytic gradient) and --naive runs the
    reference loop (every start, scipy finite-difference gradients); both check that
    they reach the same optimum as the screened fit.
-2. A paired bootstrap of per-axis power laws of two architectures: --runs runs per
-   architecture (--seeds seeds per matched unit), --resamples resamples, vectorised.
-   The generic DataFrame paired_bootstrap on the same data is timed beside it.
+2. The paired bootstrap of two architectures' per-axis power laws, as `ebt-scaling
+   analyze` runs it: --runs compute-optimal runs per architecture (--seeds seeds per
+   matched unit), one draw of --resamples resamples of the units (analysis/points.py),
+   each label's power laws refitted on it (analysis/laws/power.py), and the comparison of
+   the two: scaling rates, crossover and FLOP multiplier (analysis/comparison.py).
 Each timing is the median of --repeats runs (--full / --naive: --slow-repeats, default 1).
 """
 from __future__ import annotations
@@ -17,8 +19,23 @@ import json
 import statistics
 import time
 
+import numpy as np
+import pandas as pd
+
+from ebt_scaling.analysis.approach3 import fit_approach3, predict_loss
+from ebt_scaling.analysis.comparison import Comparison, compare
+from ebt_scaling.analysis.fits import blas_threads
+from ebt_scaling.analysis.laws.power import POWER_LAW
+from ebt_scaling.analysis.load import SweepData
+from ebt_scaling.analysis.pipeline import AnalysisConfig, JobPool
+from ebt_scaling.analysis.points import FitPoints, select_points
+from ebt_scaling.analysis.result import Caveats
+from ebt_scaling.harness.contract.errors import ConfigError
+
 # Synthetic Approach 3 truth (roughly Chinchilla's).
 TRUTH = {"E": 1.8, "A": 420.0, "B": 1500.0, "alpha": 0.34, "beta": 0.30}
+# The two architectures of the power-law bootstrap: label -> registered architecture.
+LABELS = {"tpp": "transformer", "ebt": "ebt"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synthetic_approach3(n_points: int, seed: int, noise: float = 0.01):
     """n_points runs: 10 model sizes x token ratios 2..200 (log-spaced), log-normal noise."""
-    import numpy as np
-
-    from ebt_scaling.analysis.approach3 import predict_loss
-
     rng = np.random.default_rng(seed)
     n_sizes = 10
     per = -(-n_points // n_sizes)
@@ -51,20 +64,34 @@ def synthetic_approach3(n_points: int, seed: int, noise: float = 0.01):
     return N, D, predict_loss(theta, N, D) * np.exp(rng.normal(0.0, noise, n_points))
 
 
-def synthetic_pairs(runs: int, seeds: int, seed: int):
-    """Two architectures' runs on the same matched units (compute levels), `seeds` per unit."""
-    import numpy as np
-    import pandas as pd
-
+def synthetic_pairs(runs: int, seeds: int, seed: int) -> pd.DataFrame:
+    """Two architectures' finished runs, as analysis/load.py tables them, on the same matched
+    units: compute levels with N = sqrt(C / 120), D = 20 N, `seeds` runs per unit."""
     rng = np.random.default_rng(seed)
     n_units = max(2, runs // seeds)
     compute = np.repeat(np.geomspace(1e16, 1e20, n_units), seeds)
-    unit = np.repeat(np.arange(n_units), seeds)
+    params = np.sqrt(compute / 120.0)
+    unit = np.repeat([f"u{i}" for i in range(n_units)], seeds)
+    seed_of = np.tile(np.arange(seeds), n_units)
     frames = []
-    for arch, (a, b) in {"tpp": (np.log(30.0), -0.050), "ebt": (np.log(34.0), -0.056)}.items():
+    for (label, arch), (a, b) in zip(LABELS.items(), [(np.log(30.0), -0.050), (np.log(34.0), -0.056)]):
         loss = np.exp(a + b * np.log(compute) + rng.normal(0.0, 0.01, compute.size))
-        frames.append(pd.DataFrame({"arch": arch, "unit": unit, "compute": compute, "loss": loss}))
+        frames.append(pd.DataFrame({
+            "run_id": [f"{label}-{u}-s{s}" for u, s in zip(unit, seed_of)], "arch_label": label, "arch": arch,
+            "status": "done", "unit": unit, "seed": seed_of, "flops_full": compute, "params_total": params,
+            "tokens": 20.0 * params, "val_loss": loss}))
     return pd.concat(frames, ignore_index=True)
+
+
+def paired_power_laws(frame: pd.DataFrame, resamples: int, seed: int) -> tuple[FitPoints, Comparison]:
+    """What `analyze` runs for the power laws of two labels: the draw of units, both labels'
+    power laws on it, and their comparison (one worker: the power law needs no job pool)."""
+    config = AnalysisConfig(bootstrap=resamples, seed=seed, reference=next(iter(LABELS)), workers=1)
+    caveats = Caveats()
+    with JobPool(config.workers) as pool:
+        points = select_points(SweepData(frame, curves=frame.iloc[:0]), config, caveats)
+        power = {lb: pool.start(POWER_LAW.fit(points.of(lb))).result() for lb in points.labels}
+        return points, compare(points, points.reference, points.candidates[0], {POWER_LAW: power}, {}, pool, caveats)
 
 
 def _time(fn, repeats: int):
@@ -77,13 +104,6 @@ def _time(fn, repeats: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ebt_scaling.analysis.approach3 import fit_approach3
-    from ebt_scaling.analysis.bootstrap import paired_bootstrap, paired_power_law_bootstrap
-    from ebt_scaling.analysis.fits import fit_power_law
-    from ebt_scaling.harness.contract.errors import ConfigError
-
     for flag, value, low in (("--points", args.points, 5), ("--runs", args.runs, 4), ("--seeds", args.seeds, 1),
                              ("--resamples", args.resamples, 1), ("--repeats", args.repeats, 1),
                              ("--top-k", args.top_k, 1)):
@@ -110,24 +130,14 @@ def run(args: argparse.Namespace) -> int:
                      "screened_objective_minus_this": fit.loss_value - fit_v.loss_value}
 
     frame = synthetic_pairs(args.runs, args.seeds, args.seed)
-    ref, cand = frame[frame.arch == "tpp"], frame[frame.arch == "ebt"]
-    med_b, times_b, boot = _time(lambda: paired_power_law_bootstrap(
-        ref.compute, ref.loss, ref.unit, cand.compute, cand.loss, cand.unit,
-        n_resamples=args.resamples, seed=args.seed), args.repeats)
-    out["power_law_bootstrap"] = {"runs_per_arch": int(len(ref)), "units": int(frame.unit.nunique()),
+    with blas_threads(1):   # as analyze runs its fits
+        med_b, times_b, (points, comparison) = _time(
+            lambda: paired_power_laws(frame, args.resamples, args.seed), args.repeats)
+    rates = comparison.rates["flops"].to_json()
+    out["power_law_bootstrap"] = {"runs_per_arch": int(len(frame)) // 2, "units": points.n_units,
                                   "resamples": args.resamples, "median_s": med_b, "times_s": times_b,
-                                  "slope_diff": boot.estimate["slope_diff"],
-                                  "slope_diff_interval": list(boot.interval("slope_diff"))}
-
-    def slopes(df):
-        t, e = df[df.arch == "tpp"], df[df.arch == "ebt"]
-        return {"slope_tpp": fit_power_law(t.compute, t.loss).slope, "slope_ebt": fit_power_law(e.compute, e.loss).slope}
-
-    med_g, times_g, gen = _time(lambda: paired_bootstrap(
-        frame, "unit", slopes, n_resamples=args.resamples, seed=args.seed,
-        derived=lambda v: {"slope_diff": v["slope_ebt"] - v["slope_tpp"]}), args.repeats)
-    same = bool(np.allclose(gen.samples["slope_diff"], boot.samples["slope_diff"], rtol=1e-9, atol=1e-12))
-    out["generic_paired_bootstrap"] = {"median_s": med_g, "times_s": times_g, "same_samples_as_vectorised": same}
+                                  "slope_diff": rates["slope_diff"],
+                                  "slope_diff_interval": rates["intervals"]["slope_diff"]}
 
     if args.json:
         print(json.dumps(out))
@@ -144,8 +154,6 @@ def run(args: argparse.Namespace) -> int:
                   f"objective screened - this = {v['screened_objective_minus_this']:.2e}")
     b = out["power_law_bootstrap"]
     print(f"paired power-law bootstrap, 2 x {b['runs_per_arch']} runs ({b['units']} matched units), "
-          f"{b['resamples']} resamples, vectorised: median {b['median_s']:.3f} s of {args.repeats}")
-    g = out["generic_paired_bootstrap"]
-    print(f"  same with the generic DataFrame paired_bootstrap: median {g['median_s']:.2f} s "
-          f"(identical samples: {g['same_samples_as_vectorised']})")
+          f"{b['resamples']} resamples, as analyze runs it (power laws vs FLOPs, N and D; rates, crossover, "
+          f"FLOP multiplier): median {b['median_s']:.3f} s of {args.repeats}")
     return 0

@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..dispatch.cancel import cancel_runs
+    from ..dispatch.sweep_ops import cancel_runs
 
     for run_id, action in cancel_runs(args.sweep_dir, args.runs or None):  # DispatchError: one line, from the CLI
         print(f"{run_id}: {action}")

@@ -5,7 +5,7 @@ Loads each run's spec.yaml and its final checkpoint (the one at result.json's st
 unreadable or missing one is an error naming the file, never a silent fall back to an
 older checkpoint, whose score would pass for the run's), runs the tasks (default: the spec's
 eval.tasks, else "pretrain dyck arithmetic thinking"; grammar in
-harness/contract/eval_tasks.py), merges the results into result.json["evaluations"]
+harness/evaluation/task_grammar.py), merges the results into result.json["evaluations"]
 (atomically; earlier results of other tasks are kept) and prints a table, or with
 --json one JSON object {RUN_DIR: evaluations}. A diverged run is refused, saying so: it has
 no final weights, only checkpoints from before the divergence.
@@ -31,12 +31,12 @@ def add_arguments(parser) -> None:
 
 def evaluate_run(run_dir, tasks=None, examples: int | None = None, device: str | None = None) -> dict:
     """Evaluate one finished run and merge the results into its result.json; returns them."""
-    from ebt_scaling.harness.contract.eval_tasks import parse_tasks
+    from ebt_scaling.harness.evaluation.task_grammar import parse_tasks
     from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
     from ebt_scaling.harness.contract.spec import load_spec
     from ebt_scaling.harness.training.checkpoint import UnreadableCheckpoint, checkpoint_path, read_checkpoint
     from ebt_scaling.harness.training.trainer import resolve_device
-    from ebt_scaling.models.factory import build_model
+    from ebt_scaling.models.architectures import build_model
 
     from ..evaluation.run_evals import merge_evaluations, run_evals
 

@@ -27,7 +27,7 @@ MODEL_FLAG_DEFAULTS = {"vocab_size": "50277", "context": "256"}
 def add_model_arguments(parser: argparse.ArgumentParser, size_help: str) -> None:
     """Shape, vocabulary and context flags (ModelConfig's fields) and every registered
     architecture's option flags (--ARCH.FIELD), shared by `flops` and `bench`."""
-    from ebt_scaling.models.sizes import PAPER_SIZES
+    from ebt_scaling.models.architectures import PAPER_SIZES
 
     shape = parser.add_argument_group("model shape (--size, or all of --n-layers/--d-model/--n-heads)")
     shape.add_argument("--size", choices=list(PAPER_SIZES), help=size_help)
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_configs(args: argparse.Namespace) -> dict[str, ModelConfig]:
     """One ModelConfig per requested architecture, from the flags; ConfigError naming the flag."""
     from ebt_scaling.harness.contract.typed_config import from_dict
-    from ebt_scaling.models.sizes import PAPER_SIZES
+    from ebt_scaling.models.architectures import PAPER_SIZES
 
     paths = model_flag_paths()
     flags = nested(given_flags(args, paths))
@@ -90,7 +90,7 @@ def measure_flops_per_token(config: ModelConfig, batch: int, seq: int) -> float:
     """FLOPs per token that FlopCounterMode counts over one real training step."""
     import torch
 
-    from ebt_scaling.models.factory import build_model
+    from ebt_scaling.models.architectures import build_model
     from ebt_scaling.models.flops import count_training_step_flops
 
     generator = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ FLOPs in each convention, batch, LR, GPU-hours) with totals and warnings. GPU-ho
 full-convention FLOPs / each architecture's achieved FLOP/s: the sweep's throughput.mfu if
 set, else measured by `ebt-scaling bench --save` (the throughput file, --throughput), else
 its documented default MFU; the header and the totals say which
-(harness/contract/throughput.py). ``--write DIR`` materialises DIR/runs/<run_id>/spec.yaml
+(sweeps/throughput.py). ``--write DIR`` materialises DIR/runs/<run_id>/spec.yaml
 (the run directories the trainer uses), DIR/sweep.yaml (the resolved sweep) and
 DIR/plan.json. ``--set throughput.mfu=0.5`` (repeatable) overrides any key of the sweep
 file. Any error is one line naming the file and the key, and nothing is written.
@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
 
 def add_throughput_arguments(parser) -> None:
     """--throughput and --throughput-device, shared by `plan` and `status`."""
-    from ebt_scaling.harness.contract.throughput import ENV_VAR, default_throughput_path, display_path
+    from ebt_scaling.sweeps.throughput import ENV_VAR, default_throughput_path, display_path
 
     parser.add_argument("--throughput", metavar="FILE",
                         help=f"throughput file of `ebt-scaling bench --save` for GPU-hours (default: "
@@ -52,7 +52,7 @@ def add_throughput_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ebt_scaling.harness.contract.throughput import resolve_throughput_file
+    from ebt_scaling.sweeps.throughput import resolve_throughput_file
     from ebt_scaling.sweeps import load_sweep, make_plan
     from ebt_scaling.sweeps.plan_table import dumps_json, format_plan, write_plan
 
@@ -79,7 +79,7 @@ def extend(args) -> int:
     """--extend: DIR/sweep.yaml extended where DIR's finished runs ask for it, DIR rewritten."""
     from ebt_scaling.analysis.load import load_runs
     from ebt_scaling.analysis.tuning import find_tuning
-    from ebt_scaling.harness.contract.throughput import resolve_throughput_file
+    from ebt_scaling.sweeps.throughput import resolve_throughput_file
     from ebt_scaling.sweeps.extend import Findings, extend_sweep
     from ebt_scaling.sweeps.plan_table import write_plan
 

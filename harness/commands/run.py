@@ -10,7 +10,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
+from ebt_scaling.harness.contract.cli_flags import add_set_argument, flag_error, parse_overrides
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.paths import require_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,32 +30,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """ConfigError and DispatchError reach the CLI, which prints them as one line."""
+    """ConfigError and DispatchError reach the CLI, which prints them as one line. The sweep
+    file is read once, and so is every run's spec: the snapshot taken after planning serves
+    the submission, its --wait and the analysis."""
+    from ebt_scaling.analysis.pipeline import AnalysisConfig
     from ebt_scaling.sweeps import load_sweep
 
     from ..dispatch.profiles import load_profile
-    from ..dispatch.submit import submit_sweep
-    from . import analyze
-    from .submit import resolve_sweep_dir
+    from ..dispatch.snapshot import SweepSnapshot
+    from ..dispatch.sweep_ops import submit_sweep
+    from .analyze import analyze_sweep
+    from .submit import plan_into, resolve_sweep_dir
 
     start = time.time()
+    try:  # checked before anything trains
+        config = AnalysisConfig(bootstrap=args.bootstrap)
+    except ConfigError as exc:
+        raise flag_error(exc, ["bootstrap"]) from None
     overrides = parse_overrides(args.overrides)
     if (Path(args.sweep) / "runs").is_dir():   # a planned sweep directory (e.g. after `plan --extend`)
-        out = args.out or args.sweep
         print(f"[1/3] sweep directory {args.sweep}: planned already", flush=True)
+        sweep_dir = resolve_sweep_dir(args.sweep, args.out or args.sweep, overrides)
     else:
         sweep = load_sweep(args.sweep, overrides)
         out = args.out or f"runs/{sweep.name}"
         print(f"[1/3] planning sweep {sweep.name!r} into {out}", flush=True)
-    sweep_dir = resolve_sweep_dir(args.sweep, out, overrides)
+        sweep_dir = plan_into(sweep, args.sweep, out)
     profile = load_profile(args.profile, args.cluster)
+    snapshot = SweepSnapshot.read(sweep_dir)
     print(f"[2/3] training on {args.cluster} (profile {profile.name}); finished runs are skipped", flush=True)
-    report = submit_sweep(sweep_dir, args.cluster, profile, wait=True, poll_s=2.0, progress=True,
+    report = submit_sweep(snapshot, args.cluster, profile, wait=True, poll_s=2.0, progress=True,
                           echo=lambda m: print(m, flush=True))
     print(f"      {report.summary()}", flush=True)
     print("[3/3] analyzing", flush=True)
-    parser = argparse.ArgumentParser()
-    analyze.add_arguments(parser)
-    status = analyze.run(parser.parse_args([str(sweep_dir), "--bootstrap", str(args.bootstrap)]))
+    status = analyze_sweep(sweep_dir, require_output_dir(sweep_dir / "analysis", "--out"), config, snapshot.specs)
     print(f"main job finished in {time.time() - start:.0f} s", flush=True)
     return status or (0 if report.ok else 1)

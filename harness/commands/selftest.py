@@ -5,7 +5,7 @@ Checks every registered architecture: a few bf16 training steps eager and compil
 data parallel (NCCL on CUDA, gloo on the CPU) against no process group, and `bench`
 beside the reference code's H100 figures. One row per check (PASS / FAIL / SKIP, figures,
 seconds); exit status 1 when any check fails. The logic lives in
-harness/training/selftest.py; docs/performance.md ("GPU acceptance: selftest").
+harness/benchmarks/selftest.py; docs/performance.md ("GPU acceptance: selftest").
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ebt_scaling.harness.contract.errors import ConfigError, require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ebt_scaling.models.sizes import PAPER_SIZES
+    from ebt_scaling.models.architectures import PAPER_SIZES
 
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, else cpu)")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ebt_scaling.harness.training import selftest
+    from ebt_scaling.harness.benchmarks import selftest
     from ebt_scaling.harness.training.trainer import resolve_device
 
     try:

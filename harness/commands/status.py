@@ -1,11 +1,9 @@
 """`ebt-scaling status SWEEP_DIR [--json] [--throughput FILE]`: one row per run (state, job,
 tokens done of total, last validation loss, ETA from recent tokens/s) and totals, with the
 GPU-hours left per architecture and the figure they assume (the `bench --save` throughput
-file, else each architecture's documented default MFU; harness/contract/throughput.py),
+file, else each architecture's documented default MFU; sweeps/throughput.py),
 and the finished runs whose provenance (commit, dirty tree, torch) differs from the rest."""
 from __future__ import annotations
-
-import json
 
 
 def add_arguments(parser) -> None:
@@ -18,15 +16,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ebt_scaling.harness.contract.throughput import Rates, resolve_throughput_file
+    from ebt_scaling.sweeps.throughput import Rates, resolve_throughput_file
 
-    from ..dispatch.sweep_status import format_table, sweep_status, totals
+    from ..dispatch.status import format_table, status_json, sweep_status, totals
 
     rates = Rates(resolve_throughput_file(args.throughput), device=args.throughput_device)
     rows = sweep_status(args.sweep_dir, args.runs or None, rates=rates)  # a DispatchError reaches the CLI as one line
-    total = totals(rows)
-    if args.json:
-        print(json.dumps({"runs": [r.to_json() for r in rows], "totals": total}))
-    else:
-        print(format_table(rows, total))
+    print(status_json(rows) if args.json else format_table(rows, totals(rows)))
     return 0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ebt_scaling.harness.contract.cli_flags import add_set_argument, parse_overrides
-from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
+from ebt_scaling.harness.contract.errors import ConfigError, DispatchError, describe_error
 from ebt_scaling.harness.contract.paths import require_output_dir
 
 from ..dispatch.backend import BACKENDS
@@ -49,12 +49,19 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
     if path.is_dir():
         raise DispatchError(f"{sweep}: not a sweep directory (no runs/ inside); plan one with "
                             "`ebt-scaling plan SWEEP --write DIR`")
-    from ebt_scaling.sweeps import load_sweep, make_plan
-    from ebt_scaling.sweeps.plan_table import write_plan
-
     if not out:
         raise ConfigError(f"--out: required to plan {sweep} into a sweep directory (or give a sweep directory)")
-    sweep_spec = load_sweep(sweep, overrides)
+    from ebt_scaling.sweeps import load_sweep
+
+    return plan_into(load_sweep(sweep, overrides), sweep, out)
+
+
+def plan_into(sweep_spec, sweep: str, out: str | Path) -> Path:
+    """Plan `sweep_spec` (a SweepSpec, read from the file or preset `sweep`) into the sweep
+    directory `out`; the directory."""
+    from ebt_scaling.sweeps import make_plan
+    from ebt_scaling.sweeps.plan_table import write_plan
+
     target = require_output_dir(out, "--out")
     written = write_plan(make_plan(sweep_spec), target)  # keeps identical specs; refuses conflicts
     if written["stale"]:
@@ -66,9 +73,8 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
 
 def run(args) -> int:
     """ConfigError and DispatchError reach the CLI, which prints them as one line."""
-    from ..dispatch.markers import describe_error
     from ..dispatch.profiles import load_profile
-    from ..dispatch.submit import submit_sweep
+    from ..dispatch.sweep_ops import submit_sweep
 
     try:
         profile = load_profile(args.profile, args.cluster)

@@ -21,7 +21,7 @@ def run(args) -> int:
     from ebt_scaling.harness.contract.paths import require_output_dir
     from ebt_scaling.harness.contract.run_dir import RunDir
     from ebt_scaling.harness.contract.spec import load_spec
-    from ebt_scaling.harness.dispatch.lease import training_lease
+    from ebt_scaling.harness.dispatch.run_files import training_lease
     from ebt_scaling.harness.training.distributed import DistributedContext
     from ebt_scaling.harness.training.trainer import resolve_device, train_run
 

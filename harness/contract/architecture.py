@@ -9,7 +9,7 @@ point; a test or a user's package can register a third one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from .registry import Registry
@@ -49,9 +49,12 @@ class Architecture:
     # (evaluation gives it a flat reference curve).
     thinking: Thinking | None = None
     # Model FLOP utilisation `plan` and `status` assume for GPU-hours when no measured figure
-    # of this architecture is at hand (harness/contract/throughput.py); state its provenance
+    # of this architecture is at hand (sweeps/throughput.py); state its provenance
     # where it is set. None: GENERIC_DEFAULT_MFU there.
     default_mfu: float | None = None
+    # The reference code's value of each option it sets otherwise than this project's default
+    # ({option: value}): ``protocol: reference`` fills them (protocol.py, docs/ebt.md).
+    reference_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default_mfu is not None and not 0 < self.default_mfu <= 1:
@@ -65,6 +68,10 @@ class Architecture:
         if params is None or not params.frozen:
             raise ValueError(f"architecture {self.name!r}: options must be a frozen dataclass "
                              f"(@dataclass(frozen=True)), got {self.options!r}")
+        unknown = sorted(set(self.reference_options) - {f.name for f in fields(self.options)})
+        if unknown:
+            raise ValueError(f"architecture {self.name!r}: reference_options names {unknown}, which "
+                             f"{self.options.__name__} has no field of; name fields of the options")
 
     @property
     def thinks(self) -> bool:

@@ -1,9 +1,13 @@
-"""Number formatting and strict JSON shared by every layer's tables, reports and files.
+"""Numbers as every layer's tables, reports and files write and read them.
 
 One place for each: the SI-suffixed counts of tables (``si``), signed percentages
-(``pct``), time spans (``duration``: ETAs), and the conversion of analysis results to
-plain, strict JSON (``jsonable``: numpy to Python; NaN and infinities have no JSON
-spelling, so they become null and the strings "inf" / "-inf").
+(``pct``), time spans (``duration``: ETAs), the estimates and intervals of the report, the
+headline and the laws' tables (``fmt_num``, ``fmt_interval``, ``fmt_estimate``: a missing
+value reads "n/a", an infinite one "∞", such as a crossover interval whose upper end is "no
+crossing below the budget"), the conversion of analysis results to plain, strict JSON
+(``jsonable``: numpy to Python; NaN and infinities have no JSON spelling, so they become
+null and the strings "inf" / "-inf"), and the lenient reading of a number from a run's
+files or tags (``as_number``).
 """
 from __future__ import annotations
 
@@ -57,3 +61,39 @@ def duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def fmt_num(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return f"{v:.{digits}g}"
+
+
+def fmt_interval(iv, digits: int = 3, pct: bool = False) -> str:
+    if not iv:
+        return ""
+    lo, hi = iv
+
+    def f(v) -> str:
+        if not pct or v is None or math.isnan(v) or math.isinf(v):
+            return fmt_num(v, digits)
+        return f"{v * 100:+.{max(digits - 1, 1)}g}%"
+
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def fmt_estimate(value, interval, digits: int = 4) -> str:
+    """A point estimate followed by its interval (if any): '0.05 [0.04, 0.06]'."""
+    return f"{fmt_num(value, digits)} {fmt_interval(interval, digits)}".strip()
+
+
+def as_number(value: Any, kind: type[float] | type[int] = float) -> float | int | None:
+    """`value` (a number, or its text: tags are text) as a finite `kind`; None for None, NaN,
+    infinities and anything that is not a number (a missing field, a run that diverged)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return kind(number) if math.isfinite(number) else None

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .architecture import ARCHITECTURES, Architecture
 from .errors import require
-from .since import since
+from .typed_config import from_dict, since
 
 # Every vocabulary-sized matmul runs at the vocabulary rounded up to this multiple. A GEMM
 # whose row stride is not a multiple of 8 elements (16 bytes of bf16) cannot use the
@@ -58,11 +58,10 @@ class ModelConfig:
         require(self.init in INIT_SCHEMES, "init", f"must be one of {INIT_SCHEMES}, got {self.init!r}")
         require(self.init == "project" or self.init_std == ModelConfig.init_std, "init_std",
                 f"is not used by init 'reference' (Xavier / N(0, 1)), got {self.init_std}; drop it or set init: project")
+        # kept: the options' type depends on arch, and a direct ModelConfig(options=None or a dict) must hold them typed
         object.__setattr__(self, "options", self._typed_options(architecture))
 
     def _typed_options(self, architecture: Architecture) -> Any:
-        from .typed_config import from_dict  # typed_config builds ModelConfig too
-
         options = self.options
         if options is None:
             return architecture.options()

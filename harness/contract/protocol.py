@@ -4,7 +4,8 @@ Where the paper's reference code (alexiglad/EBT) and this project make a differe
 that is not a bug (initialisation, which parameters AdamW decays, the warmup, when the EBT
 draws its random step size and where alpha's learning rate floors), the project's choice is
 the default, and ``protocol: reference`` in a run spec (or a sweep's ``base``) is a *preset*:
-before validation it fills the reference code's value of every item below that the spec does
+before validation it fills the reference code's value of every item below, and of every
+option the architecture's registry entry lists in ``reference_options``, that the spec does
 not give itself, so explicit keys win. It is not a stored field: a spec holds only the
 filled fields, so ``protocol: reference`` and writing those fields by hand are the same run
 (same run id). ``protocol: project`` fills nothing.
@@ -30,7 +31,7 @@ OPTIONS_PREFIX = "model.options."  # items of one architecture's options live un
 class ProtocolItem:
     """One choice the reference code makes differently; the project's value is the field's default."""
 
-    key: str  # dotted key of a run spec; under OPTIONS_PREFIX: for architectures whose options have it
+    key: str  # dotted key of a run spec; under OPTIONS_PREFIX: an option of one architecture
     reference: Any  # the reference code's value
     given_by: str | None = None  # a key that sets the same thing another way: where given, the preset leaves this
 
@@ -39,30 +40,29 @@ class ProtocolItem:
         """The option's name within model.options, or None for an item of every run."""
         return self.key.removeprefix(OPTIONS_PREFIX) if self.key.startswith(OPTIONS_PREFIX) else None
 
-    def applies_to(self, arch: str) -> bool:
-        """Every run, or (an option) runs whose architecture's options have the field. An
-        unknown `arch` has no options here: validation names it afterwards, under its own key."""
-        if self.option is None:
-            return True
-        if not isinstance(arch, str) or arch not in ARCHITECTURES:  # not hashable either: a YAML list
-            return False
-        options = ARCHITECTURES.get(arch).options
-        return any(f.name == self.option for f in dataclasses.fields(options))
 
-
+# The items of every run. An architecture's own items are its entry's ``reference_options``
+# (EBT: one random alpha per forward, alpha annealed to lr x min_lr_ratio; models/architectures.py).
 REFERENCE_ITEMS = (
     ProtocolItem("model.init", "reference"),  # Xavier-normal / N(0, 1), RMSNorm eps 1e-5
     ProtocolItem("train.decay_norms_and_embeddings", True),  # AdamW decays everything but alpha
     # 10k linear warmup steps; an explicit warmup_fraction says how long the warmup is instead
     ProtocolItem("train.warmup_steps", 10_000, given_by="train.warmup_fraction"),
-    ProtocolItem(OPTIONS_PREFIX + "alpha_random_draw", "forward"),  # EBT: one random alpha per forward
-    ProtocolItem(OPTIONS_PREFIX + "alpha_lr_floor", "shared"),  # EBT: alpha anneals to lr x min_lr_ratio
 )
+
+
+def option_items(arch: str) -> tuple[ProtocolItem, ...]:
+    """The items of architecture `arch`'s options. An unknown `arch` has none here: validation
+    names it afterwards, under its own key."""
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:  # not hashable either: a YAML list
+        return ()
+    return tuple(ProtocolItem(OPTIONS_PREFIX + name, value)
+                 for name, value in ARCHITECTURES.get(arch).reference_options.items())
 
 
 def items_for(arch: str) -> tuple[ProtocolItem, ...]:
     """The items that apply to a run of architecture `arch`."""
-    return tuple(item for item in REFERENCE_ITEMS if item.applies_to(arch))
+    return REFERENCE_ITEMS + option_items(arch)
 
 
 def protocol_name(value: Any, key: str) -> str:
@@ -96,7 +96,7 @@ def preset_options(protocol: Any, arch: str, options: dict, key: str) -> dict:
     architecture filled where `options` does not give them; `key` names the protocol in errors."""
     if protocol is None or protocol_name(protocol, key) == "project":
         return options
-    return {**{item.option: item.reference for item in items_for(arch) if item.option}, **options}
+    return {**{item.option: item.reference for item in option_items(arch)}, **options}
 
 
 def protocol_of(spec: Any) -> str:
@@ -124,9 +124,10 @@ def protocol_of(spec: Any) -> str:
 
 
 def reference_summary() -> str:
-    """The reference protocol's items as one line (reports)."""
-    parts = [f"{item.key}={_text(item.reference)}" for item in REFERENCE_ITEMS]  # options: where the arch has them
-    return ", ".join(parts)
+    """The reference protocol's items as one line (reports): those of every run, then each
+    registered architecture's options (where the arch has them), each key once."""
+    items = REFERENCE_ITEMS + tuple(item for name in ARCHITECTURES.names() for item in option_items(name))
+    return ", ".join(dict.fromkeys(f"{item.key}={_text(item.reference)}" for item in items))
 
 
 def _given(node: Any, parts: list[str]) -> bool:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -101,6 +103,11 @@ ROW_NUMBERS = ("step", "tokens", "train_loss", "val_loss", "val_ppl", "lr", "gra
 RESULT_NUMBERS = ("step", "total_steps", "val_loss", "val_ppl")
 RESULT_OBJECTS = ("final", "evaluations", "params")
 METRICS_TAIL_BYTES = 4096  # read at a time from the end of metrics.jsonl (a row is a few hundred bytes)
+# The most RunDir.metrics_tail reads looking for a keyed row (a running run's last validation,
+# which log-spaced evaluations leave far back): about 3,000 of the trainer's rows. Beyond it
+# `status` shows no val_loss for the run until its next validation, so that one poll of a
+# sweep with hundreds of running runs reads at most this much of each.
+METRICS_TAIL_LIMIT = 1 << 20
 
 
 def _not_number(value: Any) -> bool:
@@ -168,6 +175,14 @@ def done_disagreement(result: dict, last: dict | None, total_steps: int) -> str 
     return None
 
 
+@dataclass(frozen=True)
+class MetricsTail:
+    """What RunDir.metrics_tail read of metrics.jsonl's end."""
+
+    rows: list[dict]  # the last rows, oldest first
+    keyed: dict | None  # the last row whose asked-for key is not None; None: none in the part read
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -233,27 +248,51 @@ class RunDir:
         lines.pop()  # "" after the final newline, else the torn last line
         return [self._metrics_row(line, f"line {number}") for number, line in enumerate(lines, 1)]
 
+    def _open_metrics(self) -> BinaryIO | None:
+        """metrics.jsonl opened for reading; None when there is none. Anything but a regular file
+        in its place (a FIFO, a device such as /dev/zero) is a RunFileError, never read forever."""
+        try:  # O_NONBLOCK: opening a FIFO without a writer must not hang; a regular file ignores it
+            fd = os.open(self.metrics_path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RunFileError(self.metrics_path, f"cannot be read ({exc.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFileError(self.metrics_path, "is not a regular file")
+        return os.fdopen(fd, "rb")
+
+    @staticmethod
+    def _read_back(f: BinaryIO, enough: Callable[[bytes, int], bool], limit: int | None = None) -> tuple[bytes, int]:
+        """(the end of file `f` from offset `start`, start): read backwards, METRICS_TAIL_BYTES
+        first and twice as much each time after, until ``enough(tail, start)``, the file's start,
+        or `limit` bytes in all."""
+        start, tail, size = f.seek(0, os.SEEK_END), b"", METRICS_TAIL_BYTES
+        while start > 0 and (limit is None or len(tail) < limit):
+            size = min(size, start) if limit is None else min(size, start, limit - len(tail))
+            start -= size
+            f.seek(start)
+            tail = f.read(size) + tail
+            if enough(tail, start):
+                break
+            size *= 2
+        return tail, start
+
     def last_metrics_row(self) -> dict | None:
         """metrics()[-1] (None: no rows), read from the end of the file: deciding whether a done
         run's files agree needs only its last row, and a sweep has thousands of long files.
         The same rules as metrics() for that row (a torn last line is skipped: the complete line
         before it counts); lines before it are not read, so their damage goes unnoticed here."""
-        try:
-            f = open(self.metrics_path, "rb")
-        except FileNotFoundError:
+        f = self._open_metrics()
+        if f is None:
             return None
-        except OSError as exc:
-            raise RunFileError(self.metrics_path, f"cannot be read ({exc.strerror})") from None
+
+        def last_line_in(tail: bytes, start: int) -> bool:  # the last complete line and the newline before it
+            end = tail.rfind(b"\n")
+            return end >= 0 and (start == 0 or tail.rfind(b"\n", 0, end) >= 0)
         with f:
-            start, tail, end = f.seek(0, os.SEEK_END), b"", -1
-            while start > 0:  # read backwards until the last complete line and the newline before it are in
-                size = min(METRICS_TAIL_BYTES, start)
-                start -= size
-                f.seek(start)
-                tail = f.read(size) + tail
-                end = tail.rfind(b"\n")  # where the last complete line ends (after it: the torn line, if any)
-                if end >= 0 and (start == 0 or tail.rfind(b"\n", 0, end) >= 0):
-                    break
+            tail, _ = self._read_back(f, last_line_in)
+        end = tail.rfind(b"\n")  # where the last complete line ends (after it: the torn line, if any)
         if end < 0:  # no complete line
             return None
         line = tail[tail.rfind(b"\n", 0, end) + 1:end]
@@ -262,6 +301,54 @@ class RunDir:
         except UnicodeDecodeError as exc:
             raise RunFileError(self.metrics_path, f"is not UTF-8 text (in its last line, at byte {exc.start})") from None
         return self._metrics_row(text, "its last line")
+
+    def metrics_tail(self, rows: int, keyed: str | None = None) -> MetricsTail:
+        """The last `rows` rows of metrics.jsonl and (with `keyed`) the last row whose `keyed`
+        value is not None, read from the file's end: what `status` shows of a run, in a bounded
+        read of a file of any length. The rows are held to metrics()'s rules; a file short enough
+        to be read whole for them has every line checked, named by its number, as metrics() does,
+        while a long file's earlier lines go unread. A keyed row that is not among the last rows
+        is looked for further back, up to METRICS_TAIL_LIMIT bytes (beyond that it is None)."""
+        f = self._open_metrics()
+        if f is None:
+            return MetricsTail([], None)
+        with f:
+            tail, start = self._read_back(f, lambda t, s: t.count(b"\n") - (s > 0) >= rows)
+            lines = self._tail_lines(tail, start)
+            if start == 0:
+                checked = [self._metrics_row(line, f"line {i}") for i, line in enumerate(lines, 1)]
+            else:
+                checked = [self._metrics_row(lines[i], f"line {len(lines) - i} from its end")
+                           for i in range(max(0, len(lines) - rows), len(lines))]
+            found = next((r for r in reversed(checked) if r.get(keyed) is not None), None) if keyed else None
+            if keyed and found is None and start > 0:
+                found = self._last_keyed_row(f, keyed)
+        return MetricsTail(checked[-rows:], found)
+
+    def _tail_lines(self, tail: bytes, start: int) -> list[str]:
+        """The complete lines of the end of metrics.jsonl read from offset `start`: the first,
+        cut line of a window from the middle and the torn last line of a killed append left out."""
+        first, end = (0 if start == 0 else tail.find(b"\n") + 1), tail.rfind(b"\n") + 1
+        try:
+            return tail[first:end].decode("utf-8").split("\n")[:-1]
+        except UnicodeDecodeError as exc:
+            raise RunFileError(self.metrics_path, f"is not UTF-8 text (at byte offset {start + first + exc.start})") \
+                from None
+
+    def _last_keyed_row(self, f: BinaryIO, keyed: str) -> dict | None:
+        """The last row of open metrics.jsonl `f` whose `keyed` value is not None, looked for in
+        its last METRICS_TAIL_LIMIT bytes; only the lines that name the key are parsed."""
+        needle = f'"{keyed}":'
+
+        def named(tail: bytes, start: int) -> bool:  # in a complete line
+            return tail.find(needle.encode(), 0 if start == 0 else tail.find(b"\n") + 1, tail.rfind(b"\n")) >= 0
+        lines = self._tail_lines(*self._read_back(f, named, METRICS_TAIL_LIMIT))
+        for i in range(len(lines) - 1, -1, -1):
+            if needle in lines[i]:
+                row = self._metrics_row(lines[i], f"line {len(lines) - i} from its end")
+                if row.get(keyed) is not None:
+                    return row
+        return None
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:
@@ -276,7 +363,7 @@ class RunDir:
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         """Append a line to train.log; the package logger gets it too (a job's stdout, see
-        harness/logs.py), first, so it is seen even when the file cannot be written."""
+        harness/tracking/logs.py), first, so it is seen even when the file cannot be written."""
         log.log(level, "%s: %s", self.path.name, message)
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as f:

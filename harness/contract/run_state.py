@@ -30,8 +30,9 @@ Every caller -- `submit`, the job deciding whether to train, `status`, the analy
 metrics.jsonl anyway pass them in (:class:`RunFiles`) so that nothing is read twice, and
 callers that loaded the spec pass its total_steps. A done run needs only metrics.jsonl's
 last row (RunDir.last_metrics_row, read from the file's end), so `submit` over a finished
-sweep reads no metrics file whole; `status` and the analysis read them whole anyway and
-also name damage in earlier lines.
+sweep reads no metrics file whole; `status` reads only the tail it shows
+(RunDir.metrics_tail), and the analysis reads them whole anyway and also names damage in
+earlier lines.
 
 The dispatcher writes the marker files named here into a run directory; the analysis reads
 the same files through :func:`run_state`, without a job. Job states are spelled as SLURM
@@ -89,8 +90,9 @@ def read_marker(run_dir: str | Path, name: str) -> dict | None:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """result.json and metrics.jsonl as read (RunDir.result, RunDir.metrics), and the steps
-    its spec plans: what `status` and the analysis read anyway, handed to run_state."""
+    """result.json and metrics.jsonl as read (RunDir.result; RunDir.metrics, or the tail of it
+    that `status` reads), and the steps its spec plans: what `status` and the analysis read
+    anyway, handed to run_state."""
 
     result: dict | None
     metrics: list[dict]

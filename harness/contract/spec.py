@@ -11,18 +11,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import yaml
+from typing import ClassVar, Literal
 
 from .cli_flags import nested
 from .errors import ConfigError, require
 from .model_config import ModelConfig
 from .protocol import expand_protocol
-from .since import SINCE_DEFAULT, since
-from .typed_config import from_dict, load_yaml, to_dict
+from .registry import Registry
+from .typed_config import SINCE_DEFAULT, dump_yaml, from_dict, load_yaml, since, to_dict
 
 
 @dataclass(frozen=True)
@@ -90,21 +89,35 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class TaskGrammar:
+    """The grammar of ``EvalSpec.tasks``. It belongs to the evaluation layer
+    (harness/evaluation/task_grammar.py), which registers it through the entry point group of
+    EVAL_TASK_GRAMMARS: a spec's tasks are checked when it loads, and the contract imports
+    neither that layer nor torch."""
+
+    BUILTIN: ClassVar[str] = "builtin"  # the grammar EvalSpec asks for; a plugin may replace it
+    name: str
+    validate: Callable[[tuple[str, ...], str], None]  # (tasks, key): ConfigError("<key>: ...") on the first bad one
+
+
+EVAL_TASK_GRAMMARS: Registry[TaskGrammar] = Registry("evaluation-task grammar", "ebt_scaling.eval_task_grammars")
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     """Held-out evaluation at log-spaced points of training FLOPs, plus the final step."""
 
     points: int = 8
     batches: int = 8  # validation batches (of eval batch_size sequences) per evaluation
     batch_size: int = 16
-    tasks: tuple[str, ...] = ()  # end-of-run evaluations (grammar: eval_tasks.py)
+    tasks: tuple[str, ...] = ()  # end-of-run evaluations (grammar: harness/evaluation/task_grammar.py)
 
     def __post_init__(self) -> None:
         require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
         require(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        from .eval_tasks import validate_tasks
-
-        validate_tasks(self.tasks, "tasks")  # one line listing the valid names; loaders prefix "eval."
+        if self.tasks:  # one line listing the valid names; loaders prefix "eval."
+            EVAL_TASK_GRAMMARS.get(TaskGrammar.BUILTIN, "tasks").validate(self.tasks, "tasks")
 
 
 # Seeds reach torch.manual_seed (offset per process by 1_000_003 x (rank + 1)), numpy's
@@ -152,12 +165,19 @@ class RunSpec:
     def prepare_input(cls, data: dict, path: str) -> dict:
         """typed_config's hook on the raw mapping before validation: here it expands the
         ``protocol`` preset (protocol.py) into the fields it stands for, so no RunSpec holds
-        a protocol and ``protocol: reference`` is the same run as those fields written out."""
-        return expand_protocol(data, path)
+        a protocol and ``protocol: reference`` is the same run as those fields written out,
+        and turns the tags YAML read as numbers or booleans into text (``typed_tags``)."""
+        data = expand_protocol(data, path)
+        if isinstance(data.get("tags"), dict):
+            data = {**data, "tags": typed_tags(data["tags"], f"{path}.tags" if path else "tags")}
+        return data
 
     def __post_init__(self) -> None:
         require_seed(self.seed, "seed")
-        object.__setattr__(self, "tags", typed_tags(self.tags, "tags"))
+        for name, value in self.tags.items():
+            require(isinstance(name, str) and isinstance(value, str), "tags",
+                    f"must map names to text (labels), got {name!r}: {value!r}; build a spec from a mapping "
+                    "(spec_from_dict) to have numbers turned into text")
         require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         micro = self.train.micro_batch_size
@@ -221,4 +241,4 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> RunSpec:
 
 
 def spec_to_yaml(spec: RunSpec) -> str:
-    return yaml.safe_dump(to_dict(spec), sort_keys=False)
+    return dump_yaml(to_dict(spec))

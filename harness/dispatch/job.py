@@ -31,15 +31,13 @@ from pathlib import Path
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from ebt_scaling.harness.contract.errors import describe_error
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.run_state import FAILED, FINISHED, is_damaged, run_state
-from ebt_scaling.harness.logs import ensure_logging
+from ebt_scaling.harness.tracking.logs import ensure_logging
 
-from . import lease as leases
-from .liveness import is_dead
-from .markers import clear_markers, describe_error, is_cancelled, record_failure
-from .processes import hostname, proc_start
-from .temporaries import remove_stale_temporaries
+from . import run_files
+from .liveness import hostname, is_dead, proc_start
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +157,7 @@ class TrainingJob(Checkpointable):
         return obj if self._ctx is None else self._ctx.gather_objects(obj)[0]
 
     def _should_stop(self, run_dir: str) -> bool:
-        stop = self._stop or is_cancelled(run_dir)
+        stop = self._stop or run_files.is_cancelled(run_dir)
         if self._ctx is None:
             return stop
         import torch
@@ -219,23 +217,23 @@ class TrainingJob(Checkpointable):
         """Rank 0: 'train', or why not ('done', 'cancelled', 'held by ...', a damaged run's detail)."""
         state, detail = run_state(run.path)  # from its files alone: this job holds its lease
         if state in FINISHED:
-            leases.release_lease(run.path, token)
+            run_files.release_lease(run.path, token)
             return state
         if is_damaged(run.path, state):  # training cannot mend its files; the job goes on with its other runs
-            leases.release_lease(run.path, token, "failed")
+            run_files.release_lease(run.path, token, "failed")
             return f"failed: {detail}"
-        if is_cancelled(run.path):
-            leases.release_lease(run.path, token, "cancelled")
+        if run_files.is_cancelled(run.path):
+            run_files.release_lease(run.path, token, "cancelled")
             return "cancelled"
         claim = {"state": "running", "job_id": job_id, "started_at": time.time(), "pid": os.getpid(),
                  "pid_start": proc_start(os.getpid()), "host": hostname()}
-        if leases.update_lease(run.path, token, **claim) is not None:
+        if run_files.update_lease(run.path, token, **claim) is not None:
             return "train"
         # Our lease is gone: it was released, broken or taken over. Train only if no live job holds it.
-        mine = leases.new_lease(self.cluster, token=token, submitted_at=time.time(), **claim,
+        mine = run_files.new_lease(self.cluster, token=token, submitted_at=time.time(), **claim,
                                 job_pid=os.getpid(), job_pid_start=proc_start(os.getpid()),
                                 job_host=hostname())
-        taken, holder = leases.take_lease(run.path, mine, is_dead)
+        taken, holder = run_files.take_lease(run.path, mine, is_dead)
         if taken:
             return "train"
         return f"held by {holder.get('cluster')} job {holder.get('job_id')}" if holder else "held"
@@ -252,8 +250,8 @@ class TrainingJob(Checkpointable):
             return decision
         hosts = self._ctx.hosts() if self._ctx is not None else [hostname()]  # every rank takes part
         if rank == 0:
-            clear_markers(run.path, FAILED)
-            remove_stale_temporaries(run.path)
+            run_files.clear_markers(run.path, FAILED)
+            run_files.remove_stale_temporaries(run.path)
             run.log(f"dispatch: {self.cluster} job {job_id} on {hostname()} (pid {os.getpid()})")
             if len(hosts) > 1:
                 run.log("dispatch: " + ", ".join(f"rank {r} on {host}" for r, host in enumerate(hosts)))
@@ -264,31 +262,31 @@ class TrainingJob(Checkpointable):
             # A local cancel (SIGINT from the controller) or Ctrl-C in debug mode: the run keeps
             # its checkpoints and resumes on the next submission; no failure is recorded.
             if rank == 0:
-                leases.release_lease(run.path, token, "interrupted")
+                run_files.release_lease(run.path, token, "interrupted")
             raise
         except Exception as exc:
             if rank == 0:
-                line = record_failure(run.path, exc, job_id=job_id, cluster=self.cluster)
+                line = run_files.record_failure(run.path, exc, job_id=job_id, cluster=self.cluster)
                 try:
                     run.log(f"dispatch: failed: {line}", logging.ERROR)  # logged before train.log is written
                 except OSError:
                     pass
-                leases.release_lease(run.path, token, "failed")
+                run_files.release_lease(run.path, token, "failed")
             if len(self.entries) == 1:
                 raise
             return f"failed: {describe_error(exc, run.path)}"
         if result["status"] == "preempted":
-            if is_cancelled(run.path):
+            if run_files.is_cancelled(run.path):
                 if rank == 0:
                     run.log(f"dispatch: cancelled at step {result.get('step')} (checkpoint saved)")
-                    leases.release_lease(run.path, token, "cancelled")
+                    run_files.release_lease(run.path, token, "cancelled")
                 return "cancelled"
             if rank == 0:
-                current = leases.read_lease(run.path) or {}
-                leases.update_lease(run.path, token, state="preempted",
+                current = run_files.read_lease(run.path) or {}
+                run_files.update_lease(run.path, token, state="preempted",
                                     preemptions=int(current.get("preemptions", 0)) + 1, preempted_at=time.time())
             return "preempted"
         if rank == 0:
-            leases.release_lease(run.path, token, result["status"])
+            run_files.release_lease(run.path, token, result["status"])
         return result["status"]
 

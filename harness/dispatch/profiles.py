@@ -52,14 +52,13 @@ class ResourceClass:
         for tag, values in self.match.items():
             ok = isinstance(values, str) or (isinstance(values, list) and all(isinstance(v, str) for v in values))
             require(ok, f"match.{tag}", f"must be a string or a list of strings, got {values!r}")
-        if any(isinstance(v, str) for v in self.match.values()):
-            listed = {k: [v] if isinstance(v, str) else list(v) for k, v in self.match.items()}
-            object.__setattr__(self, "match", listed)
 
     def selects(self, tags: dict[str, str]) -> bool:
         if tags.get("resource_class") == self.name:
             return True
-        return bool(self.match) and all(str(tags.get(k)) in v for k, v in self.match.items())
+        # a string matches itself (not its substrings), a list any of its values
+        return bool(self.match) and all(str(tags.get(k)) in ([v] if isinstance(v, str) else v)
+                                        for k, v in self.match.items())
 
 
 @dataclass(frozen=True)

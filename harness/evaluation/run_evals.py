@@ -2,7 +2,7 @@
 
 Called by the trainer when a run ends (``result.json["evaluations"]``) and by
 ``ebt-scaling eval`` on finished runs. Which evaluations run is ``spec.eval.tasks``
-(grammar: harness/contract/eval_tasks.py) unless ``tasks`` is given. The result::
+(grammar: harness/evaluation/task_grammar.py) unless ``tasks`` is given. The result::
 
     {"tasks": {LABEL: {"ppl", "nll", "tokens", "examples", "seconds",
                        "contamination": {"checked", "fraction", "flagged", "examples", "ngram", ...}
@@ -33,11 +33,11 @@ import math
 import time
 from typing import Callable
 
-from ebt_scaling.harness.contract.eval_tasks import DEFAULT_THINKING_PROTOCOL, THINKING_PROTOCOLS, TaskSpec, parse_tasks
-from ebt_scaling.models.precision import autocast
+from ebt_scaling.models.base import autocast
 
 from .contamination import DEFAULT_NGRAM, contamination, training_index
 from .perplexity import model_device, score_batches
+from .task_grammar import DEFAULT_THINKING_PROTOCOL, THINKING_PROTOCOLS, TaskSpec, parse_tasks
 from .tasks import encode_examples, example_batches, load_task_examples
 from .thinking import flat_reference, langevin_curve_sigma, pooled_auroc, think_task
 

@@ -1,7 +1,7 @@
 """EBT "System 2" evaluation: thinking longer, self-verification, energy as a verifier.
 
 For each task's batches (``think_task``), under one of two protocols (THINKING_PROTOCOLS,
-harness/contract/eval_tasks.py; every result records which, and its noise):
+harness/evaluation/task_grammar.py; every result records which, and its noise):
 
 * curves: perplexity against refinement steps, without and with Langevin noise:
   - "paper" (default): n = 1..ceil(M / K) steps on each of the K energy landscapes in turn
@@ -38,10 +38,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ebt_scaling.harness.contract.eval_tasks import DEFAULT_THINKING_PROTOCOL, THINKING_PROTOCOLS
 from ebt_scaling.models.base import IGNORE_INDEX
 
 from .perplexity import fixed_seed, model_device, ppl_from_nll, score_batches
+from .task_grammar import DEFAULT_THINKING_PROTOCOL, THINKING_PROTOCOLS
 
 PAPER_INFERENCE_SIGMA = 1.0  # the reference inference script's Langevin noise, at every step
 DEFAULT_SIGMA = 3.0  # the paper's System-2 Langevin noise, when the model was trained without

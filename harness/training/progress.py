@@ -5,7 +5,7 @@
 * One line per metrics row (every ``log_every`` steps and at each evaluation): step of
   total, tokens, train loss, learning rate, tokens/s, ETA, and the validation loss when
   evaluated. It goes to train.log and, through the package logger, to the process's log
-  stream (a job's stdout; see harness/logs.py). The ETA is the remaining steps at the
+  stream (a job's stdout; see harness/tracking/logs.py). The ETA is the remaining steps at the
   mean step time of this session (evaluations included).
 * The tracking sinks EBT_SCALING_TRACK asks for (harness/tracking/), fed the same rows.
 """
@@ -20,7 +20,7 @@ from ebt_scaling.harness.contract.formatting import duration, si
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.contract.typed_config import to_dict
-from ebt_scaling.harness.tracking import SinkSet, TrackedRun, open_sinks, requested_sinks
+from ebt_scaling.harness.tracking.sinks import SinkSet, TrackedRun, open_sinks, requested_sinks
 
 log = logging.getLogger(__name__)
 

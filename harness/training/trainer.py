@@ -28,10 +28,9 @@ from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, load_spec, spe
 from ebt_scaling.harness.data.pipeline import open_dataset
 from ebt_scaling.harness.data.prefetch import PrefetchedBatches, prefetched
 from ebt_scaling.harness.evaluation.perplexity import score_batches
-from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel
-from ebt_scaling.models.factory import build_model
+from ebt_scaling.models.architectures import build_model
+from ebt_scaling.models.base import IGNORE_INDEX, LanguageModel, autocast
 from ebt_scaling.models.flops import CONVENTIONS, training_step_flops
-from ebt_scaling.models.precision import autocast
 
 from .checkpoint import load_latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .cooldown_branch import branch_start, kept_steps

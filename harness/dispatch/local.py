@@ -1,10 +1,14 @@
 """Local: submitit LocalExecutor workers on this machine, one per GPU slot (or
-``local_cpu_workers`` on the CPU); each worker trains its share of the runs in turn."""
+``local_cpu_workers`` on the CPU); each worker trains its share of the runs in turn.
+
+A local job is a process on this host that may hold several runs; stopping such processes
+(:func:`stop_processes`) serves the debug backend too, whose job is the submitting process."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -13,11 +17,10 @@ import submitit
 from ebt_scaling.harness.contract.errors import DispatchError, require
 from ebt_scaling.harness.contract.run_state import JobView
 
-from ..job import TrainingJob
-from ..processes import hostname, proc_start
-from ..profiles import ClusterProfile
-from ..submission import Submission, submission_error
-from .process_jobs import probe_processes, stop_processes
+from .backend import Submission, submission_error
+from .job import TrainingJob
+from .liveness import hostname, pid_alive, probe_processes, proc_start
+from .profiles import ClusterProfile
 
 
 def local_gpus(profile: ClusterProfile) -> list[int]:
@@ -50,6 +53,32 @@ def _stdio_to(path: Path):
         os.dup2(saved[1], 2)
         for f in (fd, *saved):
             os.close(f)
+
+
+def stop_processes(leases: list[dict], unfinished: list[dict]) -> list[str]:
+    """SIGINT (what submitit's LocalJob.cancel sends its controller) each process whose
+    unfinished runs are all being cancelled; a process that holds other runs too stops the
+    cancelled ones at their next step, when it sees their marks."""
+    cancelling = {lease["token"] for lease in leases}
+    held: dict[int, set[str]] = {}
+    for lease in unfinished:
+        held.setdefault(int(lease.get("job_pid") or 0), set()).add(lease["token"])
+    signalled: set[int] = set()
+    lines = []
+    for lease in leases:
+        pid, job_id = int(lease.get("job_pid") or 0), lease.get("job_id")
+        if pid in signalled:
+            lines.append(f"stopped local job {job_id}")
+        elif pid and held.get(pid, set()) <= cancelling and pid_alive(pid, lease.get("job_pid_start")):
+            try:
+                os.kill(pid, signal.SIGINT)
+                signalled.add(pid)
+                lines.append(f"stopped local job {job_id}")
+            except ProcessLookupError:
+                lines.append("marked cancelled (job already gone)")
+        else:
+            lines.append(f"marked cancelled; job {job_id} stops it at its next step")
+    return lines
 
 
 class LocalBackend:

@@ -43,16 +43,16 @@ import torch
 import torch.distributed as dist
 
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, Architecture
+from ebt_scaling.harness.contract.errors import describe_error
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import RunSpec, TrainSpec, spec_from_dict
-from ebt_scaling.models.factory import build_model
-from ebt_scaling.models.precision import autocast
-from ebt_scaling.models.sizes import PAPER_SIZES
+from ebt_scaling.harness.training.distributed import DistributedContext
+from ebt_scaling.harness.training.trainer import build_optimizer, train_run
+from ebt_scaling.models.architectures import PAPER_SIZES, build_model
+from ebt_scaling.models.base import autocast
 
-from .bench import BenchError, bench_model, device_name
-from .distributed import DistributedContext
-from .trainer import build_optimizer, train_run
+from .steps import BenchError, bench_model, device_name
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 GROUPS = ("train", "resume", "data-parallel", "bench")
@@ -209,13 +209,6 @@ class CheckFailed(Exception):
     """A check ran and its result is wrong (the message is the row's figures)."""
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 # A check: (name, function returning (status, figures, details) or raising).
 CheckFn = Callable[[], "tuple[str, str, dict]"]
 
@@ -238,7 +231,7 @@ def run_checks(checks: list[Check], on_row: Callable[[Row], None] = lambda _: No
         except CheckFailed as exc:
             status, figures, details = FAIL, str(exc), {}
         except Exception as exc:  # noqa: BLE001 - every failure of a check is a FAIL row
-            status, figures, details = FAIL, one_line(exc), {}
+            status, figures, details = FAIL, describe_error(exc, limit=200), {}
         after()
         row = Row(check.name, status, figures, time.perf_counter() - start, details)
         rows.append(row)

@@ -28,8 +28,9 @@ from ebt_scaling.harness.contract.architecture import baseline_name
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import TrainSpec
 from ebt_scaling.harness.training.trainer import build_optimizer
-from ebt_scaling.models.factory import build_model
-from ebt_scaling.models.precision import autocast
+from ebt_scaling.models.architectures import PAPER_SIZES, build_model
+from ebt_scaling.models.base import autocast
+from ebt_scaling.sweeps.throughput import save_entries
 
 # Dense bf16 tensor-core peaks (FLOP/s) by substring of torch.cuda.get_device_name().
 # MFU is always quoted against the dense bf16 peak, also for fp32 runs (the usual MFU
@@ -315,10 +316,8 @@ def format_feed_report(r: FeedResult) -> str:
 
 # ------------------------------------------------------------------ the throughput file
 def throughput_entry(r: BenchResult) -> dict:
-    """One entry of the throughput file (harness/contract/throughput.py) from a result. Its
+    """One entry of the throughput file (sweeps/throughput.py) from a result. Its
     size is the ladder name when the shape is a named size's, else L<layers>-d<d_model>."""
-    from ebt_scaling.models.sizes import PAPER_SIZES
-
     size = f"L{r.n_layers}-d{r.d_model}"
     for name, s in PAPER_SIZES.items():
         if (s.n_layers, s.d_model, s.n_heads) == (r.n_layers, r.d_model, r.n_heads):
@@ -336,8 +335,6 @@ def throughput_entry(r: BenchResult) -> dict:
 def save_results(results: list[BenchResult], path) -> None:
     """Merge the results into the throughput file at `path`, atomically (same architecture,
     shape, precision and device: replaced). ConfigError naming the file when it is not one."""
-    from ebt_scaling.harness.contract.throughput import save_entries
-
     save_entries(path, [throughput_entry(r) for r in results])
 
 

@@ -21,9 +21,9 @@ import submitit
 from ebt_scaling.harness.contract.errors import DispatchError
 from ebt_scaling.harness.contract.run_state import JobView
 
-from ..job import TrainingJob
-from ..profiles import ClusterProfile, Resources
-from ..submission import Submission, submission_error
+from .backend import Submission, submission_error
+from .job import TrainingJob
+from .profiles import ClusterProfile, Resources
 
 # SLURM states of a job that still exists and may still run (sacct / squeue spellings).
 # PREEMPTED is final (a requeued job shows REQUEUED / PENDING instead), so it is not live.

@@ -1,13 +1,19 @@
 """What every run of a sweep is doing: one row per run (state, job, tokens done of total,
 last validation loss, ETA from recent tokens/s, GPU-hours left), totals, and the table
-`status` prints. GPU-hours left = full-convention FLOPs of a run's remaining steps /
-its architecture's rate (harness/contract/throughput.py: the bench file, else the
-documented default MFU of 989 TFLOP/s); runs that finished need none.
+`status` prints; `submit --wait` and `cancel` ask the same. GPU-hours left = full-convention
+FLOPs of a run's remaining steps / its architecture's rate (sweeps/throughput.py: the bench
+file, else the documented default MFU of 989 TFLOP/s); runs that finished need none.
 
 States are contract/run_state.py's, from the run directory and the job its lease names.
 A damaged run is failed, its detail naming the file: a spec.yaml, result.json or
 metrics.jsonl that cannot be read as what the trainer writes, or a done run whose files
 disagree about how far it trained (contract/run_state.py, "Damaged").
+
+What is read: the snapshot's specs (snapshot.py; parsed once per command, not per poll),
+each run's lease, result.json, and only the tail of metrics.jsonl (RunDir.metrics_tail):
+the last RECENT_ROWS rows, and for a run without a result's val_loss the last validation
+row. So the bytes read per run do not grow with the length of metrics.jsonl, and a damaged
+line is named only where it lies in that tail (every line of a short file is checked).
 Runs carry their provenance (training/provenance.py): result.json's once finished, else
 that of their latest training session (provenance.json), so a run still training under
 other code shows too; the totals name the runs whose code (package version, commit, dirty
@@ -15,20 +21,21 @@ tree and its changes, torch) differs from the rest of the sweep.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ebt_scaling.harness.contract.formatting import duration, si
-from ebt_scaling.harness.contract.run_dir import RunFileError
-from ebt_scaling.harness.contract.run_state import FINISHED, STATES, RunFiles, run_state
+from ebt_scaling.harness.contract.run_dir import MetricsTail, RunFileError
+from ebt_scaling.harness.contract.run_state import FINISHED, STATES, JobView, RunFiles, run_state
 from ebt_scaling.harness.contract.spec import RunSpec
-from ebt_scaling.harness.contract.throughput import Rate, Rates, describe
 from ebt_scaling.harness.training.provenance import provenance_differences, session_provenance
 from ebt_scaling.models.flops import training_step_flops
+from ebt_scaling.sweeps.throughput import Rate, Rates, describe
 
-from . import lease as leases
-from .discovery import SweepRun, discover
+from . import run_files
 from .liveness import probe
+from .snapshot import SweepRun, SweepSnapshot
 
 RECENT_ROWS = 5  # metrics rows averaged for tokens/s
 
@@ -64,16 +71,15 @@ class RunStatus:
         return out
 
 
-def _progress(rows: list[dict], spec: RunSpec) -> dict:
+def _progress(tail: MetricsTail, spec: RunSpec) -> dict:
     out = {"step": 0, "tokens_done": 0, "val_loss": None, "tokens_per_s": None}
-    if not rows:
+    if not tail.rows:
         return out
-    last = rows[-1]
+    last = tail.rows[-1]
     out["step"] = int(last.get("step", 0))
     out["tokens_done"] = int(last.get("tokens", out["step"] * spec.tokens_per_step))
-    evals = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
-    out["val_loss"] = evals[-1] if evals else None
-    rates = [r["tokens_per_s"] for r in rows[-RECENT_ROWS:] if r.get("tokens_per_s")]
+    out["val_loss"] = tail.keyed["val_loss"] if tail.keyed else None
+    rates = [r["tokens_per_s"] for r in tail.rows[-RECENT_ROWS:] if r.get("tokens_per_s")]
     out["tokens_per_s"] = sum(rates) / len(rates) if rates else None
     return out
 
@@ -110,46 +116,49 @@ def _provenance(result, run_dir: Path) -> dict:
             "provenance_history": [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []}
 
 
-def sweep_status(sweep_dir: str | Path, only: list[str] | None = None,
-                 runs: list[SweepRun] | None = None, rates: Rates | None = None) -> list[RunStatus]:
-    """One row per run; `rates` turns the FLOPs left into GPU-hours (default: the
+def sweep_status(sweep: str | Path | SweepSnapshot, only: list[str] | None = None,
+                 rates: Rates | None = None) -> list[RunStatus]:
+    """One row per run of the sweep (a directory, or the snapshot a command took of it); `only`
+    selects runs by id or prefix; `rates` turns the FLOPs left into GPU-hours (default: the
     architectures' documented MFUs, no bench file)."""
-    unreadable: list = []
-    runs = discover(sweep_dir, only, unreadable) if runs is None else runs
+    snapshot = SweepSnapshot.of(sweep).select(only)
     rates = rates or Rates(None)
-    lease_list = [leases.read_lease(r.path) for r in runs]
+    lease_list = [run_files.read_lease(r.path) for r in snapshot.runs]
     jobs = probe(lease_list)
-    rows = []
-    for r, lease, job in zip(runs, lease_list, jobs):
-        run = r.run
-        try:  # read once, here; run_state judges what was read
-            result, metrics = run.result(), run.metrics()
-        except RunFileError as exc:
-            (state, detail), metrics, result = ("failed", str(exc)), [], None
-        else:
-            state, detail = run_state(r.path, job, RunFiles(result, metrics, r.spec.total_steps))
-        progress = _progress(metrics, r.spec)
-        total_tokens = r.spec.total_steps * r.spec.tokens_per_step
-        if result is not None and result.get("val_loss") is not None:
-            progress["val_loss"] = result["val_loss"]
-        eta = None
-        if state == "running" and progress["tokens_per_s"]:
-            eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
-        owner = lease or leases.last_job(r.path) or {}
-        m = r.spec.model
-        rate = rates.rate(m.arch, m.n_layers, m.d_model, r.spec.precision)
-        rows.append(RunStatus(
-            run_id=r.run_id, state=state, arch=r.spec.tags.get("arch_label", r.spec.model.arch),
-            label=_label(r.spec.tags), detail=detail,
-            job_id=owner.get("job_id"), cluster=owner.get("cluster"), job_state=job.state if job else None,
-            job_alive=bool(job and job.alive),
-            step=progress["step"], total_steps=r.spec.total_steps, tokens_done=progress["tokens_done"],
-            tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
-            eta_s=eta, gpu_hours_left=_gpu_hours_left(r.spec, state, progress["step"], rate), path=str(r.path),
-            **_provenance(result, r.path), lease=lease, rate=rate))
-    rows.extend(RunStatus(run_id=run_id, state="failed", detail=error, path=str(path))
-                for run_id, path, error in unreadable)
+    rows = [_run_status(r, lease, job, rates) for r, lease, job in zip(snapshot.runs, lease_list, jobs)]
+    rows.extend(RunStatus(run_id=u.run_id, state="failed", detail=u.error, path=str(u.path))
+                for u in snapshot.unreadable)
     return rows
+
+
+def _run_status(r: SweepRun, lease: dict | None, job: JobView | None, rates: Rates) -> RunStatus:
+    run, spec = r.run, r.spec
+    try:  # read once, here; run_state judges what was read
+        result = run.result()
+        val_loss_found = result is not None and result.get("val_loss") is not None
+        tail = run.metrics_tail(RECENT_ROWS, keyed=None if val_loss_found else "val_loss")
+    except RunFileError as exc:
+        (state, detail), tail, result = ("failed", str(exc)), MetricsTail([], None), None
+    else:
+        state, detail = run_state(r.path, job, RunFiles(result, tail.rows, spec.total_steps))
+    progress = _progress(tail, spec)
+    total_tokens = spec.total_steps * spec.tokens_per_step
+    if result is not None and result.get("val_loss") is not None:
+        progress["val_loss"] = result["val_loss"]
+    eta = None
+    if state == "running" and progress["tokens_per_s"]:
+        eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
+    owner = lease or run_files.last_job(r.path) or {}
+    m = spec.model
+    rate = rates.rate(m.arch, m.n_layers, m.d_model, spec.precision)
+    return RunStatus(
+        run_id=r.run_id, state=state, arch=spec.tags.get("arch_label", m.arch), label=_label(spec.tags),
+        detail=detail, job_id=owner.get("job_id"), cluster=owner.get("cluster"),
+        job_state=job.state if job else None, job_alive=bool(job and job.alive),
+        step=progress["step"], total_steps=spec.total_steps, tokens_done=progress["tokens_done"],
+        tokens_total=total_tokens, val_loss=progress["val_loss"], tokens_per_s=progress["tokens_per_s"],
+        eta_s=eta, gpu_hours_left=_gpu_hours_left(spec, state, progress["step"], rate), path=str(r.path),
+        **_provenance(result, r.path), lease=lease, rate=rate)
 
 
 def totals(rows: list[RunStatus]) -> dict:
@@ -174,6 +183,11 @@ def totals(rows: list[RunStatus]) -> dict:
             "gpu_hours_left_by_arch": {label: {"gpu_hours_left": a["gpu_hours_left"],
                                                "source": describe(label, a["rates"])}
                                        for label, a in by_arch.items()}}
+
+
+def status_json(rows: list[RunStatus]) -> str:
+    """`status --json`: one JSON object, {runs: [...], totals: {...}}."""
+    return json.dumps({"runs": [r.to_json() for r in rows], "totals": totals(rows)})
 
 
 def format_table(rows: list[RunStatus], total: dict) -> str:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 
+from ebt_scaling.harness.contract.errors import describe_error
 from ebt_scaling.harness.contract.run_state import JobView
 
-from ..job import TrainingJob
-from ..markers import describe_error
-from ..processes import hostname, proc_start
-from ..profiles import ClusterProfile
-from ..submission import Submission
-from .process_jobs import probe_processes, stop_processes
+from .backend import Submission
+from .job import TrainingJob
+from .liveness import hostname, probe_processes, proc_start
+from .local import stop_processes
+from .profiles import ClusterProfile
 
 
 class DebugBackend:

@@ -34,11 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .architecture import ARCHITECTURES
-from .errors import ConfigError, require
-from .formatting import si
-from .run_dir import atomic_write_json
-from .typed_config import from_dict
+from ebt_scaling.harness.contract.architecture import ARCHITECTURES
+from ebt_scaling.harness.contract.errors import ConfigError, require
+from ebt_scaling.harness.contract.formatting import si
+from ebt_scaling.harness.contract.run_dir import atomic_write_json
+from ebt_scaling.harness.contract.typed_config import from_dict
 
 ENV_VAR = "EBT_SCALING_THROUGHPUT"
 FORMAT = "ebt-scaling throughput"
@@ -87,7 +87,7 @@ class BenchShape:
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity (options is a dict)
 class ThroughputEntry:
-    """One benchmarked model: what `ebt-scaling bench` measured (harness/training/bench.py)."""
+    """One benchmarked model: what `ebt-scaling bench` measured (harness/benchmarks/steps.py)."""
 
     arch: str  # the registry name (model.arch)
     size: str  # a ladder name (xxs) or L<layers>-d<d_model>

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ebt_scaling.harness.contract.eval_tasks import THINKING_PROTOCOLS
+from ebt_scaling.harness.evaluation.task_grammar import THINKING_PROTOCOLS
 
 # Thinking results recorded before the protocol was: they took the final-landscape protocol.
 LEGACY_THINKING_PROTOCOL = "final_landscape"

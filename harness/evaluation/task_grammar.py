@@ -1,4 +1,5 @@
-"""The task-name grammar of ``EvalSpec.tasks`` (torch-free: checked when a spec loads).
+"""The task-name grammar of ``EvalSpec.tasks``. Torch-free: the contract checks a spec's
+tasks when it loads, through the ``ebt_scaling.eval_task_grammars`` entry point (``GRAMMAR``).
 
 One string per evaluation::
 
@@ -36,7 +37,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from .errors import ConfigError
+from ebt_scaling.harness.contract.errors import ConfigError
+from ebt_scaling.harness.contract.spec import TaskGrammar
 
 GENERATED = ("dyck", "arithmetic")
 FROM_FILE = ("gsm8k", "squad", "bigbench")
@@ -187,3 +189,6 @@ def validate_tasks(tasks, key: str = "eval.tasks") -> None:
         parse_tasks(tasks)
     except ConfigError as exc:
         raise ConfigError(key + str(exc)[len("eval.tasks"):]) from None
+
+
+GRAMMAR = TaskGrammar(name="builtin", validate=validate_tasks)  # registered in pyproject.toml
