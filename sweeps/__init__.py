@@ -1,8 +1,4 @@
-"""Paired scaling sweeps: typed sweep files, shape / token / hyperparameter rules, and
-their expansion into RunSpecs (the dispatcher's API: load_sweep, expand)."""
-from __future__ import annotations
-
-from .generate import Plan, PlannedRun, expand, make_plan
-from .sweep_spec import SweepSpec, load_sweep, preset_names, sweep_from_dict
-
-__all__ = ["Plan", "PlannedRun", "SweepSpec", "expand", "load_sweep", "make_plan", "preset_names", "sweep_from_dict"]
+"""Paired scaling sweeps: typed sweep files (sweep_spec), the registered axes (axes) and
+token / LR / batch / warmup / beta2 rules (rules), shapes, planning into RunSpecs
+(generate), GPU-hour rates (throughput), tuning trials, cooldown branches, the plan's
+files (plan_table) and `plan --extend` (extend)."""

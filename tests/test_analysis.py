@@ -16,7 +16,7 @@ from conftest import SIZES, chinchilla_law, chinchilla_n_opt, interior_budgets, 
 # ---------------------------------------------------------------------------- helpers of the tests
 from ebt_scaling.analysis.pipeline import AnalysisConfig, analyze  # noqa: E402
 from ebt_scaling.analysis.load import load_runs  # noqa: E402
-from ebt_scaling.harness.cli import main  # noqa: E402
+from ebt_scaling.harness.cli.main import main  # noqa: E402
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import load_spec
 from ebt_scaling.models.architectures import build_model

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES, Architecture
 from ebt_scaling.harness.contract.errors import ConfigError, require
 from ebt_scaling.harness.contract.spec import spec_from_dict
@@ -91,7 +91,7 @@ def test_unknown_arch_and_bad_options_are_one_line_errors(toy):
 
 
 def test_its_flop_functions_equal_flop_counter_mode(toy):
-    from ebt_scaling.harness.commands.flops import measure_flops_per_token
+    from ebt_scaling.harness.cli.flops import measure_flops_per_token
     from ebt_scaling.models.architectures import build_model
     from ebt_scaling.models.flops import flops_per_token, param_counts
 

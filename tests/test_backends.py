@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import make_sweep
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_state import JobView
 from ebt_scaling.harness.dispatch.backend import BACKENDS, Submission

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import stop_after
 
-from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.harness.training.trainer import train_run

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.spec import spec_from_dict
 from ebt_scaling.harness.data import corpus, token_store
 from ebt_scaling.harness.data.common import DataError

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import make_sweep
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract import locks
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
@@ -348,13 +348,12 @@ def test_cancel_marks_runs_without_a_job(tiny_spec, tmp_path, capsys):
 
 
 def test_submit_plans_a_sweep_preset_first(tmp_path):
-    sweeps = pytest.importorskip("ebt_scaling.sweeps")
-    if not hasattr(sweeps, "make_plan"):
-        pytest.skip("the sweep planner (ebt_scaling.sweeps.make_plan) is not available")
-    from ebt_scaling.harness.commands.submit import resolve_sweep_dir
+    from ebt_scaling.harness.cli.submit import resolve_sweep_dir
+    from ebt_scaling.sweeps.generate import expand
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
 
     target = resolve_sweep_dir("tiny", str(tmp_path / "planned"))
-    planned = {r.run_id for r in sweeps.expand(sweeps.load_sweep("tiny"))}
+    planned = {r.run_id for r in expand(load_sweep("tiny"))}
     rows = sweep_status(target)
     assert {r.run_id for r in rows} == planned and {r.state for r in rows} == {"pending"}
     assert {r.arch for r in rows} == {"T++", "EBT-S1"} and all("pair=" in r.label for r in rows)
@@ -363,7 +362,7 @@ def test_submit_plans_a_sweep_preset_first(tmp_path):
 
 
 def test_slurm_local_command_ships_its_script(capsys):
-    from ebt_scaling.harness.commands.slurm_local import script_path
+    from ebt_scaling.harness.cli.slurm_local import script_path
 
     code, out, _ = cli("slurm-local", "script", capsys=capsys)
     assert code == 0 and out.strip() == script_path() and Path(script_path()).is_file()

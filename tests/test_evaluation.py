@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ebt_scaling.analysis.evaluations import PAPER_TABLE3, format_table3, plot_thinking, table3
-from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.run_dir import RunDir

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import load_spec
-from ebt_scaling.sweeps import make_plan, sweep_from_dict
+from ebt_scaling.sweeps.generate import make_plan
+from ebt_scaling.sweeps.sweep_spec import sweep_from_dict
 
 ISOFLOP = {
     "name": "extend-iso",

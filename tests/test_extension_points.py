@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.errors import require
 from ebt_scaling.sweeps.axes import AxisPoint, fixed_size
 from ebt_scaling.sweeps.sweep_spec import (

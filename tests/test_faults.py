@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import comparable
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.dispatch import run_files as leases

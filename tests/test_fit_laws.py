@@ -15,7 +15,7 @@ from conftest import SIZES, power_law, write_synthetic_sweep
 from ebt_scaling.analysis.approach3 import Approach3Fit
 from ebt_scaling.analysis.laws.chinchilla import Approach3Result
 from ebt_scaling.analysis.laws.law import LAWS, FitLaw, Fitting, LabelPoints, Skipped, joined, refit_jobs
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.formatting import fmt_estimate
 
 # ---------------------------------------------------------------------------- a law of this module

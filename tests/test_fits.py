@@ -27,7 +27,7 @@ from ebt_scaling.analysis.fits import (
 from ebt_scaling.analysis.laws.law import LabelPoints
 from ebt_scaling.analysis.laws.power import POWER_LAW, PowerLaws
 from ebt_scaling.analysis.pipeline import AnalysisConfig
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 
 CHINCHILLA_CSV = Path(__file__).parent / "data" / "chinchilla_svg_extracted.csv"
 EPOCH = {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.3478, "beta": 0.3659}

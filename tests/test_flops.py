@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.models.ebt_options import EBTOptions
 from ebt_scaling.models.architectures import build_model

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ebt_scaling.harness import cli
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.data.prefetch import PrefetchedBatches
@@ -88,7 +88,7 @@ def test_verbosity_flags_before_or_after_the_command(tiny_spec, tmp_path, capsys
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(spec_to_yaml(tiny_spec(train={"tokens": 32 * 8 * 6}, log_every=2)))  # evals at 1, 2, 6
 
-    assert cli.main(["train", str(spec_file), "--out", str(tmp_path / "default")]) == 0
+    assert cli_main(["train", str(spec_file), "--out", str(tmp_path / "default")]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["status"] == "done"  # stdout holds the command's output only
     lines = progress_lines(err, "INFO ")
@@ -96,24 +96,24 @@ def test_verbosity_flags_before_or_after_the_command(tiny_spec, tmp_path, capsys
     check_against_metrics(lines, RunDir(tmp_path / "default"), 6)
     assert " DEBUG " not in err
 
-    assert cli.main(["-q", "train", str(spec_file), "--out", str(tmp_path / "quiet")]) == 0
+    assert cli_main(["-q", "train", str(spec_file), "--out", str(tmp_path / "quiet")]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["status"] == "done" and err == ""
     assert len(progress_lines(RunDir(tmp_path / "quiet").log_path.read_text(), "")) == 4  # train.log keeps them
 
-    assert cli.main(["train", str(spec_file), "--out", str(tmp_path / "verbose"), "-v"]) == 0
+    assert cli_main(["train", str(spec_file), "--out", str(tmp_path / "verbose"), "-v"]) == 0
     err = capsys.readouterr().err
     assert len(progress_lines(err, "INFO ebt_scaling.harness.contract.run_dir: ")) == 4
     assert re.search(rf"^{STAMP} DEBUG ebt_scaling\.harness\.training\.progress: ", err, re.M)
 
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["-q", "train", str(spec_file), "--out", str(tmp_path / "both"), "-v"])
+        cli_main(["-q", "train", str(spec_file), "--out", str(tmp_path / "both"), "-v"])
     assert exit_.value.code == 2 and "not allowed with argument -v/--verbose" in capsys.readouterr().err
 
 
 def test_version_answers_without_importing_torch():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    code = ("import sys; from ebt_scaling.harness.cli import main\n"
+    code = ("import sys; from ebt_scaling.harness.cli.main import main\n"
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -140,7 +140,7 @@ def test_file_errors_are_one_line(tiny_spec, tmp_path, capsys):
     blocker.write_text("")
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(spec_to_yaml(tiny_spec(data={"cache_dir": str(blocker / "cache")})))
-    assert cli.main(["data", "prepare", str(spec_file)]) == 2
+    assert cli_main(["data", "prepare", str(spec_file)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ebt-scaling data: error: ") and str(blocker) in err and err.count("\n") == 1
 
@@ -153,25 +153,25 @@ def test_file_errors_are_one_line(tiny_spec, tmp_path, capsys):
      "cannot read or write /a/.b.tmp -> /a/b: Is a directory"),
 ])
 def test_the_file_error_safety_net(monkeypatch, capsys, tmp_path, raised, line):
-    from ebt_scaling.harness.commands import fit
+    from ebt_scaling.harness.cli import fit
 
     def run(args):
         raise raised
 
     monkeypatch.setattr(fit, "run", run)
-    assert cli.main(["fit", str(tmp_path / "x.csv"), "--params-col", "N", "--loss-col", "L"]) == 2
+    assert cli_main(["fit", str(tmp_path / "x.csv"), "--params-col", "N", "--loss-col", "L"]) == 2
     assert capsys.readouterr().err == f"ebt-scaling fit: error: {line}\n"
 
 
 def test_other_os_errors_keep_their_traceback(monkeypatch):
-    from ebt_scaling.harness.commands import fit
+    from ebt_scaling.harness.cli import fit
 
     def run(args):
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
 
     monkeypatch.setattr(fit, "run", run)
     with pytest.raises(ConnectionRefusedError):
-        cli.main(["fit", "x.csv", "--params-col", "N", "--loss-col", "L"])
+        cli_main(["fit", "x.csv", "--params-col", "N", "--loss-col", "L"])
 
 
 def test_an_interrupted_train_says_so_in_one_line_with_status_130(tiny_spec, tmp_path):

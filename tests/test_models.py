@@ -264,7 +264,7 @@ def test_best_of_n_keeps_the_lowest_final_energy():
 
 # --------------------------------------------------------------------------- bench command
 def test_bench_command_smoke(capsys):
-    from ebt_scaling.harness.cli import main
+    from ebt_scaling.harness.cli.main import main
 
     rc = main(["bench", "--layers", "1", "--d-model", "16", "--heads", "2", "--vocab", "32", "--batch", "2",
                "--ctx", "8", "--warmup", "1", "--iters", "1", "--device", "cpu", "--json"])
@@ -279,7 +279,7 @@ def test_bench_command_smoke(capsys):
 
 
 def test_bench_command_rejects_bad_shapes():
-    from ebt_scaling.harness.cli import main
+    from ebt_scaling.harness.cli.main import main
 
     with pytest.raises(SystemExit) as exc:  # argparse: not a named size
         main(["bench", "--size", "huge", "--device", "cpu"])

@@ -20,7 +20,7 @@ from contextlib import redirect_stdout
 import pytest
 from test_slurm import make_sweep, skip_unless_usable, slurm_problem
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.dispatch import run_files as leases
 from ebt_scaling.harness.dispatch.sweep_ops import wait_for

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import make_sweep, small_sweep
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.dispatch.status import sweep_status, totals

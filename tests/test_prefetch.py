@@ -14,7 +14,7 @@ import torch
 from conftest import comparable
 from test_data import hf_corpus, hf_spec, same_batches, take, token_corpus, token_spec  # noqa: F401 - fixtures
 
-from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.data.batches import Batch

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from conftest import make_sweep, stop_after
 
-from ebt_scaling.harness.cli import main as cli_main
+from ebt_scaling.harness.cli.main import main as cli_main
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
 from ebt_scaling.harness.training import provenance
 from ebt_scaling.harness.training.provenance import (

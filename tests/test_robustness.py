@@ -18,7 +18,7 @@ import pytest
 from conftest import SIZES, power_law, write_synthetic_sweep
 
 from ebt_scaling.analysis.load import load_runs
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract import run_dir as run_dir_module
 from ebt_scaling.harness.contract import run_state as run_state_module
 from ebt_scaling.harness.contract.run_dir import RunDir, RunFileError

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.architecture import ARCHITECTURES
 from ebt_scaling.harness.benchmarks import selftest
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import comparable
 from conftest import make_sweep as write_sweep
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.run_dir import RunDir
 from ebt_scaling.harness.contract.spec import spec_to_yaml
 from ebt_scaling.harness.dispatch import run_files as leases

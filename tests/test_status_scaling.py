@@ -1,6 +1,7 @@
 """`status` at sweep scale: each run's metrics.jsonl is read from its end, a bounded number of
 bytes whatever its length, and shows what a full parse of the trainer's file shows; the
-specs are parsed once per command; `bench-status` prints its figures."""
+specs are parsed once per command, and not again while unchanged; `bench-status` prints its
+figures."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from ebt_scaling.harness.benchmarks.status import build_sweep, claim_running_leases, metrics_rows, run_spec
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract import run_dir as run_dir_module
 from ebt_scaling.harness.contract.run_dir import RunDir, RunFileError
 from ebt_scaling.harness.dispatch import snapshot as snapshot_module
@@ -117,18 +118,70 @@ def test_a_metrics_file_that_is_not_a_regular_file_is_named_not_read(tmp_path):
         run.last_metrics_row()
 
 
-def test_one_command_parses_each_spec_once(tmp_path, monkeypatch, capsys):
-    """status, and cancel (two status passes), parse every spec.yaml once."""
-    sweep = build_sweep(tmp_path / "sweep", runs=6, rows=10)
+def _count_spec_parses(monkeypatch) -> list:
     parsed = []
     real_load = snapshot_module.load_spec
     monkeypatch.setattr(snapshot_module, "load_spec", lambda path: parsed.append(path) or real_load(path))
+    return parsed
+
+
+def test_one_command_parses_each_spec_once(tmp_path, monkeypatch, capsys):
+    """status, and cancel (two status passes), parse every spec.yaml at most once; a second
+    command parses none that did not change."""
+    sweep = build_sweep(tmp_path / "sweep", runs=6, rows=10)
+    parsed = _count_spec_parses(monkeypatch)
     assert main(["status", str(sweep), "--json"]) == 0
     assert len(parsed) == len(set(parsed)) == 6
     parsed.clear()
     first = sorted(p.name for p in (sweep / "runs").iterdir())[0]
     cancel_runs(sweep, [first])
-    assert len(parsed) == len(set(parsed)) == 6
+    assert len(parsed) == len(set(parsed)) <= 6
+    parsed.clear()
+    assert main(["status", str(sweep), "--json"]) == 0
+    assert parsed == []
+
+
+def test_a_spec_changed_after_it_was_summarised_is_read_again(tmp_path, monkeypatch, capsys):
+    """The spec summaries status keeps are used only for an unchanged spec.yaml: an edited,
+    damaged or new one is parsed (and judged) again, and a damaged cache is rebuilt; what
+    status prints is what it prints with no cache."""
+    sweep = build_sweep(tmp_path / "sweep", runs=4, rows=10)
+    cache = sweep / snapshot_module.SUMMARY_CACHE
+    parsed = _count_spec_parses(monkeypatch)
+
+    def status() -> dict:
+        assert main(["status", str(sweep), "--json"]) in (0, 1)
+        return {r["run_id"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+
+    uncached = status()
+    assert cache.is_file() and len(parsed) == 4
+    parsed.clear()
+    assert status() == uncached and parsed == []
+
+    ids = sorted(uncached)
+    edited = sweep / "runs" / ids[0] / "spec.yaml"
+    edited.write_text(edited.read_text().replace("size: s64", "size: s65"))
+    damaged = sweep / "runs" / ids[1] / "spec.yaml"
+    damaged.write_text("model: [unclosed")
+    rows = status()
+    assert sorted(p.parent.name for p in parsed) == ids[:2]
+    assert "size=s65" in rows[ids[0]]["label"]
+    assert rows[ids[1]]["state"] == "failed" and "spec.yaml" in rows[ids[1]]["detail"]
+    assert {k: rows[k] for k in ids[2:]} == {k: uncached[k] for k in ids[2:]}
+
+    parsed.clear()
+    cache.write_text("{not json")
+    assert status() == rows and len(parsed) == 4
+
+
+def test_a_summarised_run_still_gives_its_full_spec(tmp_path):
+    """A run whose summary came from the cache parses its spec when a caller asks for it."""
+    sweep = build_sweep(tmp_path / "sweep", runs=2, rows=10)
+    first = snapshot_module.SweepSnapshot.read(sweep)
+    again = snapshot_module.SweepSnapshot.read(sweep)
+    assert all(r.parsed is not None for r in first.runs) and all(r.parsed is None for r in again.runs)
+    assert [r.spec for r in again.runs] == [r.spec for r in first.runs]
+    assert [r.summary for r in again.runs] == [r.summary for r in first.runs]
 
 
 def test_bench_status_prints_time_and_bytes_per_run(tmp_path, capsys):

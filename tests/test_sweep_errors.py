@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 
 GOOD = """\
 name: bad
@@ -190,7 +190,8 @@ def test_bad_cli_overrides(tmp_path, capsys):
 
 
 def test_legacy_ebt_key_still_reads_with_a_warning(tmp_path):
-    from ebt_scaling.sweeps import load_sweep, make_plan
+    from ebt_scaling.sweeps.generate import make_plan
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
 
     path = tmp_path / "s.yaml"
     path.write_text(edit("{label: EBT, arch: ebt}", "{label: EBT, arch: ebt, ebt: {steps: 3}}"))
@@ -202,7 +203,8 @@ def test_legacy_ebt_key_still_reads_with_a_warning(tmp_path):
 
 
 def test_legacy_base_model_ebt_options_become_each_ebt_entrys_defaults(tmp_path):
-    from ebt_scaling.sweeps import load_sweep, make_plan
+    from ebt_scaling.sweeps.generate import make_plan
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
 
     path = tmp_path / "s.yaml"
     text = edit("  model: {vocab_size: 1024, context: 64}", "  model: {vocab_size: 1024, context: 64, ebt: {alpha_init: 7.0, steps: 3}}")

@@ -11,12 +11,14 @@ import pytest
 import yaml
 from conftest import plan_of, small_sweep
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.model_config import ModelConfig
 from ebt_scaling.harness.contract.spec import load_spec, spec_hash
 from ebt_scaling.models.architectures import PAPER_SIZES
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
-from ebt_scaling.sweeps import expand, load_sweep, make_plan, preset_names, rules
+from ebt_scaling.sweeps import rules
+from ebt_scaling.sweeps.generate import expand, make_plan
+from ebt_scaling.sweeps.sweep_spec import load_sweep, preset_names
 from ebt_scaling.sweeps.shapes import ShapeSolver
 from ebt_scaling.sweeps.sweep_spec import ShapeRule
 

@@ -15,7 +15,7 @@ from ebt_scaling.analysis.load import load_runs
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import atomic_write_json
 from ebt_scaling.harness.contract.spec import spec_hash
-from ebt_scaling.sweeps import make_plan
+from ebt_scaling.sweeps.generate import make_plan
 from ebt_scaling.sweeps.plan_table import write_plan
 from ebt_scaling.sweeps.sweep_spec import sweep_from_dict
 
@@ -196,7 +196,7 @@ def test_budget_rule_counts_grid_trials_and_names_extended_ones(tmp_path):
 def test_run_takes_a_planned_sweep_directory(tmp_path, capsys):
     """After `plan --extend DIR`, `run DIR` trains what is missing and re-analyses; with every
     run finished it only analyses."""
-    from ebt_scaling.harness.cli import main
+    from ebt_scaling.harness.cli.main import main
 
     plan = make_plan(_sweep({"lr": [0.5, 1, 2], "equal_trials": False}))
     write_plan(plan, tmp_path)

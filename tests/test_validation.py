@@ -17,7 +17,7 @@ import pytest
 from conftest import make_sweep
 from test_sweep_errors import GOOD, assert_one_line_error, edit
 
-from ebt_scaling.harness.cli import main
+from ebt_scaling.harness.cli.main import main
 from ebt_scaling.harness.contract.errors import ConfigError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_json
 from ebt_scaling.harness.contract.spec import spec_from_dict, spec_to_yaml
@@ -53,7 +53,7 @@ def timed_cli(*argv: str, timeout_s: float = 60.0) -> tuple[int, str, float]:
     (exit status, stderr, seconds main() took, measured after the imports)."""
     code = ("import resource, sys, time\n"
             "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-            "from ebt_scaling.harness.cli import main\n"
+            "from ebt_scaling.harness.cli.main import main\n"
             "start = time.perf_counter()\n"
             "rc = main(sys.argv[1:])\n"
             "print(f'ELAPSED {time.perf_counter() - start}')\n"

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -84,7 +85,8 @@ def read_json(path: Path) -> dict | None:
     """A JSON object file's content; None when it is missing, unreadable or not an object
     (marker, lease and plan files, whose callers treat those alike)."""
     try:
-        data = json.loads(Path(path).read_text())
+        with open(path, encoding="utf-8") as f:  # a str or a Path: no Path made per file of a sweep
+            data = json.loads(f.read())
     except (OSError, ValueError):  # ValueError: not UTF-8, or not JSON
         return None
     return data if isinstance(data, dict) else None
@@ -115,11 +117,16 @@ def _not_number(value: Any) -> bool:
 
 
 def row_problem(row: Any) -> str | None:
-    """What is wrong with a metrics row (None: nothing): an object whose numbers are numbers."""
+    """What is wrong with a metrics row (None: nothing): an object whose numbers are numbers.
+    (`status` checks a few rows of every run of a sweep: a plain number is passed first.)"""
     if not isinstance(row, dict):
         return f"{json.dumps(row)[:40]} is not a JSON object"
-    bad = [k for k in row if (k in ROW_NUMBERS or k.startswith("flops_")) and _not_number(row[k])]
-    return f"{bad[0]} = {json.dumps(row[bad[0]])[:40]} is not a number" if bad else None
+    for key, value in row.items():
+        if value is None or type(value) is float or type(value) is int:
+            continue
+        if (key in ROW_NUMBERS or key.startswith("flops_")) and _not_number(value):
+            return f"{key} = {json.dumps(value)[:40]} is not a number"
+    return None
 
 
 def result_problem(result: Any) -> str | None:
@@ -187,11 +194,11 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    spec_path = property(lambda self: self.path / "spec.yaml")
-    metrics_path = property(lambda self: self.path / "metrics.jsonl")
-    result_path = property(lambda self: self.path / "result.json")
-    log_path = property(lambda self: self.path / "train.log")
-    checkpoint_dir = property(lambda self: self.path / "checkpoints")
+    spec_path = cached_property(lambda self: self.path / "spec.yaml")
+    metrics_path = cached_property(lambda self: self.path / "metrics.jsonl")
+    result_path = cached_property(lambda self: self.path / "result.json")
+    log_path = cached_property(lambda self: self.path / "train.log")
+    checkpoint_dir = cached_property(lambda self: self.path / "checkpoints")
 
     def checkpoints(self) -> list[Path]:
         """Checkpoint files, newest first."""

@@ -55,7 +55,7 @@ def run_lock(run_dir: Path) -> contextlib.AbstractContextManager[bool]:
 
 # ---- the lease -------------------------------------------------------------------------------
 def read_lease(run_dir: Path) -> dict | None:
-    lease = read_json(Path(run_dir) / LEASE)
+    lease = read_json(os.path.join(run_dir, LEASE))
     return lease if isinstance(lease, dict) and "token" in lease else None
 
 
@@ -133,7 +133,7 @@ def release_lease(run_dir: Path, token: str, outcome: str | None = None) -> bool
 
 
 def last_job(run_dir: Path) -> dict | None:
-    return read_json(Path(run_dir) / LAST_JOB)
+    return read_json(os.path.join(run_dir, LAST_JOB))
 
 
 def describe_holder(lease: dict) -> str:

@@ -1,26 +1,71 @@
-"""A sweep's runs, read once: SWEEP_DIR/runs/<run_id>/spec.yaml of every run, parsed.
+"""A sweep's runs, read once: SWEEP_DIR/runs/<run_id>/spec.yaml of every run.
 
 One command takes one snapshot and hands it on -- `submit` to its --wait and `run` to the
 analysis, `cancel` to both of its status passes -- and each poll of --wait works on it:
 a spec never changes under a run id (the id is the spec's hash), so no spec.yaml is parsed
 twice in a command, only the files a run's progress changes are read again. Runs are
 selected by id or unique id prefix.
+
+`status` needs only a few facts of each spec (``SpecSummary``), and parsing 10,000 YAML
+specs takes longer than the rest of a poll. So the snapshot keeps each readable spec's
+summary in SWEEP_DIR/.spec_summaries.json under the spec file's identity (inode, size,
+mtime in ns) and the package version: a run whose spec.yaml is unchanged since it was
+last read is not parsed again until a caller asks for its full spec; an edited, replaced
+or new spec.yaml is parsed (and judged readable or not) as before. The file is only a
+cache: written atomically when something new was parsed, never required, and rebuilt
+when missing, unreadable or written by another version.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
-from ebt_scaling.harness.contract.run_dir import RunDir
+from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_text
 from ebt_scaling.harness.contract.spec import RunSpec, load_spec
+from ebt_scaling.models.flops import training_step_flops
+
+SUMMARY_CACHE = ".spec_summaries.json"
+
+
+@dataclass(frozen=True)
+class SpecSummary:
+    """The facts of a run's spec that `status` shows and prices."""
+
+    arch: str
+    tags: dict[str, str]
+    total_steps: int
+    tokens_per_step: int
+    n_layers: int
+    d_model: int
+    precision: str
+    step_flops_full: float  # FLOPs of one training step, full convention (GPU-hours left)
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> SpecSummary:
+        m = spec.model
+        return cls(arch=m.arch, tags=dict(spec.tags), total_steps=spec.total_steps,
+                   tokens_per_step=spec.tokens_per_step, n_layers=m.n_layers, d_model=m.d_model,
+                   precision=spec.precision,
+                   step_flops_full=training_step_flops(m, spec.train.batch_size, convention="full"))
 
 
 @dataclass(frozen=True)
 class SweepRun:
     run_id: str
     path: Path
-    spec: RunSpec
+    summary: SpecSummary
+    parsed: RunSpec | None = field(default=None, repr=False, compare=False)  # when the snapshot parsed it
+
+    @cached_property
+    def spec(self) -> RunSpec:
+        """The run's spec: parsed when the snapshot was taken, else (its summary came from
+        the cache) the first time a caller asks."""
+        return self.parsed if self.parsed is not None else load_spec(self.path / "spec.yaml")
 
     @property
     def run(self) -> RunDir:
@@ -44,19 +89,43 @@ class SweepSnapshot:
 
     @classmethod
     def read(cls, sweep_dir: str | Path) -> SweepSnapshot:
-        """Every run of the sweep directory, its spec parsed (or why it cannot be)."""
+        """Every run of the sweep directory: its spec's summary (from the cache where its
+        spec.yaml is unchanged, else parsed now), or why its spec cannot be read."""
         sweep_dir = Path(sweep_dir)
         runs_dir = sweep_dir / "runs"
         if not runs_dir.is_dir():
             raise DispatchError(f"{sweep_dir}: not a sweep directory (no runs/ inside); "
                                 "create one with `ebt-scaling plan SWEEP --write DIR`")
+        cached = _read_cache(sweep_dir)
+        kept: dict[str, list] = {}
         runs, unreadable = [], []
-        for spec_path in sorted(runs_dir.glob("*/spec.yaml")):
-            run_dir = spec_path.parent
+        for name in sorted(os.listdir(runs_dir)):
+            if name.startswith("."):  # hidden entries are not runs
+                continue
+            run_dir = runs_dir / name
             try:
-                runs.append(SweepRun(run_dir.name, run_dir, load_spec(spec_path)))
+                st = os.stat(run_dir / "spec.yaml")
+            except OSError:  # no spec.yaml: not a run directory
+                continue
+            identity = [st.st_ino, st.st_size, st.st_mtime_ns]
+            entry = cached.get(name)
+            if entry is not None and entry[0] == identity:
+                try:
+                    runs.append(SweepRun(name, run_dir, SpecSummary(**entry[1])))
+                    kept[name] = entry
+                    continue
+                except TypeError:  # fields of other code: parse the spec again
+                    pass
+            try:
+                spec = load_spec(run_dir / "spec.yaml")
             except ConfigError as exc:
-                unreadable.append(UnreadableRun(run_dir.name, run_dir, str(exc)))
+                unreadable.append(UnreadableRun(name, run_dir, str(exc)))
+                continue
+            summary = SpecSummary.of(spec)
+            runs.append(SweepRun(name, run_dir, summary, spec))
+            kept[name] = [identity, asdict(summary)]
+        if kept != cached:
+            _write_cache(sweep_dir, kept)
         return cls(sweep_dir, tuple(runs), tuple(unreadable))
 
     @classmethod
@@ -99,3 +168,30 @@ class SweepSnapshot:
     def specs(self) -> dict[str, RunSpec]:
         """Each readable run's spec by its run id (what the analysis takes instead of parsing them again)."""
         return {r.run_id: r.spec for r in self.runs}
+
+
+def _package_version() -> str:
+    try:
+        return version("ebt-scaling")
+    except PackageNotFoundError:  # imported from a plain source tree
+        return "unknown"
+
+
+def _read_cache(sweep_dir: Path) -> dict[str, list]:
+    """run id -> [spec.yaml's identity, its SpecSummary's fields]; {} for a missing or
+    damaged file, or one another version wrote."""
+    try:
+        data = json.loads((sweep_dir / SUMMARY_CACHE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _package_version() or not isinstance(data.get("runs"), dict):
+        return {}
+    return {k: v for k, v in data["runs"].items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], dict)}
+
+
+def _write_cache(sweep_dir: Path, runs: dict[str, list]) -> None:
+    """Best effort: a sweep directory this user may only read is read, not cached."""
+    try:
+        atomic_write_text(sweep_dir / SUMMARY_CACHE, json.dumps({"version": _package_version(), "runs": runs}))
+    except OSError:
+        pass

@@ -28,14 +28,12 @@ from pathlib import Path
 from ebt_scaling.harness.contract.formatting import duration, si
 from ebt_scaling.harness.contract.run_dir import MetricsTail, RunFileError
 from ebt_scaling.harness.contract.run_state import FINISHED, STATES, JobView, RunFiles, run_state
-from ebt_scaling.harness.contract.spec import RunSpec
 from ebt_scaling.harness.training.provenance import provenance_differences, session_provenance
-from ebt_scaling.models.flops import training_step_flops
 from ebt_scaling.sweeps.throughput import Rate, Rates, describe
 
 from . import run_files
 from .liveness import probe
-from .snapshot import SweepRun, SweepSnapshot
+from .snapshot import SpecSummary, SweepRun, SweepSnapshot
 
 RECENT_ROWS = 5  # metrics rows averaged for tokens/s
 
@@ -71,7 +69,7 @@ class RunStatus:
         return out
 
 
-def _progress(tail: MetricsTail, spec: RunSpec) -> dict:
+def _progress(tail: MetricsTail, spec: SpecSummary) -> dict:
     out = {"step": 0, "tokens_done": 0, "val_loss": None, "tokens_per_s": None}
     if not tail.rows:
         return out
@@ -98,11 +96,10 @@ def _label(tags: dict[str, str]) -> str:
     return " ".join(parts)
 
 
-def _gpu_hours_left(spec: RunSpec, state: str, step: int, rate: Rate) -> float:
+def _gpu_hours_left(spec: SpecSummary, state: str, step: int, rate: Rate) -> float:
     if state in FINISHED:
         return 0.0
-    per_step = training_step_flops(spec.model, spec.train.batch_size, convention="full")
-    return rate.hours(per_step * max(0, spec.total_steps - step))
+    return rate.hours(spec.step_flops_full * max(0, spec.total_steps - step))
 
 
 def _provenance(result, run_dir: Path) -> dict:
@@ -132,7 +129,7 @@ def sweep_status(sweep: str | Path | SweepSnapshot, only: list[str] | None = Non
 
 
 def _run_status(r: SweepRun, lease: dict | None, job: JobView | None, rates: Rates) -> RunStatus:
-    run, spec = r.run, r.spec
+    run, spec = r.run, r.summary
     try:  # read once, here; run_state judges what was read
         result = run.result()
         val_loss_found = result is not None and result.get("val_loss") is not None
@@ -149,10 +146,9 @@ def _run_status(r: SweepRun, lease: dict | None, job: JobView | None, rates: Rat
     if state == "running" and progress["tokens_per_s"]:
         eta = max(0.0, (total_tokens - progress["tokens_done"]) / progress["tokens_per_s"])
     owner = lease or run_files.last_job(r.path) or {}
-    m = spec.model
-    rate = rates.rate(m.arch, m.n_layers, m.d_model, spec.precision)
+    rate = rates.rate(spec.arch, spec.n_layers, spec.d_model, spec.precision)
     return RunStatus(
-        run_id=r.run_id, state=state, arch=spec.tags.get("arch_label", m.arch), label=_label(spec.tags),
+        run_id=r.run_id, state=state, arch=spec.tags.get("arch_label", spec.arch), label=_label(spec.tags),
         detail=detail, job_id=owner.get("job_id"), cluster=owner.get("cluster"),
         job_state=job.state if job else None, job_alive=bool(job and job.alive),
         step=progress["step"], total_steps=spec.total_steps, tokens_done=progress["tokens_done"],

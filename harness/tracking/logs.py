@@ -3,7 +3,7 @@
 Library code logs through ``logging.getLogger(__name__)`` and never prints; whoever owns the
 process decides where the lines go:
 
-* the CLI (harness/cli.py) sends them to stderr, at the level ``-v`` / ``-q`` chose, so a
+* the CLI (harness/cli/main.py) sends them to stderr, at the level ``-v`` / ``-q`` chose, so a
   command's own output on stdout (``plan --json``, ``train``'s result line) stays clean;
 * a training job (harness/dispatch/job.py) sends them to stdout -- a SLURM job's ``.out``
   file -- unless the process configured logging already (an in-process debug submission

@@ -148,7 +148,7 @@ def write_session_provenance(run_dir: Path, provenance: dict[str, Any], step: in
 def session_provenance(run_dir: Path) -> dict | None:
     """SESSION_FILE's content; None when it is missing or not a JSON object (a run started
     before it was written, or a damaged file: its provenance is then unknown)."""
-    return read_json(Path(run_dir) / SESSION_FILE)
+    return read_json(os.path.join(run_dir, SESSION_FILE))
 
 
 def _label(record: dict) -> str:

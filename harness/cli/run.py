@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     file is read once, and so is every run's spec: the snapshot taken after planning serves
     the submission, its --wait and the analysis."""
     from ebt_scaling.analysis.pipeline import AnalysisConfig
-    from ebt_scaling.sweeps import load_sweep
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
 
     from ..dispatch.profiles import load_profile
     from ..dispatch.snapshot import SweepSnapshot

@@ -53,7 +53,8 @@ def add_throughput_arguments(parser) -> None:
 
 def run(args) -> int:
     from ebt_scaling.sweeps.throughput import resolve_throughput_file
-    from ebt_scaling.sweeps import load_sweep, make_plan
+    from ebt_scaling.sweeps.generate import make_plan
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
     from ebt_scaling.sweeps.plan_table import dumps_json, format_plan, write_plan
 
     if args.extend is not None:

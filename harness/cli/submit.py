@@ -51,7 +51,7 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
                             "`ebt-scaling plan SWEEP --write DIR`")
     if not out:
         raise ConfigError(f"--out: required to plan {sweep} into a sweep directory (or give a sweep directory)")
-    from ebt_scaling.sweeps import load_sweep
+    from ebt_scaling.sweeps.sweep_spec import load_sweep
 
     return plan_into(load_sweep(sweep, overrides), sweep, out)
 
@@ -59,7 +59,7 @@ def resolve_sweep_dir(sweep: str, out: str | None, overrides: dict | None = None
 def plan_into(sweep_spec, sweep: str, out: str | Path) -> Path:
     """Plan `sweep_spec` (a SweepSpec, read from the file or preset `sweep`) into the sweep
     directory `out`; the directory."""
-    from ebt_scaling.sweeps import make_plan
+    from ebt_scaling.sweeps.generate import make_plan
     from ebt_scaling.sweeps.plan_table import write_plan
 
     target = require_output_dir(out, "--out")

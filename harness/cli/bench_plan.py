@@ -47,7 +47,9 @@ def generated_sweep(runs: int) -> dict:
 def run(args) -> int:
     import json
 
-    from ebt_scaling.sweeps import make_plan, sweep_from_dict
+    from ebt_scaling.sweeps.generate import make_plan
+
+    from ebt_scaling.sweeps.sweep_spec import sweep_from_dict
     from ebt_scaling.sweeps.plan_table import header_lines, table_lines, totals
 
     if args.runs < 1:

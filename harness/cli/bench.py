@@ -18,14 +18,14 @@ import math
 import sys
 from pathlib import Path
 
-from ebt_scaling.harness.commands.flops import MODEL_FLAG_DEFAULTS, add_model_arguments, build_configs, model_flag_paths
+from ebt_scaling.harness.cli.flops import MODEL_FLAG_DEFAULTS, add_model_arguments, build_configs, model_flag_paths
 from ebt_scaling.harness.contract.errors import ConfigError
 
 # The model timing's defaults of the flags --feed refuses (the spec sets those): they default to
 # None in the parser, so that --feed can tell a given one, and run() fills these in.
 ANCHOR_DEFAULTS = {**MODEL_FLAG_DEFAULTS, "batch": 32, "precision": "fp32", "seed": 0}
 # The other flags --feed refuses, as --help lists them after the model's (--size, the shape and
-# --ARCH.FIELD flags of harness/commands/flops.py, --arch); all default to None.
+# --ARCH.FIELD flags of harness/cli/flops.py, --arch); all default to None.
 FEED_REFUSES = ("batch", "precision", "matmul_precision", "compile", "peak_tflops", "seed", "save")
 
 

@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("spec", help="run spec YAML")
     parser.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     add_set_argument(parser, "run spec")
-    # -q/--quiet (no progress bar, no per-step lines) and --track come from harness/cli.py.
+    # -q/--quiet (no progress bar, no per-step lines) and --track come from harness/cli/main.py.
 
 
 def run(args) -> int:

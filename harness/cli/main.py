@@ -1,6 +1,6 @@
 """ebt-scaling: do Energy-Based Transformers scale better than Transformer++ per FLOP?
 
-The `ebt-scaling` console entry point. Each subcommand lives in its own module under harness/commands/ exposing
+The `ebt-scaling` console entry point. Each subcommand lives in its own module under harness/cli/ exposing
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when
 their command runs, so `ebt-scaling --help` and `--version` answer without importing torch.
 
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from ebt_scaling.harness.contract.errors import FILE_ERRNOS, ConfigError, DispatchError, file_error
 from ebt_scaling.harness.tracking.logs import configure_logging, level_for
 
-# name -> (module under ebt_scaling.harness.commands, one-line help)
+# name -> (module under ebt_scaling.harness.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "the main job: plan a sweep (default: the tiny CPU preset), train it, analyze, report"),
     "plan": ("plan", "expand a sweep (file or preset) into paired run specs: table, totals, GPU-hours, --write DIR"),
@@ -114,7 +114,7 @@ def run_command(argv: list[str]) -> int:
         return 0
     before = parser.parse_args(argv[:at])  # the flags given before the command (-v, -q)
     name = argv[at]
-    module = importlib.import_module(f"ebt_scaling.harness.commands.{COMMANDS[name][0]}")
+    module = importlib.import_module(f"ebt_scaling.harness.cli.{COMMANDS[name][0]}")
     command_parser = argparse.ArgumentParser(prog=f"ebt-scaling {name}", description=COMMANDS[name][1])
     add_output_flags(command_parser)
     if name in TRAINING_COMMANDS:
@@ -157,6 +157,3 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return PIPE_CLOSED_STATUS
 
-
-if __name__ == "__main__":
-    sys.exit(main())
