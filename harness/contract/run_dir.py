@@ -116,11 +116,18 @@ def _not_number(value: Any) -> bool:
     return value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))
 
 
+# The types of a row's values that need no look at their key (the trainer logs only these).
+_PLAIN_VALUES = frozenset({int, float, type(None)})
+
+
 def row_problem(row: Any) -> str | None:
     """What is wrong with a metrics row (None: nothing): an object whose numbers are numbers.
-    (`status` checks a few rows of every run of a sweep: a plain number is passed first.)"""
+    (`status` checks a few rows of every run of a sweep: a row of plain numbers is passed
+    in one C-level scan, before any key is looked at.)"""
     if not isinstance(row, dict):
         return f"{json.dumps(row)[:40]} is not a JSON object"
+    if _PLAIN_VALUES.issuperset(map(type, row.values())):
+        return None
     for key, value in row.items():
         if value is None or type(value) is float or type(value) is int:
             continue
@@ -148,7 +155,8 @@ def result_problem(result: Any) -> str | None:
 def read_text(path: Path) -> str | None:
     """A run file's text; None when it does not exist, RunFileError when it cannot be read as text."""
     try:
-        return path.read_bytes().decode("utf-8")
+        with open(path, "rb") as f:  # not Path.read_bytes: `status` reads one per run of a sweep
+            return f.read().decode("utf-8")
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -332,29 +340,38 @@ class RunDir:
                 found = self._last_keyed_row(f, keyed)
         return MetricsTail(checked[-rows:], found)
 
-    def _tail_lines(self, tail: bytes, start: int) -> list[str]:
-        """The complete lines of the end of metrics.jsonl read from offset `start`: the first,
-        cut line of a window from the middle and the torn last line of a killed append left out."""
+    def _tail_text(self, tail: bytes, start: int) -> str:
+        """The complete lines of the end of metrics.jsonl read from offset `start`, each ending
+        in its newline: the first, cut line of a window from the middle and the torn last line
+        of a killed append left out."""
         first, end = (0 if start == 0 else tail.find(b"\n") + 1), tail.rfind(b"\n") + 1
         try:
-            return tail[first:end].decode("utf-8").split("\n")[:-1]
+            return tail[first:end].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RunFileError(self.metrics_path, f"is not UTF-8 text (at byte offset {start + first + exc.start})") \
                 from None
 
+    def _tail_lines(self, tail: bytes, start: int) -> list[str]:
+        return self._tail_text(tail, start).split("\n")[:-1]
+
     def _last_keyed_row(self, f: BinaryIO, keyed: str) -> dict | None:
         """The last row of open metrics.jsonl `f` whose `keyed` value is not None, looked for in
-        its last METRICS_TAIL_LIMIT bytes; only the lines that name the key are parsed."""
+        its last METRICS_TAIL_LIMIT bytes; only the lines that name the key are parsed, found
+        from the end by a search of the text (not a split of up to a MiB into lines)."""
         needle = f'"{keyed}":'
+        needle_bytes = needle.encode()
 
         def named(tail: bytes, start: int) -> bool:  # in a complete line
-            return tail.find(needle.encode(), 0 if start == 0 else tail.find(b"\n") + 1, tail.rfind(b"\n")) >= 0
-        lines = self._tail_lines(*self._read_back(f, named, METRICS_TAIL_LIMIT))
-        for i in range(len(lines) - 1, -1, -1):
-            if needle in lines[i]:
-                row = self._metrics_row(lines[i], f"line {len(lines) - i} from its end")
-                if row.get(keyed) is not None:
-                    return row
+            return tail.find(needle_bytes, 0 if start == 0 else tail.find(b"\n") + 1, tail.rfind(b"\n")) >= 0
+        text = self._tail_text(*self._read_back(f, named, METRICS_TAIL_LIMIT))
+        before = len(text)
+        while (hit := text.rfind(needle, 0, before)) >= 0:
+            line_start, line_end = text.rfind("\n", 0, hit) + 1, text.index("\n", hit)
+            from_end = text.count("\n", line_end)  # its number, counted from the last line (1)
+            row = self._metrics_row(text[line_start:line_end], f"line {from_end} from its end")
+            if row.get(keyed) is not None:
+                return row
+            before = line_start
         return None
 
     def append_metrics(self, row: dict) -> None:
