@@ -18,7 +18,7 @@ from ebt_scaling.models.architectures import PAPER_SIZES
 from ebt_scaling.models.flops import flops_per_token, param_counts, training_step_flops
 from ebt_scaling.sweeps import rules
 from ebt_scaling.sweeps.generate import expand, make_plan
-from ebt_scaling.sweeps.sweep_spec import load_sweep, preset_names
+from ebt_scaling.sweeps.sweep_spec import dump_sweep, load_sweep, preset_names, sweep_from_dict
 from ebt_scaling.sweeps.shapes import ShapeSolver
 from ebt_scaling.sweeps.sweep_spec import ShapeRule
 
@@ -103,6 +103,19 @@ def test_olmo_formulas_at_108m():
     assert rules.batch_size(BatchRule(rule="olmo", round="pow2"), 108e6, 2048, 1) == 128
     assert rules.olmo_beta2(524_287) == 0.99 and rules.olmo_beta2(524_288) == 0.95
     assert rules.warmup_fraction(WarmupRule(rule="olmo"), 1e6, 4_000_000, 0.05) == 0.25
+
+
+def test_sweep_file_values_are_typed_as_read_and_the_source_is_no_key():
+    """Counts, per-architecture MFUs and tuning grids are typed before the dataclasses are
+    built; the file a sweep came from is its source, neither read nor written as a key."""
+    data = {**dump_sweep(load_sweep("tiny")), "tokens": {"rule": "fixed", "tokens": "1e6"},
+            "throughput": {"mfu": {"ebt": 1}}, "tune": {"lr": [2, 0.5, 1]}}
+    sweep = sweep_from_dict(data, "here.yaml")
+    assert sweep.tokens.tokens == 1_000_000 and isinstance(sweep.tokens.tokens, int)
+    assert sweep.throughput.mfu == {"ebt": 1.0} and isinstance(sweep.throughput.mfu["ebt"], float)
+    assert sweep.tune.lr == (0.5, 1.0, 2.0)
+    assert sweep.source == "here.yaml" and "source" not in dump_sweep(sweep)
+    assert sweep == sweep_from_dict(data, "elsewhere.yaml")
 
 
 def test_olmo_rules_in_a_plan():
