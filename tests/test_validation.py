@@ -132,6 +132,17 @@ def test_small_anchors_still_work_and_recursive_aliases_are_refused(tmp_path, ca
     one_line(capsys, code, "plan", "alias")
 
 
+def test_values_are_counted_whenever_a_document_may_hold_too_many():
+    """parse_yaml skips the count of a short text without an alias (a spec.yaml): at most a few
+    values a character, so far below MAX_YAML_NODES; a long one is counted, alias or not."""
+    from ebt_scaling.harness.contract.typed_config import MAX_YAML_NODES, parse_yaml
+
+    assert parse_yaml("[?]", "dense") == [{None: None}]  # the densest text: 4 values in 3 characters
+    assert len(parse_yaml("[" + "0," * (MAX_YAML_NODES // 16) + "]", "short")) == MAX_YAML_NODES // 16
+    with pytest.raises(ConfigError, match="more than"):
+        parse_yaml("[" + "0," * MAX_YAML_NODES + "]", "long")
+
+
 # ---- 3. non-finite and out-of-range values ---------------------------------------------------------
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, "inf", "nan", "1e999"])
 def test_non_finite_floats_are_refused(value):

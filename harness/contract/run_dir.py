@@ -280,18 +280,33 @@ class RunDir:
     @staticmethod
     def _read_back(f: BinaryIO, enough: Callable[[bytes, int], bool], limit: int | None = None) -> tuple[bytes, int]:
         """(the end of file `f` from offset `start`, start): read backwards, METRICS_TAIL_BYTES
-        first and twice as much each time after, until ``enough(tail, start)``, the file's start,
-        or `limit` bytes in all."""
-        start, tail, size = f.seek(0, os.SEEK_END), b"", METRICS_TAIL_BYTES
-        while start > 0 and (limit is None or len(tail) < limit):
-            size = min(size, start) if limit is None else min(size, start, limit - len(tail))
+        first and twice as much each time after, until ``enough(chunk, start)`` -- called with
+        each chunk read, from the file's end back, and where it starts -- the file's start, or
+        `limit` bytes in all. The chunks are joined once, at the end: joining them as they come
+        costs more than reading them (a fresh buffer of up to a MiB each time)."""
+        start, read, size, chunks = f.seek(0, os.SEEK_END), 0, METRICS_TAIL_BYTES, []
+        while start > 0 and (limit is None or read < limit):
+            size = min(size, start) if limit is None else min(size, start, limit - read)
             start -= size
             f.seek(start)
-            tail = f.read(size) + tail
-            if enough(tail, start):
+            chunks.append(f.read(size))
+            read += len(chunks[-1])
+            if enough(chunks[-1], start):
                 break
             size *= 2
-        return tail, start
+        return b"".join(reversed(chunks)), start
+
+    @staticmethod
+    def _lines_read(rows: int) -> Callable[[bytes, int], bool]:
+        """_read_back's `enough` for "the last `rows` complete lines and (unless at the file's
+        start) the newline before the first of them"."""
+        newlines = 0
+
+        def enough(chunk: bytes, start: int) -> bool:
+            nonlocal newlines
+            newlines += chunk.count(b"\n")
+            return newlines - (start > 0) >= rows
+        return enough
 
     def last_metrics_row(self) -> dict | None:
         """metrics()[-1] (None: no rows), read from the end of the file: deciding whether a done
@@ -301,12 +316,8 @@ class RunDir:
         f = self._open_metrics()
         if f is None:
             return None
-
-        def last_line_in(tail: bytes, start: int) -> bool:  # the last complete line and the newline before it
-            end = tail.rfind(b"\n")
-            return end >= 0 and (start == 0 or tail.rfind(b"\n", 0, end) >= 0)
         with f:
-            tail, _ = self._read_back(f, last_line_in)
+            tail, _ = self._read_back(f, self._lines_read(1))
         end = tail.rfind(b"\n")  # where the last complete line ends (after it: the torn line, if any)
         if end < 0:  # no complete line
             return None
@@ -328,7 +339,7 @@ class RunDir:
         if f is None:
             return MetricsTail([], None)
         with f:
-            tail, start = self._read_back(f, lambda t, s: t.count(b"\n") - (s > 0) >= rows)
+            tail, start = self._read_back(f, self._lines_read(rows))
             lines = self._tail_lines(tail, start)
             if start == 0:
                 checked = [self._metrics_row(line, f"line {i}") for i, line in enumerate(lines, 1)]
@@ -340,35 +351,43 @@ class RunDir:
                 found = self._last_keyed_row(f, keyed)
         return MetricsTail(checked[-rows:], found)
 
-    def _tail_text(self, tail: bytes, start: int) -> str:
-        """The complete lines of the end of metrics.jsonl read from offset `start`, each ending
-        in its newline: the first, cut line of a window from the middle and the torn last line
-        of a killed append left out."""
+    def _tail_span(self, tail: bytes, start: int) -> tuple[int, int]:
+        """Where the complete lines of `tail` (the end of metrics.jsonl from offset `start`) lie:
+        the first, cut line of a window from the middle and the torn last line of a killed
+        append left out. RunFileError naming the first byte in them that is not UTF-8."""
         first, end = (0 if start == 0 else tail.find(b"\n") + 1), tail.rfind(b"\n") + 1
-        try:
-            return tail[first:end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RunFileError(self.metrics_path, f"is not UTF-8 text (at byte offset {start + first + exc.start})") \
-                from None
+        if not tail.isascii():  # the trainer's rows are ASCII: decode only what may not be UTF-8
+            try:
+                tail[first:end].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RunFileError(self.metrics_path,
+                                   f"is not UTF-8 text (at byte offset {start + first + exc.start})") from None
+        return first, end
 
     def _tail_lines(self, tail: bytes, start: int) -> list[str]:
-        return self._tail_text(tail, start).split("\n")[:-1]
+        first, end = self._tail_span(tail, start)
+        return tail[first:end].decode("utf-8").split("\n")[:-1]
 
     def _last_keyed_row(self, f: BinaryIO, keyed: str) -> dict | None:
         """The last row of open metrics.jsonl `f` whose `keyed` value is not None, looked for in
         its last METRICS_TAIL_LIMIT bytes; only the lines that name the key are parsed, found
-        from the end by a search of the text (not a split of up to a MiB into lines)."""
-        needle = f'"{keyed}":'
-        needle_bytes = needle.encode()
+        from the end by a search of the bytes (up to a MiB: never split into lines)."""
+        needle = f'"{keyed}":'.encode()
+        cut_line = b""  # what was read before its first newline, with it: a line complete once read back to its start
 
-        def named(tail: bytes, start: int) -> bool:  # in a complete line
-            return tail.find(needle_bytes, 0 if start == 0 else tail.find(b"\n") + 1, tail.rfind(b"\n")) >= 0
-        text = self._tail_text(*self._read_back(f, named, METRICS_TAIL_LIMIT))
-        before = len(text)
-        while (hit := text.rfind(needle, 0, before)) >= 0:
-            line_start, line_end = text.rfind("\n", 0, hit) + 1, text.index("\n", hit)
-            from_end = text.count("\n", line_end)  # its number, counted from the last line (1)
-            row = self._metrics_row(text[line_start:line_end], f"line {from_end} from its end")
+        def named(chunk: bytes, start: int) -> bool:  # in a line complete now (none read before held it)
+            nonlocal cut_line
+            part = chunk + cut_line
+            first = part.find(b"\n") + 1
+            cut_line = part[:first] if first else part
+            return part.find(needle, 0 if start == 0 else first, part.rfind(b"\n")) >= 0
+        tail, start = self._read_back(f, named, METRICS_TAIL_LIMIT)
+        first, end = self._tail_span(tail, start)
+        before = end
+        while (hit := tail.rfind(needle, first, before)) >= 0:
+            line_start, line_end = tail.rfind(b"\n", 0, hit) + 1, tail.index(b"\n", hit)
+            from_end = tail.count(b"\n", line_end, end)  # its number, counted from the last line (1)
+            row = self._metrics_row(tail[line_start:line_end].decode("utf-8"), f"line {from_end} from its end")
             if row.get(keyed) is not None:
                 return row
             before = line_start

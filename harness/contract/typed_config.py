@@ -82,8 +82,15 @@ def typed_value(value: Any, tp: Any, key: str) -> Any:
     return _convert(value, tp, key)
 
 
+@functools.cache
+def _shape(tp: Any) -> tuple[Any, tuple, bool]:
+    """get_origin, get_args and is_dataclass of a field type, worked out once per type (a
+    spec has ~60 values, and `status` may read thousands of specs)."""
+    return get_origin(tp), get_args(tp), dataclasses.is_dataclass(tp)
+
+
 def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
+    origin, args, is_dataclass = _shape(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -100,7 +107,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if value not in args:
             raise ConfigError(f"{path}: must be {_type_name(tp)}; got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if is_dataclass:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {type(value).__name__} {value!r}")
         return from_dict(tp, value, path)
@@ -155,6 +162,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+@functools.cache
+def _file_fields(cls: type) -> tuple[dict[str, dataclasses.Field], tuple[str, ...]]:
+    """A dataclass's fields that a file gives (by name), and those of them it must give, once per class."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get(NOT_IN_FILE)}
+    return fields, tuple(n for n, f in fields.items()
+                         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+
+
 def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     """Instantiate dataclass `cls` from `data`, recursively, with named one-line errors."""
     if not isinstance(data, dict):
@@ -163,16 +178,15 @@ def from_dict(cls: type[T], data: dict, path: str = "") -> T:
     if prepare is not None:
         data = prepare(data, path)
     hints = _field_types(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get(NOT_IN_FILE)}
-    unknown = sorted(set(data) - set(fields))
+    fields, required = _file_fields(cls)
+    unknown = sorted(set(data) - fields.keys())
     if unknown:
         key = _join(path, str(unknown[0]))
         raise ConfigError(f"{key}: unknown key; valid keys here: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(value, hints[name], _join(path, name))
-    missing = [n for n, f in fields.items() if n not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in kwargs]
     if missing:
         raise ConfigError(f"{_join(path, missing[0])}: missing required key")
     try:
@@ -252,7 +266,8 @@ def parse_yaml(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _require_bounded(node, source)
+        if _may_expand(text):
+            _require_bounded(node, source)
         return loader.construct_document(node)
     except yaml.reader.ReaderError as exc:
         raise YamlSyntaxError(f"{source}: invalid YAML (character #x{exc.character:04x} at position {exc.position} "
@@ -267,6 +282,14 @@ def parse_yaml(text: str, source: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _may_expand(text: str) -> bool:
+    """Whether a document may hold more than MAX_YAML_NODES values, or a loop: only through an
+    alias (``*name``), or by being long. Without one a value takes at least a character of the
+    text, or is one of the few empty ones an indicator implies (``[?]``: four values in three
+    characters), so a short text without ``*`` needs no count -- a spec.yaml (1 KB) never does."""
+    return "*" in text or len(text) > MAX_YAML_NODES // 4
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

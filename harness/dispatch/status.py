@@ -64,9 +64,12 @@ class RunStatus:
     rate: Rate | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lease", "rate")}
+        out = {name: getattr(self, name) for name in _JSON_FIELDS}
         out["gpu_hours_source"] = self.rate.source if self.rate else None
         return out
+
+
+_JSON_FIELDS = tuple(f.name for f in fields(RunStatus) if f.name not in ("lease", "rate"))  # fields() once, not per run
 
 
 def _progress(tail: MetricsTail, spec: SpecSummary) -> dict:
