@@ -173,6 +173,10 @@ def test_a_spec_changed_after_it_was_summarised_is_read_again(tmp_path, monkeypa
     cache.write_text("{not json")
     assert status() == rows and len(parsed) == 4
 
+    parsed.clear()  # summaries made by other code (another release, an edited checkout) are not used
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), "version": "0.0.0 0123456789abcdef"}))
+    assert status() == rows and len(parsed) == 4
+
 
 def test_a_summarised_run_still_gives_its_full_spec(tmp_path):
     """A run whose summary came from the cache parses its spec when a caller asks for it."""

@@ -9,26 +9,32 @@ selected by id or unique id prefix.
 `status` needs only a few facts of each spec (``SpecSummary``), and parsing 10,000 YAML
 specs takes longer than the rest of a poll. So the snapshot keeps each readable spec's
 summary in SWEEP_DIR/.spec_summaries.json under the spec file's identity (inode, size,
-mtime in ns) and the package version: a run whose spec.yaml is unchanged since it was
-last read is not parsed again until a caller asks for its full spec; an edited, replaced
-or new spec.yaml is parsed (and judged readable or not) as before. The file is only a
-cache: written atomically when something new was parsed, never required, and rebuilt
-when missing, unreadable or written by another version.
+mtime in ns), the package version and a hash of the code that derives it: a run whose
+spec.yaml is unchanged since it was last read is not parsed again until a caller asks for
+its full spec; an edited, replaced or new spec.yaml is parsed (and judged readable or not)
+as before. The file is only a cache: written atomically when something new was parsed,
+never required, and rebuilt when missing, unreadable or written by other code.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ebt_scaling.harness.contract import model_config as model_config_module
+from ebt_scaling.harness.contract import spec as spec_module
 from ebt_scaling.harness.contract.errors import ConfigError, DispatchError
 from ebt_scaling.harness.contract.run_dir import RunDir, atomic_write_text
 from ebt_scaling.harness.contract.spec import RunSpec, load_spec
+from ebt_scaling.models import flops as flops_module
 from ebt_scaling.models.flops import training_step_flops
 
 SUMMARY_CACHE = ".spec_summaries.json"
@@ -187,11 +193,20 @@ def _cyclic_gc_paused():
             gc.enable()
 
 
-def _package_version() -> str:
+@functools.cache
+def _summary_version() -> str:
+    """What a cached summary was made by: the package version and a hash of the code that
+    reads a spec and derives its summary (spec and model validation, FLOP accounting, this
+    module), so that a summary made by other code -- a new release or an edited checkout --
+    is never used."""
     try:
-        return version("ebt-scaling")
+        release = version("ebt-scaling")
     except PackageNotFoundError:  # imported from a plain source tree
-        return "unknown"
+        release = "unknown"
+    digest = hashlib.sha256()
+    for module in (spec_module, model_config_module, flops_module, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return f"{release} {digest.hexdigest()[:16]}"
 
 
 def _read_cache(sweep_dir: Path) -> dict[str, list]:
@@ -201,7 +216,7 @@ def _read_cache(sweep_dir: Path) -> dict[str, list]:
         data = json.loads((sweep_dir / SUMMARY_CACHE).read_bytes())
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("version") != _package_version() or not isinstance(data.get("runs"), dict):
+    if not isinstance(data, dict) or data.get("version") != _summary_version() or not isinstance(data.get("runs"), dict):
         return {}
     return {k: v for k, v in data["runs"].items() if isinstance(v, list) and len(v) == 2 and isinstance(v[1], dict)}
 
@@ -209,6 +224,6 @@ def _read_cache(sweep_dir: Path) -> dict[str, list]:
 def _write_cache(sweep_dir: Path, runs: dict[str, list]) -> None:
     """Best effort: a sweep directory this user may only read is read, not cached."""
     try:
-        atomic_write_text(sweep_dir / SUMMARY_CACHE, json.dumps({"version": _package_version(), "runs": runs}))
+        atomic_write_text(sweep_dir / SUMMARY_CACHE, json.dumps({"version": _summary_version(), "runs": runs}))
     except OSError:
         pass
